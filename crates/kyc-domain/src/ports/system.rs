@@ -1,0 +1,31 @@
+//! Time and identity: the two things a pure domain cannot make up itself.
+
+use time::OffsetDateTime;
+
+use crate::ids::CustomerId;
+
+/// The current time. Tests use a fixed or stepping clock.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait Clock: Send + Sync {
+    /// Now, in UTC.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// A verification link token: the plaintext goes into the link once, only its hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The token for the link (at least 128 random bits, URL-safe).
+    pub token: String,
+    /// Its SHA-256, lowercase hex: what storage keeps and looks up by.
+    pub token_hash: String,
+}
+
+/// New ids and secrets.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait IdGenerator: Send + Sync {
+    /// A new customer id (UUID v7 in production: time-ordered, index-friendly).
+    fn customer_id(&self) -> CustomerId;
+
+    /// A new verification link token.
+    fn link_token(&self) -> IssuedToken;
+}

@@ -1,0 +1,463 @@
+//! Validated values. Each constructor enforces the rule that the contract states for the field, so
+//! a value that exists is a value that is valid: adapters cannot build an invalid one by accident,
+//! and deserialisation goes through the same constructor (`serde(try_from)`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a value was refused. `field` is the name the CRM API uses for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    /// The field, as named in the API contract (`email`, `fullName`, …).
+    pub field: &'static str,
+    /// A sentence a person can act on.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// A refusal of `field` with a readable reason.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+fn bounded_text(
+    field: &'static str,
+    text: String,
+    max_chars: usize,
+) -> Result<String, ValidationError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ValidationError::new(field, format!("{field} must not be empty")));
+    }
+    if trimmed.chars().count() > max_chars {
+        return Err(ValidationError::new(
+            field,
+            format!("{field} must be at most {max_chars} characters"),
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
+    }
+    Ok(if trimmed.len() == text.len() {
+        text
+    } else {
+        trimmed.to_owned()
+    })
+}
+
+macro_rules! text_value {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates and wraps the text (surrounding whitespace is dropped).
+            ///
+            /// # Errors
+            /// [`ValidationError`] when empty, too long or containing control characters.
+            pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
+                bounded_text($field, text.into(), $max).map(Self)
+            }
+
+            /// The value as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ValidationError;
+            fn try_from(text: String) -> Result<Self, Self::Error> {
+                Self::new(text)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+text_value!(
+    /// The CRM's own id of a customer (`externalId`), 1–255 characters, immutable once set.
+    ExternalId,
+    "externalId",
+    255
+);
+text_value!(
+    /// A customer's full name as the CRM knows it, 1–255 characters.
+    FullName,
+    "fullName",
+    255
+);
+
+/// An email address. Kept as given; compared case-insensitively (see [`Email::normalized`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+impl Email {
+    /// Validates the address: one `@`, a non-empty local part of at most 64 characters, a domain
+    /// with a dot and no empty labels, no whitespace, at most 254 characters in all.
+    ///
+    /// # Errors
+    /// [`ValidationError`] on `email` when the address is not valid.
+    pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
+        let text = text.into();
+        let address = text.trim();
+        let invalid = || ValidationError::new("email", "email is not a valid address");
+        if address.is_empty() || address.len() > 254 {
+            return Err(invalid());
+        }
+        if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = address.split_once('@').ok_or_else(invalid)?;
+        if local.is_empty() || local.len() > 64 || domain.contains('@') {
+            return Err(invalid());
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2
+            || labels.iter().any(|label| {
+                label.is_empty()
+                    || label.starts_with('-')
+                    || label.ends_with('-')
+                    || !label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            })
+        {
+            return Err(invalid());
+        }
+        Ok(Self(address.to_owned()))
+    }
+
+    /// The address as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form used to match records: lower case. Two addresses that differ only in case are one
+    /// person to an upsert.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = ValidationError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::new(text)
+    }
+}
+
+impl From<Email> for String {
+    fn from(value: Email) -> String {
+        value.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A phone number in E.164 form: `+`, then 6 to 15 digits, the first not zero.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Phone(String);
+
+impl Phone {
+    /// Validates an E.164 number.
+    ///
+    /// # Errors
+    /// [`ValidationError`] on `phone` when the number is not E.164.
+    pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
+        let text = text.into();
+        let number = text.trim();
+        let digits = number.strip_prefix('+').unwrap_or("");
+        let valid = (6..=15).contains(&digits.len())
+            && digits.chars().all(|c| c.is_ascii_digit())
+            && !digits.starts_with('0');
+        if valid {
+            Ok(Self(number.to_owned()))
+        } else {
+            Err(ValidationError::new(
+                "phone",
+                "phone must be in E.164 form, for example +61400000000",
+            ))
+        }
+    }
+
+    /// The number as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Phone {
+    type Error = ValidationError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::new(text)
+    }
+}
+
+impl From<Phone> for String {
+    fn from(value: Phone) -> String {
+        value.0
+    }
+}
+
+/// What kind of customer a record is. v1 ingests individuals and sole traders only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CustomerType {
+    /// A natural person.
+    #[default]
+    Individual,
+    /// A natural person trading under their own name.
+    SoleTrader,
+}
+
+impl CustomerType {
+    /// The contract's spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Individual => "INDIVIDUAL",
+            Self::SoleTrader => "SOLE_TRADER",
+        }
+    }
+
+    /// Parses the contract's spelling.
+    ///
+    /// # Errors
+    /// [`ValidationError`] on `type` for anything else.
+    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        match text {
+            "INDIVIDUAL" => Ok(Self::Individual),
+            "SOLE_TRADER" => Ok(Self::SoleTrader),
+            _ => Err(ValidationError::new(
+                "type",
+                "type must be INDIVIDUAL or SOLE_TRADER",
+            )),
+        }
+    }
+}
+
+/// How a record entered the service. `INTEGRATION` for the CRM API, `ADMIN_MANUAL` for staff; the
+/// others are reserved by the published contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AddedVia {
+    /// Typed in by a person in the back office.
+    AdminManual,
+    /// Reserved.
+    AiExtracted,
+    /// Reserved.
+    ContactPortal,
+    /// Reserved.
+    BulkImport,
+    /// Pushed by a CRM over the API.
+    Integration,
+    /// Reserved.
+    System,
+}
+
+impl AddedVia {
+    /// The contract's spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AdminManual => "ADMIN_MANUAL",
+            Self::AiExtracted => "AI_EXTRACTED",
+            Self::ContactPortal => "CONTACT_PORTAL",
+            Self::BulkImport => "BULK_IMPORT",
+            Self::Integration => "INTEGRATION",
+            Self::System => "SYSTEM",
+        }
+    }
+
+    /// Parses the contract's spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::AdminManual,
+            Self::AiExtracted,
+            Self::ContactPortal,
+            Self::BulkImport,
+            Self::Integration,
+            Self::System,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == text)
+    }
+}
+
+/// An amount of credits, the unit firms buy and verifications cost. Never negative by type;
+/// arithmetic that could overflow or go below zero is checked.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Credits(u64);
+
+impl Credits {
+    /// No credits.
+    pub const ZERO: Self = Self(0);
+
+    /// Wraps a count of credits.
+    pub const fn new(credits: u64) -> Self {
+        Self(credits)
+    }
+
+    /// The count as an integer.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// `self + other`, or `None` on overflow.
+    pub const fn checked_add(self, other: Self) -> Option<Self> {
+        match self.0.checked_add(other.0) {
+            Some(sum) => Some(Self(sum)),
+            None => None,
+        }
+    }
+
+    /// `self - other`, or `None` when that would go below zero.
+    pub const fn checked_sub(self, other: Self) -> Option<Self> {
+        match self.0.checked_sub(other.0) {
+            Some(rest) => Some(Self(rest)),
+            None => None,
+        }
+    }
+
+    /// Whether this is zero.
+    pub const fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Credits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} credits", self.0)
+    }
+}
+
+/// A non-empty note a person wrote: a restart reason, a disposition note, a decision rationale.
+/// Up to 4,000 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Note(String);
+
+impl Note {
+    /// Validates and wraps a note.
+    ///
+    /// # Errors
+    /// [`ValidationError`] on `note` when empty or longer than 4,000 characters.
+    pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
+        let text = text.into();
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err(ValidationError::new("note", "a note is required"));
+        }
+        if trimmed.chars().count() > 4_000 {
+            return Err(ValidationError::new(
+                "note",
+                "a note must be at most 4000 characters",
+            ));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    /// The note as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Note {
+    type Error = ValidationError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::new(text)
+    }
+}
+
+impl From<Note> for String {
+    fn from(value: Note) -> String {
+        value.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_that_people_use_are_accepted() {
+        for ok in ["jane@example.com", "a.b+tag@sub.example.com.au", "x@x.io"] {
+            assert!(Email::new(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn malformed_emails_are_refused_with_the_field_name() {
+        for bad in ["", "jane", "jane@", "@example.com", "jane@example", "a b@c.d", "a@b@c.d", "a@-b.c"] {
+            let err = Email::new(bad).unwrap_err();
+            assert_eq!(err.field, "email", "{bad}");
+        }
+    }
+
+    #[test]
+    fn email_matching_ignores_case_but_keeps_what_was_given() {
+        let email = Email::new("Jane@Example.com").unwrap();
+        assert_eq!(email.as_str(), "Jane@Example.com");
+        assert_eq!(email.normalized(), "jane@example.com");
+    }
+
+    #[test]
+    fn phone_numbers_must_be_e164() {
+        assert!(Phone::new("+61400000000").is_ok());
+        for bad in ["0400000000", "+0400000000", "+61 400 000 000", "+1234", "+1234567890123456"] {
+            assert_eq!(Phone::new(bad).unwrap_err().field, "phone", "{bad}");
+        }
+    }
+
+    #[test]
+    fn external_id_and_full_name_are_bounded_to_255_characters() {
+        assert!(ExternalId::new("x".repeat(255)).is_ok());
+        assert!(ExternalId::new("x".repeat(256)).is_err());
+        assert!(FullName::new("  ").is_err());
+        assert_eq!(FullName::new(" Jane Doe ").unwrap().as_str(), "Jane Doe");
+        assert_eq!(FullName::new("é".repeat(255)).unwrap().as_str().chars().count(), 255);
+    }
+
+    #[test]
+    fn deserialising_goes_through_validation() {
+        let bad: Result<Email, _> = serde_json::from_str("\"nope\"");
+        assert!(bad.is_err());
+        let good: Email = serde_json::from_str("\"a@b.co\"").unwrap();
+        assert_eq!(good.as_str(), "a@b.co");
+    }
+
+    #[test]
+    fn credits_never_go_below_zero() {
+        assert_eq!(Credits::new(1).checked_sub(Credits::new(2)), None);
+        assert_eq!(Credits::new(3).checked_sub(Credits::new(2)), Some(Credits::new(1)));
+    }
+}
