@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use crate::ids::CustomerId;
+use crate::ids::{CustomerId, ExternalUserId};
 
 /// The current time. Tests use a fixed or stepping clock.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -11,7 +11,7 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> OffsetDateTime;
 }
 
-/// A verification link token: the plaintext goes into the link once, only its hash is stored.
+/// A verification link token. Storage keeps only its hash; the plaintext goes into the link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     /// The token for the link (at least 128 random bits, URL-safe).
@@ -26,6 +26,9 @@ pub trait IdGenerator: Send + Sync {
     /// A new customer id (UUID v7 in production: time-ordered, index-friendly).
     fn customer_id(&self) -> CustomerId;
 
-    /// A new verification link token.
-    fn link_token(&self) -> IssuedToken;
+    /// The verification link token of an attempt: 128 bits that look random and cannot be
+    /// guessed without the server's secret (an HMAC of the attempt's external user id), and are
+    /// the same each time they are derived. A retried or resumed Start Verification, a second
+    /// replica and the back office all show the same link, while storage keeps only the hash.
+    fn link_token(&self, attempt: &ExternalUserId) -> IssuedToken;
 }
