@@ -92,14 +92,18 @@ pub mod testkit;
 
 /// The names most users need, in one import.
 pub mod prelude {
-    pub use crate::aml::{AmlCategory, AmlDecision, AmlHit, AmlState, Disposition, HitKey, HitSource};
+    pub use crate::aml::{
+        AmlCategory, AmlDecision, AmlHit, AmlState, Disposition, HitKey, HitSource,
+    };
     pub use crate::crm::{CrmBlock, NextAction, Onboarding, crm_block};
     pub use crate::customer::{
         AttemptPhase, ContactUpdate, Customer, CustomerState, LinkOutcome, NewCustomer,
         VerificationAttempt, VerifiedIdentity,
     };
     pub use crate::error::{Action, LifecycleError};
-    pub use crate::events::{Actor, Change, DomainEvent, EventOutcome, OutboxMessage, Person, Role};
+    pub use crate::events::{
+        Actor, Change, DomainEvent, EventOutcome, OutboxMessage, Person, Role,
+    };
     pub use crate::ids::{
         ApiKeyId, ApplicantId, AttemptNumber, CustomerId, EventId, ExternalUserId, FirmId, UserId,
     };

@@ -145,7 +145,11 @@ pub trait CustomerStore: Send + Sync {
     ///
     /// # Errors
     /// [`InfrastructureError`] only.
-    async fn get(&self, firm: FirmId, id: CustomerId) -> Result<Option<Customer>, InfrastructureError>;
+    async fn get(
+        &self,
+        firm: FirmId,
+        id: CustomerId,
+    ) -> Result<Option<Customer>, InfrastructureError>;
 
     /// The firm's customer with this external id.
     ///
@@ -171,31 +175,39 @@ pub trait CustomerStore: Send + Sync {
     ///
     /// # Errors
     /// [`InfrastructureError`] only.
-    async fn list(&self, firm: FirmId, query: &ListQuery) -> Result<CustomerPage, InfrastructureError>;
+    async fn list(
+        &self,
+        firm: FirmId,
+        query: &ListQuery,
+    ) -> Result<CustomerPage, InfrastructureError>;
 
     /// The customer owning the attempt with this applicant id or external user id, in any firm
     /// (provider events carry no firm).
     ///
     /// # Errors
     /// [`InfrastructureError`] only.
-    async fn locate_attempt(
+    async fn locate_attempt<'a>(
         &self,
-        applicant_id: Option<&'_ ApplicantId>,
-        external_user_id: Option<&'_ ExternalUserId>,
+        applicant_id: Option<&'a ApplicantId>,
+        external_user_id: Option<&'a ExternalUserId>,
     ) -> Result<Option<AttemptLocation>, InfrastructureError>;
 
     /// Whether this provider event was already recorded (as applied, ignored or orphaned).
     ///
     /// # Errors
     /// [`InfrastructureError`] only.
-    async fn provider_event_seen(&self, key: &ProviderEventKey) -> Result<bool, InfrastructureError>;
+    async fn provider_event_seen(
+        &self,
+        key: &ProviderEventKey,
+    ) -> Result<bool, InfrastructureError>;
 
     /// Records a provider event that belongs to no known attempt (orphaned). Returns `false` when
     /// it was already recorded.
     ///
     /// # Errors
     /// [`InfrastructureError`] only.
-    async fn record_orphan_event(&self, event: &ProviderEvent) -> Result<bool, InfrastructureError>;
+    async fn record_orphan_event(&self, event: &ProviderEvent)
+    -> Result<bool, InfrastructureError>;
 
     /// Customers with an attempt in `Starting` claimed before `claimed_before`: work for the
     /// recovery worker. Adapters may lease the rows so that concurrent workers get disjoint sets.

@@ -1,0 +1,915 @@
+//! In-memory adapters of the ports the use cases drive, for domain tests and for outside suites
+//! that want the real use cases without a database or a provider. They keep the contracts the
+//! ports document (optimistic concurrency, duplicate detection, idempotent ledger operations), and
+//! share a [`Faults`] switch that simulates a crash before or after any port call.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::aml::AmlHit;
+use crate::customer::{AttemptPhase, Customer, CustomerState, VerifiedIdentity};
+use crate::events::{DomainEvent, OutboxMessage};
+use crate::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
+use crate::ports::{
+    AmlScreening, Applicant, ApplicantRequest, AttemptLocation, Balance, Clock, CreditsLedger,
+    CustomerPage, CustomerStore, EntryKind, Hold, HoldKey, HoldState, IdGenerator, IdempotencyKey,
+    IdentityProvider, InfrastructureError, IssuedToken, LedgerError, LedgerReceipt, ListOrder,
+    ListQuery, ProviderError, SaveError, StatementEntry, StatementPage,
+};
+use crate::provider::{ProviderEvent, ProviderEventKey};
+use crate::values::{Credits, Email, ExternalId};
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A crash simulated by a panic never holds a lock, but a failing assertion elsewhere might:
+    // keep going with the data as it is.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Counts port calls and panics at a chosen one, before or after its effect: the panic unwinds
+/// the use case exactly as a killed process would stop it, while the adapters keep what was
+/// already written.
+#[derive(Debug, Default)]
+pub struct Faults {
+    calls: AtomicUsize,
+    crash_before: AtomicUsize,
+    crash_after: AtomicUsize,
+}
+
+/// The panic message of a simulated crash.
+pub const CRASH: &str = "simulated crash";
+
+impl Faults {
+    /// Crash when call number `n` (1-based) starts, before it has any effect.
+    pub fn crash_before_call(&self, n: usize) {
+        self.calls.store(0, Ordering::SeqCst);
+        self.crash_before.store(n, Ordering::SeqCst);
+        self.crash_after.store(0, Ordering::SeqCst);
+    }
+
+    /// Crash when call number `n` has had its effect but before its caller sees the result.
+    pub fn crash_after_call(&self, n: usize) {
+        self.calls.store(0, Ordering::SeqCst);
+        self.crash_before.store(0, Ordering::SeqCst);
+        self.crash_after.store(n, Ordering::SeqCst);
+    }
+
+    /// No more crashes.
+    pub fn disarm(&self) {
+        self.crash_before.store(0, Ordering::SeqCst);
+        self.crash_after.store(0, Ordering::SeqCst);
+    }
+
+    /// How many port calls were made since the last arming.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn enter(&self) -> usize {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(self.crash_before.load(Ordering::SeqCst) != n, "{CRASH}");
+        n
+    }
+
+    fn leave(&self, n: usize) {
+        assert!(self.crash_after.load(Ordering::SeqCst) != n, "{CRASH}");
+    }
+}
+
+/// A clock that moves only when told.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<OffsetDateTime>);
+
+impl ManualClock {
+    /// A clock showing `now`.
+    pub fn new(now: OffsetDateTime) -> Self {
+        Self(Mutex::new(now))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: time::Duration) {
+        let mut now = lock(&self.0);
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *lock(&self.0)
+    }
+}
+
+/// Sequential customer ids and readable, deterministic link tokens.
+#[derive(Debug, Default)]
+pub struct SequentialIds(AtomicU64);
+
+impl IdGenerator for SequentialIds {
+    fn customer_id(&self) -> CustomerId {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        CustomerId::from_uuid(uuid::Uuid::from_u128(u128::from(n)))
+    }
+
+    fn link_token(&self, attempt: &ExternalUserId) -> IssuedToken {
+        IssuedToken {
+            token: format!("token-{attempt}"),
+            token_hash: format!("hash-{attempt}"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct StoreData {
+    customers: HashMap<CustomerId, CustomerState>,
+    events: Vec<(CustomerId, DomainEvent)>,
+    outbox: Vec<OutboxMessage>,
+    inbound: HashSet<ProviderEventKey>,
+    orphans: Vec<ProviderEvent>,
+}
+
+/// Customer storage in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    data: Mutex<StoreData>,
+    faults: Arc<Faults>,
+}
+
+impl MemoryStore {
+    /// A store sharing `faults` with the other fakes.
+    pub fn new(faults: Arc<Faults>) -> Self {
+        Self {
+            data: Mutex::default(),
+            faults,
+        }
+    }
+
+    /// Every audit event recorded for a customer.
+    pub fn events_of(&self, id: CustomerId) -> Vec<DomainEvent> {
+        lock(&self.data)
+            .events
+            .iter()
+            .filter(|(c, _)| *c == id)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Every outbox message written.
+    pub fn outbox(&self) -> Vec<OutboxMessage> {
+        lock(&self.data).outbox.clone()
+    }
+
+    /// Provider events recorded as orphaned.
+    pub fn orphans(&self) -> Vec<ProviderEvent> {
+        lock(&self.data).orphans.clone()
+    }
+}
+
+#[async_trait]
+impl CustomerStore for MemoryStore {
+    async fn insert(
+        &self,
+        customer: &Customer,
+        events: &[DomainEvent],
+        outbox: &[OutboxMessage],
+    ) -> Result<u64, SaveError> {
+        let call = self.faults.enter();
+        let mut data = lock(&self.data);
+        let taken = customer.external_id.as_ref().is_some_and(|ext| {
+            data.customers
+                .values()
+                .any(|c| c.firm_id == customer.firm_id && c.external_id.as_ref() == Some(ext))
+        });
+        if taken {
+            return Err(SaveError::DuplicateExternalId);
+        }
+        let mut state = customer.state().clone();
+        state.version = 1;
+        data.customers.insert(customer.id, state);
+        data.events
+            .extend(events.iter().map(|e| (customer.id, e.clone())));
+        data.outbox.extend_from_slice(outbox);
+        drop(data);
+        self.faults.leave(call);
+        Ok(1)
+    }
+
+    async fn save<'a>(
+        &self,
+        customer: &Customer,
+        events: &[DomainEvent],
+        outbox: &[OutboxMessage],
+        inbound: Option<&'a ProviderEventKey>,
+    ) -> Result<u64, SaveError> {
+        let call = self.faults.enter();
+        let mut data = lock(&self.data);
+        let stored = data
+            .customers
+            .get(&customer.id)
+            .filter(|c| c.firm_id == customer.firm_id)
+            .map(|c| c.version);
+        if stored != Some(customer.version) {
+            return Err(SaveError::VersionConflict);
+        }
+        if let Some(key) = inbound {
+            if data.inbound.contains(key) {
+                return Err(SaveError::DuplicateInbound);
+            }
+            data.inbound.insert(key.clone());
+        }
+        let mut state = customer.state().clone();
+        state.version = customer.version + 1;
+        let version = state.version;
+        data.customers.insert(customer.id, state);
+        data.events
+            .extend(events.iter().map(|e| (customer.id, e.clone())));
+        data.outbox.extend_from_slice(outbox);
+        drop(data);
+        self.faults.leave(call);
+        Ok(version)
+    }
+
+    async fn get(
+        &self,
+        firm: FirmId,
+        id: CustomerId,
+    ) -> Result<Option<Customer>, InfrastructureError> {
+        Ok(lock(&self.data)
+            .customers
+            .get(&id)
+            .filter(|c| c.firm_id == firm)
+            .cloned()
+            .map(Customer::restore))
+    }
+
+    async fn get_by_external_id(
+        &self,
+        firm: FirmId,
+        external_id: &ExternalId,
+    ) -> Result<Option<Customer>, InfrastructureError> {
+        Ok(lock(&self.data)
+            .customers
+            .values()
+            .find(|c| c.firm_id == firm && c.external_id.as_ref() == Some(external_id))
+            .cloned()
+            .map(Customer::restore))
+    }
+
+    async fn find_by_email(
+        &self,
+        firm: FirmId,
+        email: &Email,
+    ) -> Result<Option<Customer>, InfrastructureError> {
+        let wanted = email.normalized();
+        Ok(lock(&self.data)
+            .customers
+            .values()
+            .filter(|c| c.firm_id == firm && c.email.normalized() == wanted)
+            .min_by_key(|c| (c.created_at, c.id))
+            .cloned()
+            .map(Customer::restore))
+    }
+
+    async fn list(
+        &self,
+        firm: FirmId,
+        query: &ListQuery,
+    ) -> Result<CustomerPage, InfrastructureError> {
+        let order = query.filter.order();
+        let key = |c: &CustomerState| match order {
+            ListOrder::CreatedAt => (c.created_at, c.id),
+            ListOrder::UpdatedAt => (c.updated_at, c.id),
+        };
+        let data = lock(&self.data);
+        let filter = &query.filter;
+        let mut matching: Vec<&CustomerState> = data
+            .customers
+            .values()
+            .filter(|c| c.firm_id == firm)
+            .filter(|c| filter.kyc_status.is_none_or(|s| c.kyc_status == s))
+            .filter(|c| filter.aml_status.is_none_or(|s| c.aml.status == s))
+            .filter(|c| filter.updated_since.is_none_or(|t| c.updated_at > t))
+            .filter(|c| {
+                filter
+                    .external_id
+                    .as_ref()
+                    .is_none_or(|e| c.external_id.as_ref() == Some(e))
+            })
+            .collect();
+        let total = query.include_total.then_some(matching.len() as u64);
+        matching.sort_by_key(|c| key(c));
+        let after = query.after.as_ref().map(|p| (p.sort_key, p.id));
+        let rest: Vec<_> = matching
+            .into_iter()
+            .filter(|c| after.is_none_or(|a| key(c) > a))
+            .collect();
+        let limit = query.limit as usize;
+        Ok(CustomerPage {
+            has_more: rest.len() > limit,
+            customers: rest
+                .into_iter()
+                .take(limit)
+                .cloned()
+                .map(Customer::restore)
+                .collect(),
+            total,
+        })
+    }
+
+    async fn locate_attempt<'a>(
+        &self,
+        applicant_id: Option<&'a ApplicantId>,
+        external_user_id: Option<&'a ExternalUserId>,
+    ) -> Result<Option<AttemptLocation>, InfrastructureError> {
+        Ok(lock(&self.data)
+            .customers
+            .values()
+            .find(|c| {
+                Customer::restore((*c).clone())
+                    .attempt_for_provider(applicant_id, external_user_id)
+                    .is_some()
+            })
+            .map(|c| AttemptLocation {
+                firm_id: c.firm_id,
+                customer_id: c.id,
+            }))
+    }
+
+    async fn provider_event_seen(
+        &self,
+        key: &ProviderEventKey,
+    ) -> Result<bool, InfrastructureError> {
+        let data = lock(&self.data);
+        Ok(data.inbound.contains(key) || data.orphans.iter().any(|o| &o.key == key))
+    }
+
+    async fn record_orphan_event(
+        &self,
+        event: &ProviderEvent,
+    ) -> Result<bool, InfrastructureError> {
+        let mut data = lock(&self.data);
+        if data.orphans.iter().any(|o| o.key == event.key) {
+            return Ok(false);
+        }
+        data.orphans.push(event.clone());
+        Ok(true)
+    }
+
+    async fn stuck_attempts(
+        &self,
+        claimed_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
+        Ok(lock(&self.data)
+            .customers
+            .values()
+            .filter(|c| {
+                c.attempts.last().is_some_and(|a| {
+                    a.phase == AttemptPhase::Starting && a.claimed_at < claimed_before
+                })
+            })
+            .take(limit as usize)
+            .map(|c| AttemptLocation {
+                firm_id: c.firm_id,
+                customer_id: c.id,
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+struct LedgerData {
+    granted: HashMap<FirmId, u64>,
+    refunded: HashMap<FirmId, u64>,
+    holds: BTreeMap<(FirmId, HoldKey), Hold>,
+    keys: HashMap<(FirmId, String), String>,
+    statement: Vec<(FirmId, StatementEntry)>,
+    caps: HashMap<FirmId, Credits>,
+}
+
+impl LedgerData {
+    fn balance(&self, firm: FirmId) -> Balance {
+        let sum = |state| -> u64 {
+            self.holds
+                .values()
+                .filter(|h| h.firm_id == firm && h.state == state)
+                .map(|h| h.credits.get())
+                .sum()
+        };
+        let granted = self.granted.get(&firm).copied().unwrap_or(0);
+        let refunded = self.refunded.get(&firm).copied().unwrap_or(0);
+        let (held, posted) = (sum(HoldState::Pending), sum(HoldState::Posted));
+        Balance {
+            available: Credits::new(granted + refunded - held - posted),
+            held: Credits::new(held),
+            spent: Credits::new(posted - refunded),
+        }
+    }
+
+    /// Remembers `key` for `fingerprint`, or refuses it when it was used for something else.
+    fn claim_key(
+        &mut self,
+        firm: FirmId,
+        key: &IdempotencyKey,
+        fingerprint: String,
+    ) -> Result<bool, LedgerError> {
+        match self.keys.get(&(firm, key.as_str().to_owned())) {
+            Some(known) if *known == fingerprint => Ok(false),
+            Some(_) => Err(LedgerError::IdempotencyMismatch(key.as_str().to_owned())),
+            None => {
+                self.keys
+                    .insert((firm, key.as_str().to_owned()), fingerprint);
+                Ok(true)
+            }
+        }
+    }
+
+    fn log(
+        &mut self,
+        firm: FirmId,
+        at: OffsetDateTime,
+        kind: EntryKind,
+        credits: Credits,
+        delta: i64,
+        hold: Option<HoldKey>,
+    ) {
+        let id = format!("entry-{}", self.statement.len() + 1);
+        self.statement.push((
+            firm,
+            StatementEntry {
+                id,
+                at,
+                kind,
+                credits,
+                available_delta: delta,
+                customer: hold.map(|h| h.customer),
+                attempt: hold.map(|h| h.attempt),
+                reference: None,
+            },
+        ));
+    }
+}
+
+/// The credits ledger in memory: the same rules as the real adapters, without double entry.
+pub struct MemoryLedger {
+    data: Mutex<LedgerData>,
+    faults: Arc<Faults>,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryLedger {
+    /// A ledger sharing `faults` with the other fakes.
+    pub fn new(faults: Arc<Faults>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            data: Mutex::default(),
+            faults,
+            clock,
+        }
+    }
+
+    /// Every hold, for assertions.
+    pub fn holds(&self) -> Vec<Hold> {
+        lock(&self.data).holds.values().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl CreditsLedger for MemoryLedger {
+    async fn grant(
+        &self,
+        firm: FirmId,
+        credits: Credits,
+        reference: &str,
+        key: &IdempotencyKey,
+    ) -> Result<LedgerReceipt, LedgerError> {
+        if credits.is_zero() {
+            return Err(LedgerError::InvalidAmount(credits));
+        }
+        let mut data = lock(&self.data);
+        if data.claim_key(firm, key, format!("grant:{credits}:{reference}"))? {
+            *data.granted.entry(firm).or_default() += credits.get();
+            data.log(
+                firm,
+                self.clock.now(),
+                EntryKind::Grant,
+                credits,
+                credits.get() as i64,
+                None,
+            );
+        }
+        Ok(LedgerReceipt {
+            id: key.as_str().to_owned(),
+            balance: data.balance(firm),
+        })
+    }
+
+    async fn reserve(
+        &self,
+        firm: FirmId,
+        hold: HoldKey,
+        credits: Credits,
+        key: &IdempotencyKey,
+    ) -> Result<Hold, LedgerError> {
+        let call = self.faults.enter();
+        let mut data = lock(&self.data);
+        if let Some(existing) = data.holds.get(&(firm, hold)) {
+            if existing.credits != credits {
+                return Err(LedgerError::IdempotencyMismatch(key.as_str().to_owned()));
+            }
+            return Ok(existing.clone());
+        }
+        let available = data.balance(firm).available;
+        if available < credits {
+            return Err(LedgerError::InsufficientCredits {
+                available,
+                requested: credits,
+            });
+        }
+        if let Some(cap) = data.caps.get(&firm).copied() {
+            let today = self.clock.now().date();
+            let used: u64 = data
+                .holds
+                .values()
+                .filter(|h| {
+                    h.firm_id == firm
+                        && h.state != HoldState::Voided
+                        && h.created_at.date() == today
+                })
+                .map(|h| h.credits.get())
+                .sum();
+            if used + credits.get() > cap.get() {
+                return Err(LedgerError::DailyCapExceeded {
+                    cap,
+                    used_today: Credits::new(used),
+                    requested: credits,
+                });
+            }
+        }
+        data.claim_key(firm, key, format!("reserve:{hold}:{credits}"))?;
+        let created = Hold {
+            firm_id: firm,
+            key: hold,
+            credits,
+            state: HoldState::Pending,
+            created_at: self.clock.now(),
+        };
+        data.holds.insert((firm, hold), created.clone());
+        data.log(
+            firm,
+            created.created_at,
+            EntryKind::Reserve,
+            credits,
+            -(credits.get() as i64),
+            Some(hold),
+        );
+        drop(data);
+        self.faults.leave(call);
+        Ok(created)
+    }
+
+    async fn post(
+        &self,
+        firm: FirmId,
+        hold: HoldKey,
+        _key: &IdempotencyKey,
+    ) -> Result<Hold, LedgerError> {
+        self.resolve(firm, hold, HoldState::Posted)
+    }
+
+    async fn void(
+        &self,
+        firm: FirmId,
+        hold: HoldKey,
+        _key: &IdempotencyKey,
+    ) -> Result<Hold, LedgerError> {
+        self.resolve(firm, hold, HoldState::Voided)
+    }
+
+    async fn refund(
+        &self,
+        firm: FirmId,
+        hold: HoldKey,
+        credits: Credits,
+        reason: &str,
+        key: &IdempotencyKey,
+    ) -> Result<LedgerReceipt, LedgerError> {
+        let mut data = lock(&self.data);
+        let posted = data
+            .holds
+            .get(&(firm, hold))
+            .filter(|h| h.state == HoldState::Posted)
+            .map(|h| h.credits);
+        let Some(charged) = posted else {
+            return Err(LedgerError::HoldNotFound(hold));
+        };
+        if data.claim_key(firm, key, format!("refund:{hold}:{credits}:{reason}"))? {
+            if credits > charged {
+                return Err(LedgerError::RefundNotAllowed {
+                    hold,
+                    requested: credits,
+                    refundable: charged,
+                });
+            }
+            *data.refunded.entry(firm).or_default() += credits.get();
+            data.log(
+                firm,
+                self.clock.now(),
+                EntryKind::Refund,
+                credits,
+                credits.get() as i64,
+                Some(hold),
+            );
+        }
+        Ok(LedgerReceipt {
+            id: key.as_str().to_owned(),
+            balance: data.balance(firm),
+        })
+    }
+
+    async fn hold(&self, firm: FirmId, hold: HoldKey) -> Result<Option<Hold>, LedgerError> {
+        Ok(lock(&self.data).holds.get(&(firm, hold)).cloned())
+    }
+
+    async fn balance(&self, firm: FirmId) -> Result<Balance, LedgerError> {
+        Ok(lock(&self.data).balance(firm))
+    }
+
+    async fn statement<'a>(
+        &self,
+        firm: FirmId,
+        _cursor: Option<&'a str>,
+        limit: u32,
+    ) -> Result<StatementPage, LedgerError> {
+        let entries = lock(&self.data)
+            .statement
+            .iter()
+            .rev()
+            .filter(|(f, _)| *f == firm)
+            .take(limit as usize)
+            .map(|(_, e)| e.clone())
+            .collect();
+        Ok(StatementPage {
+            entries,
+            next_cursor: None,
+        })
+    }
+
+    async fn set_daily_cap(&self, firm: FirmId, cap: Option<Credits>) -> Result<(), LedgerError> {
+        let mut data = lock(&self.data);
+        match cap {
+            Some(cap) => data.caps.insert(firm, cap),
+            None => data.caps.remove(&firm),
+        };
+        Ok(())
+    }
+
+    async fn pending_holds(
+        &self,
+        created_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Hold>, LedgerError> {
+        Ok(lock(&self.data)
+            .holds
+            .values()
+            .filter(|h| h.state == HoldState::Pending && h.created_at < created_before)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+}
+
+impl MemoryLedger {
+    fn resolve(
+        &self,
+        firm: FirmId,
+        hold: HoldKey,
+        outcome: HoldState,
+    ) -> Result<Hold, LedgerError> {
+        let call = self.faults.enter();
+        let now = self.clock.now();
+        let mut data = lock(&self.data);
+        let current = data
+            .holds
+            .get(&(firm, hold))
+            .cloned()
+            .ok_or(LedgerError::HoldNotFound(hold))?;
+        if current.state == outcome {
+            return Ok(current);
+        }
+        if current.state != HoldState::Pending {
+            return Err(LedgerError::HoldAlreadyResolved {
+                hold,
+                state: current.state,
+            });
+        }
+        let resolved = Hold {
+            state: outcome,
+            ..current
+        };
+        data.holds.insert((firm, hold), resolved.clone());
+        let (kind, delta) = match outcome {
+            HoldState::Posted => (EntryKind::Post, 0),
+            HoldState::Voided | HoldState::Pending => {
+                (EntryKind::Void, resolved.credits.get() as i64)
+            }
+        };
+        data.log(firm, now, kind, resolved.credits, delta, Some(hold));
+        drop(data);
+        self.faults.leave(call);
+        Ok(resolved)
+    }
+}
+
+/// How the fake provider answers applicant creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderMode {
+    /// Creates applicants (idempotently by external user id).
+    Normal,
+    /// Refuses definitely, with this status and reason.
+    Refuse(u16, String),
+    /// Times out: the outcome is unknown to the caller.
+    Unavailable,
+}
+
+/// An identity provider and AML screening in memory.
+pub struct FakeProvider {
+    applicants: Mutex<BTreeMap<ExternalUserId, ApplicantId>>,
+    mode: Mutex<ProviderMode>,
+    hits: Mutex<Vec<AmlHit>>,
+    create_calls: AtomicUsize,
+    faults: Arc<Faults>,
+}
+
+impl FakeProvider {
+    /// A provider sharing `faults` with the other fakes.
+    pub fn new(faults: Arc<Faults>) -> Self {
+        Self {
+            applicants: Mutex::default(),
+            mode: Mutex::new(ProviderMode::Normal),
+            hits: Mutex::default(),
+            create_calls: AtomicUsize::new(0),
+            faults,
+        }
+    }
+
+    /// Changes how creation is answered.
+    pub fn set_mode(&self, mode: ProviderMode) {
+        *lock(&self.mode) = mode;
+    }
+
+    /// The hits screening will return.
+    pub fn set_hits(&self, hits: Vec<AmlHit>) {
+        *lock(&self.hits) = hits;
+    }
+
+    /// Every applicant created, by external user id.
+    pub fn applicants(&self) -> BTreeMap<ExternalUserId, ApplicantId> {
+        lock(&self.applicants).clone()
+    }
+
+    /// How many times creation was asked for.
+    pub fn create_calls(&self) -> usize {
+        self.create_calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for FakeProvider {
+    async fn create_applicant(
+        &self,
+        request: &ApplicantRequest,
+    ) -> Result<Applicant, ProviderError> {
+        let call = self.faults.enter();
+        self.create_calls.fetch_add(1, Ordering::SeqCst);
+        match lock(&self.mode).clone() {
+            ProviderMode::Normal => {}
+            ProviderMode::Refuse(status, reason) => {
+                return Err(ProviderError::Refused { status, reason });
+            }
+            ProviderMode::Unavailable => {
+                return Err(ProviderError::Transient {
+                    reason: "timeout".into(),
+                });
+            }
+        }
+        let id = {
+            let mut applicants = lock(&self.applicants);
+            let next = applicants.len() + 1;
+            applicants
+                .entry(request.external_user_id.clone())
+                .or_insert_with(|| {
+                    ApplicantId::new(format!("{next:024x}"))
+                        .expect("24 hex characters are a valid applicant id")
+                })
+                .clone()
+        };
+        self.faults.leave(call);
+        Ok(Applicant {
+            id,
+            external_user_id: request.external_user_id.clone(),
+        })
+    }
+
+    async fn find_applicant(
+        &self,
+        external_user_id: &ExternalUserId,
+    ) -> Result<Option<Applicant>, ProviderError> {
+        Ok(lock(&self.applicants)
+            .get(external_user_id)
+            .map(|id| Applicant {
+                id: id.clone(),
+                external_user_id: external_user_id.clone(),
+            }))
+    }
+
+    async fn verification_link(
+        &self,
+        external_user_id: &ExternalUserId,
+        _level: &str,
+        _ttl: u32,
+    ) -> Result<String, ProviderError> {
+        Ok(format!(
+            "https://provider.example/websdk/{external_user_id}"
+        ))
+    }
+
+    async fn verified_identity(
+        &self,
+        _applicant_id: &ApplicantId,
+    ) -> Result<Option<VerifiedIdentity>, ProviderError> {
+        Ok(Some(VerifiedIdentity {
+            verified_legal_name: "JANE DOE".into(),
+            verified_country: "AUS".into(),
+        }))
+    }
+}
+
+#[async_trait]
+impl AmlScreening for FakeProvider {
+    async fn fetch_hits(&self, _applicant_id: &ApplicantId) -> Result<Vec<AmlHit>, ProviderError> {
+        Ok(lock(&self.hits).clone())
+    }
+
+    async fn request_rescreen(&self, _applicant_id: &ApplicantId) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+/// Every fake wired together, with the service on top.
+pub struct World {
+    /// Shared fault switch.
+    pub faults: Arc<Faults>,
+    /// The clock.
+    pub clock: Arc<ManualClock>,
+    /// Customers.
+    pub store: Arc<MemoryStore>,
+    /// Credits.
+    pub ledger: Arc<MemoryLedger>,
+    /// Provider and screening.
+    pub provider: Arc<FakeProvider>,
+    /// The use cases.
+    pub service: crate::usecases::KycService,
+}
+
+impl World {
+    /// A fresh world at `now` with default settings.
+    pub fn new(now: OffsetDateTime) -> Self {
+        let faults = Arc::new(Faults::default());
+        let clock = Arc::new(ManualClock::new(now));
+        let store = Arc::new(MemoryStore::new(faults.clone()));
+        let ledger = Arc::new(MemoryLedger::new(faults.clone(), clock.clone()));
+        let provider = Arc::new(FakeProvider::new(faults.clone()));
+        let service = crate::usecases::KycService::new(
+            crate::usecases::Ports {
+                customers: store.clone(),
+                ledger: ledger.clone(),
+                provider: provider.clone(),
+                screening: provider.clone(),
+                clock: clock.clone(),
+                ids: Arc::new(SequentialIds::default()),
+            },
+            crate::usecases::Settings::default(),
+        );
+        Self {
+            faults,
+            clock,
+            store,
+            ledger,
+            provider,
+            service,
+        }
+    }
+
+    /// Posted holds of a customer: its charges.
+    pub fn charges_of(&self, customer: CustomerId) -> Vec<AttemptNumber> {
+        self.ledger
+            .holds()
+            .into_iter()
+            .filter(|h| h.key.customer == customer && h.state == HoldState::Posted)
+            .map(|h| h.key.attempt)
+            .collect()
+    }
+}
