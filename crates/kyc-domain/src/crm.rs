@@ -93,11 +93,9 @@ pub const fn crm_block(kyc: KycStatus, aml: AmlStatus) -> CrmBlock {
             O::FirmDecision,
             A::CheckFirmProcess,
         ),
-        (KycStatus::Verified, AmlStatus::NotScreened | AmlStatus::InProgress) => block(
-            "Identity OK — AML screening pending.",
-            O::Blocked,
-            A::Wait,
-        ),
+        (KycStatus::Verified, AmlStatus::NotScreened | AmlStatus::InProgress) => {
+            block("Identity OK — AML screening pending.", O::Blocked, A::Wait)
+        }
         (KycStatus::Failed, _) => block("Rejected.", O::Blocked, A::DoNotOnboard),
         (KycStatus::AwaitingResubmission, _) => block(
             "Customer needs to resubmit ID.",
@@ -111,11 +109,9 @@ pub const fn crm_block(kyc: KycStatus, aml: AmlStatus) -> CrmBlock {
             A::NudgeCustomer,
         ),
         (KycStatus::InProgress, _) => block("Customer is verifying.", O::Blocked, A::Wait),
-        (KycStatus::NotRequired, _) => block(
-            "KYC not required for this service.",
-            O::Allowed,
-            A::None,
-        ),
+        (KycStatus::NotRequired, _) => {
+            block("KYC not required for this service.", O::Allowed, A::None)
+        }
     }
 }
 
@@ -130,14 +126,18 @@ mod tests {
             match (kyc.as_str(), aml.as_str()) {
                 ("VERIFIED", "CLEAR") => ("Cleared. Safe to onboard.", "ALLOWED", "NONE"),
                 ("VERIFIED", "NEEDS_REVIEW") => ("Identity OK — AML in review.", "BLOCKED", "WAIT"),
-                ("VERIFIED", "RESOLVED") => {
-                    ("Final decision recorded.", "FIRM_DECISION", "CHECK_FIRM_PROCESS")
-                }
+                ("VERIFIED", "RESOLVED") => (
+                    "Final decision recorded.",
+                    "FIRM_DECISION",
+                    "CHECK_FIRM_PROCESS",
+                ),
                 ("VERIFIED", _) => ("Identity OK — AML screening pending.", "BLOCKED", "WAIT"),
                 ("FAILED", _) => ("Rejected.", "BLOCKED", "DO_NOT_ONBOARD"),
-                ("AWAITING_RESUBMISSION", _) => {
-                    ("Customer needs to resubmit ID.", "BLOCKED", "NUDGE_CUSTOMER")
-                }
+                ("AWAITING_RESUBMISSION", _) => (
+                    "Customer needs to resubmit ID.",
+                    "BLOCKED",
+                    "NUDGE_CUSTOMER",
+                ),
                 ("NOT_STARTED", _) => ("Awaiting back office.", "BLOCKED", "WAIT"),
                 ("PENDING", _) => (
                     "Verification link sent; customer has not started.",

@@ -16,7 +16,7 @@ use crate::crm::{CrmBlock, crm_block};
 use crate::error::{Action, LifecycleError};
 use crate::events::{Actor, Change, DomainEvent, EventOutcome, Person};
 use crate::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
-use crate::lifecycle::{PersonTrigger, person_move};
+use crate::lifecycle::{AmlTrigger, PersonTrigger, aml_move, person_move};
 use crate::provider::{ProviderEvent, ProviderStamp};
 use crate::risk::{ConfirmedRisk, ProviderLevels, RiskAnswers, RiskState};
 use crate::status::{AmlStatus, KycStatus};
@@ -336,7 +336,12 @@ impl Customer {
         self.state.attempts.iter().position(|a| a.number == number)
     }
 
-    fn set_kyc(&mut self, to: KycStatus, attempt: Option<AttemptNumber>, record: &mut Recorder<'_>) {
+    fn set_kyc(
+        &mut self,
+        to: KycStatus,
+        attempt: Option<AttemptNumber>,
+        record: &mut Recorder<'_>,
+    ) {
         let from = self.state.kyc_status;
         if from != to {
             self.state.kyc_status = to;
@@ -393,14 +398,25 @@ impl Customer {
             });
         };
         if let Some(name) = update.full_name.filter(|n| *n != self.state.full_name) {
-            changed("fullName", Some(self.state.full_name.as_str()), Some(name.as_str()));
+            changed(
+                "fullName",
+                Some(self.state.full_name.as_str()),
+                Some(name.as_str()),
+            );
             self.state.full_name = name;
         }
         if let Some(email) = update.email.filter(|e| *e != self.state.email) {
-            changed("email", Some(self.state.email.as_str()), Some(email.as_str()));
+            changed(
+                "email",
+                Some(self.state.email.as_str()),
+                Some(email.as_str()),
+            );
             self.state.email = email;
         }
-        if let Some(phone) = update.phone.filter(|p| Some(p) != self.state.phone.as_ref()) {
+        if let Some(phone) = update
+            .phone
+            .filter(|p| Some(p) != self.state.phone.as_ref())
+        {
             changed(
                 "phone",
                 self.state.phone.as_ref().map(Phone::as_str),
@@ -521,7 +537,9 @@ impl Customer {
             return Err(LifecycleError::AttemptAlreadyStarting { attempt });
         }
         let rating = match &self.state.risk.confirmed {
-            Some(confirmed) if confirmed.answers.is_designated_service => confirmed.answers.rating(),
+            Some(confirmed) if confirmed.answers.is_designated_service => {
+                confirmed.answers.rating()
+            }
             Some(_) | None => return Err(LifecycleError::RiskNotConfirmed),
         };
         let number = self.next_attempt_number();
@@ -590,7 +608,10 @@ impl Customer {
         actor: &Actor,
         now: OffsetDateTime,
     ) -> Result<Vec<DomainEvent>, LifecycleError> {
-        if let Some(open) = self.attempt(number).filter(|a| a.phase == AttemptPhase::Open) {
+        if let Some(open) = self
+            .attempt(number)
+            .filter(|a| a.phase == AttemptPhase::Open)
+        {
             return if open.applicant_id.as_ref() == Some(&applicant_id) {
                 Ok(Vec::new())
             } else {
@@ -706,11 +727,13 @@ impl Customer {
         number: AttemptNumber,
         now: OffsetDateTime,
     ) -> Result<(LinkOutcome, Vec<DomainEvent>), LifecycleError> {
-        let attempt = self.attempt(number).ok_or(LifecycleError::AttemptMismatch {
-            action: Action::OpenLink,
-            attempt: number,
-            reason: "no such attempt",
-        })?;
+        let attempt = self
+            .attempt(number)
+            .ok_or(LifecycleError::AttemptMismatch {
+                action: Action::OpenLink,
+                attempt: number,
+                reason: "no such attempt",
+            })?;
         let status = self.state.kyc_status;
         let finished = LinkOutcome::Finished { status };
         match attempt.phase {
@@ -832,7 +855,9 @@ impl Customer {
                 hits: added,
                 source,
             });
-            self.set_aml(AmlStatus::NeedsReview, record);
+            let to = aml_move(self.state.aml.status, AmlTrigger::NewHits)
+                .unwrap_or(AmlStatus::NeedsReview);
+            self.set_aml(to, record);
         }
     }
 
@@ -848,13 +873,9 @@ impl Customer {
         now: OffsetDateTime,
     ) -> Result<Vec<DomainEvent>, LifecycleError> {
         self.require_verified(Action::StartScreening)?;
+        let to = aml_move(self.state.aml.status, AmlTrigger::ScreeningStarted)?;
         let mut record = Recorder::new(actor, now);
-        match self.state.aml.status {
-            AmlStatus::NotScreened | AmlStatus::Clear | AmlStatus::Resolved => {
-                self.set_aml(AmlStatus::InProgress, &mut record);
-            }
-            AmlStatus::InProgress | AmlStatus::NeedsReview => {}
-        }
+        self.set_aml(to, &mut record);
         Ok(self.finish(record))
     }
 
@@ -878,36 +899,41 @@ impl Customer {
     /// `NEEDS_REVIEW` while any hit waits for a person (or a decision is owed), `RESOLVED` when
     /// every hit was already reviewed and decided, `CLEAR` when there are none. The re-screening
     /// due date follows the confirmed risk rating.
+    ///
+    /// # Errors
+    /// [`LifecycleError::AmlNotAllowed`] unless screening was started (or review is open).
     pub fn record_screening(
         &mut self,
         hits: Vec<AmlHit>,
         actor: &Actor,
         now: OffsetDateTime,
-    ) -> Vec<DomainEvent> {
-        let mut record = Recorder::new(actor, now);
+    ) -> Result<Vec<DomainEvent>, LifecycleError> {
+        let mut aml = self.state.aml.clone();
         let returned = hits.len();
-        let added = self.state.aml.merge_hits(hits);
+        let added = aml.merge_hits(hits);
+        let trigger = if aml.hits.is_empty() {
+            AmlTrigger::ScreeningFoundNothing
+        } else if aml.open_hits() == 0 && aml.decision.is_some() && added.is_empty() {
+            AmlTrigger::ScreeningFoundOnlyReviewedHits
+        } else {
+            AmlTrigger::ScreeningFoundHitsToReview
+        };
+        let to = aml_move(self.state.aml.status, trigger)?;
+        let mut record = Recorder::new(actor, now);
         if !added.is_empty() {
             record.push(Change::AmlHitsAdded {
-                hits: added.clone(),
+                hits: added,
                 source: HitSource::Screening,
             });
         }
         record.push(Change::ScreeningFinished {
             hits_returned: returned,
         });
-        self.state.aml.screened_at = Some(now);
-        self.state.aml.next_screening_due = self.state.risk.rating().map(|r| r.rescreen_due(now));
-        let aml = &self.state.aml;
-        let to = if aml.hits.is_empty() {
-            AmlStatus::Clear
-        } else if aml.open_hits() == 0 && aml.decision.is_some() && added.is_empty() {
-            AmlStatus::Resolved
-        } else {
-            AmlStatus::NeedsReview
-        };
+        aml.screened_at = Some(now);
+        aml.next_screening_due = self.state.risk.rating().map(|r| r.rescreen_due(now));
+        self.state.aml = aml;
         self.set_aml(to, &mut record);
-        self.finish(record)
+        Ok(self.finish(record))
     }
 
     /// Stores the verified identity summary fetched from the provider.
@@ -930,16 +956,6 @@ impl Customer {
         Ok(self.finish(record))
     }
 
-    fn require_in_review(&self, action: Action) -> Result<(), LifecycleError> {
-        match self.state.aml.status {
-            AmlStatus::NeedsReview => Ok(()),
-            status @ (AmlStatus::NotScreened
-            | AmlStatus::InProgress
-            | AmlStatus::Clear
-            | AmlStatus::Resolved) => Err(LifecycleError::AmlNotAllowed { action, status }),
-        }
-    }
-
     /// A compliance officer sets (or changes) the disposition of a hit while in review.
     ///
     /// # Errors
@@ -954,7 +970,7 @@ impl Customer {
         now: OffsetDateTime,
     ) -> Result<Vec<DomainEvent>, LifecycleError> {
         require_compliance_officer(person, Action::SetDisposition)?;
-        self.require_in_review(Action::SetDisposition)?;
+        aml_move(self.state.aml.status, AmlTrigger::Disposition)?;
         let target = self
             .state
             .aml
@@ -994,7 +1010,7 @@ impl Customer {
         now: OffsetDateTime,
     ) -> Result<Vec<DomainEvent>, LifecycleError> {
         require_compliance_officer(person, Action::RecordDecision)?;
-        self.require_in_review(Action::RecordDecision)?;
+        let to = aml_move(self.state.aml.status, AmlTrigger::Decision)?;
         let open = self.state.aml.open_hits();
         if open > 0 {
             return Err(LifecycleError::HitsAwaitingDisposition { open });
@@ -1010,7 +1026,7 @@ impl Customer {
         });
         self.state.aml.last_reviewed_at = Some(now);
         record.push_with_note(Change::AmlDecisionRecorded { decision }, Some(&rationale));
-        self.set_aml(AmlStatus::Resolved, &mut record);
+        self.set_aml(to, &mut record);
         Ok(self.finish(record))
     }
 

@@ -33,6 +33,8 @@ pub enum Action {
     CaptureIdentity,
     /// Apply a provider event.
     ApplyProviderEvent,
+    /// Record a screening result.
+    RecordScreening,
 }
 
 impl Action {
@@ -51,6 +53,7 @@ impl Action {
             Self::UpdateContact => "changing contact details",
             Self::CaptureIdentity => "storing the verified identity",
             Self::ApplyProviderEvent => "applying a provider event",
+            Self::RecordScreening => "recording a screening result",
         }
     }
 }
@@ -77,7 +80,9 @@ pub enum LifecycleError {
         status: AmlStatus,
     },
     /// Start Verification needs answers confirmed by a person, with the designated service in scope.
-    #[error("the risk questions must be confirmed by a person, with the designated service in scope, before verification can start")]
+    #[error(
+        "the risk questions must be confirmed by a person, with the designated service in scope, before verification can start"
+    )]
     RiskNotConfirmed,
     /// The role of the person may not do this.
     #[error("{} requires the role {required}", action.as_str())]

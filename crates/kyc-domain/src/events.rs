@@ -311,7 +311,11 @@ pub enum OutboxMessage {
 /// The outbox messages a batch of events calls for: one notification per status move, one
 /// `customer.updated` for other visible changes, `customer.created` for a new record, and a
 /// screening job when identity became verified.
-pub fn outbox_for(firm_id: FirmId, customer_id: CustomerId, events: &[DomainEvent]) -> Vec<OutboxMessage> {
+pub fn outbox_for(
+    firm_id: FirmId,
+    customer_id: CustomerId,
+    events: &[DomainEvent],
+) -> Vec<OutboxMessage> {
     let notify = |notification, kyc, aml| OutboxMessage::Notify {
         firm_id,
         customer_id,
@@ -326,7 +330,11 @@ pub fn outbox_for(firm_id: FirmId, customer_id: CustomerId, events: &[DomainEven
         match &event.change {
             Change::CustomerCreated { .. } => created = true,
             Change::KycStatusChanged { from, to, .. } => {
-                messages.push(notify(NotificationType::KycStatusChanged, Some(*from), None));
+                messages.push(notify(
+                    NotificationType::KycStatusChanged,
+                    Some(*from),
+                    None,
+                ));
                 if *to == KycStatus::Verified {
                     messages.push(OutboxMessage::RunScreening {
                         firm_id,
@@ -335,7 +343,11 @@ pub fn outbox_for(firm_id: FirmId, customer_id: CustomerId, events: &[DomainEven
                 }
             }
             Change::AmlStatusChanged { from, .. } => {
-                messages.push(notify(NotificationType::AmlStatusChanged, None, Some(*from)));
+                messages.push(notify(
+                    NotificationType::AmlStatusChanged,
+                    None,
+                    Some(*from),
+                ));
             }
             Change::ContactUpdated { .. }
             | Change::RiskProposed { .. }

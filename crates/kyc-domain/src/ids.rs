@@ -194,13 +194,19 @@ mod tests {
         let customer = CustomerId::from_uuid(Uuid::from_u128(0x1234));
         let attempt = AttemptNumber::new(7).unwrap();
         let ext = ExternalUserId::for_attempt(customer, attempt);
-        assert_eq!(ExternalUserId::parse(ext.as_str()), Some((customer, attempt)));
+        assert_eq!(
+            ExternalUserId::parse(ext.as_str()),
+            Some((customer, attempt))
+        );
     }
 
     #[test]
     fn foreign_external_user_ids_do_not_parse() {
         assert_eq!(ExternalUserId::parse("someClientUserId"), None);
-        assert_eq!(ExternalUserId::parse("00000000-0000-0000-0000-000000001234-a0"), None);
+        assert_eq!(
+            ExternalUserId::parse("00000000-0000-0000-0000-000000001234-a0"),
+            None
+        );
     }
 
     #[test]

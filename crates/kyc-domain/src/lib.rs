@@ -68,7 +68,7 @@
 //!
 //! // Screening finds nothing: the customer is cleared.
 //! customer.start_screening(&crm, now)?;
-//! customer.record_screening(vec![], &crm, now);
+//! customer.record_screening(vec![], &crm, now)?;
 //! assert_eq!(customer.crm().label, "Cleared. Safe to onboard.");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -225,7 +225,9 @@ pub struct ProviderStamp {
 
 impl Ord for ProviderStamp {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.at.cmp(&other.at).then_with(|| self.key.cmp(&other.key))
+        self.at
+            .cmp(&other.at)
+            .then_with(|| self.key.cmp(&other.key))
     }
 }
 
@@ -239,7 +241,11 @@ impl PartialOrd for ProviderStamp {
 mod tests {
     use super::*;
 
-    fn reviewed(answer: ReviewAnswer, reject: Option<RejectType>, labels: &[&str]) -> ProviderEventKind {
+    fn reviewed(
+        answer: ReviewAnswer,
+        reject: Option<RejectType>,
+        labels: &[&str],
+    ) -> ProviderEventKind {
         ProviderEventKind::Reviewed(ReviewVerdict {
             answer,
             reject_type: reject,
@@ -253,29 +259,65 @@ mod tests {
 
     #[test]
     fn verdicts_map_to_statuses_as_the_brief_says() {
-        use ReviewAnswer::{Green, Red};
         use RejectType::{Final, Retry};
-        assert_eq!(status_of(&ProviderEventKind::Pending), Some(KycStatus::InProgress));
-        assert_eq!(status_of(&ProviderEventKind::Prechecked), Some(KycStatus::InProgress));
-        assert_eq!(status_of(&ProviderEventKind::OnHold), Some(KycStatus::InProgress));
-        assert_eq!(status_of(&reviewed(Green, None, &[])), Some(KycStatus::Verified));
+        use ReviewAnswer::{Green, Red};
+        assert_eq!(
+            status_of(&ProviderEventKind::Pending),
+            Some(KycStatus::InProgress)
+        );
+        assert_eq!(
+            status_of(&ProviderEventKind::Prechecked),
+            Some(KycStatus::InProgress)
+        );
+        assert_eq!(
+            status_of(&ProviderEventKind::OnHold),
+            Some(KycStatus::InProgress)
+        );
+        assert_eq!(
+            status_of(&reviewed(Green, None, &[])),
+            Some(KycStatus::Verified)
+        );
         assert_eq!(
             status_of(&reviewed(Red, Some(Retry), &["UNSATISFACTORY_PHOTOS"])),
             Some(KycStatus::AwaitingResubmission)
         );
-        assert_eq!(status_of(&reviewed(Red, Some(Final), &["PEP", "SANCTIONS"])), Some(KycStatus::Verified));
-        assert_eq!(status_of(&reviewed(Red, Some(Final), &["PEP", "FORGERY"])), Some(KycStatus::Failed));
-        assert_eq!(status_of(&reviewed(Red, Some(Final), &["SOMETHING_NEW"])), Some(KycStatus::Failed));
-        assert_eq!(status_of(&reviewed(Red, Some(Final), &[])), Some(KycStatus::Failed));
-        assert_eq!(status_of(&reviewed(Red, None, &["FORGERY"])), Some(KycStatus::Failed));
-        assert_eq!(status_of(&ProviderEventKind::Reset), Some(KycStatus::Pending));
-        let other = ProviderEventKind::Other { event_type: "applicantCreated".into() };
+        assert_eq!(
+            status_of(&reviewed(Red, Some(Final), &["PEP", "SANCTIONS"])),
+            Some(KycStatus::Verified)
+        );
+        assert_eq!(
+            status_of(&reviewed(Red, Some(Final), &["PEP", "FORGERY"])),
+            Some(KycStatus::Failed)
+        );
+        assert_eq!(
+            status_of(&reviewed(Red, Some(Final), &["SOMETHING_NEW"])),
+            Some(KycStatus::Failed)
+        );
+        assert_eq!(
+            status_of(&reviewed(Red, Some(Final), &[])),
+            Some(KycStatus::Failed)
+        );
+        assert_eq!(
+            status_of(&reviewed(Red, None, &["FORGERY"])),
+            Some(KycStatus::Failed)
+        );
+        assert_eq!(
+            status_of(&ProviderEventKind::Reset),
+            Some(KycStatus::Pending)
+        );
+        let other = ProviderEventKind::Other {
+            event_type: "applicantCreated".into(),
+        };
         assert_eq!(status_of(&other), None);
     }
 
     #[test]
     fn aml_only_final_rejection_reports_each_category() {
-        let kind = reviewed(ReviewAnswer::Red, Some(RejectType::Final), &["PEP", "CRIMINAL"]);
+        let kind = reviewed(
+            ReviewAnswer::Red,
+            Some(RejectType::Final),
+            &["PEP", "CRIMINAL"],
+        );
         let hits = kind.verdict_effect().unwrap().aml_hits;
         let categories: Vec<_> = hits.into_iter().map(|(_, c)| c).collect();
         assert_eq!(categories, vec![AmlCategory::Pep, AmlCategory::Criminal]);
@@ -284,9 +326,18 @@ mod tests {
     #[test]
     fn stamps_order_by_time_then_key() {
         let t = time::macros::datetime!(2026-01-01 00:00 UTC);
-        let a = ProviderStamp { at: t, key: ProviderEventKey::new("a") };
-        let b = ProviderStamp { at: t, key: ProviderEventKey::new("b") };
-        let later = ProviderStamp { at: t + time::Duration::milliseconds(1), key: ProviderEventKey::new("0") };
+        let a = ProviderStamp {
+            at: t,
+            key: ProviderEventKey::new("a"),
+        };
+        let b = ProviderStamp {
+            at: t,
+            key: ProviderEventKey::new("b"),
+        };
+        let later = ProviderStamp {
+            at: t + time::Duration::milliseconds(1),
+            key: ProviderEventKey::new("0"),
+        };
         assert!(a < b && b < later);
     }
 }

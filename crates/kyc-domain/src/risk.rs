@@ -178,11 +178,23 @@ mod tests {
     #[test]
     fn rescreening_cadence_is_12_6_3_months() {
         let at = datetime!(2026-01-31 10:00 UTC);
-        assert_eq!(RiskRating::Low.rescreen_due(at), datetime!(2027-01-31 10:00 UTC));
-        assert_eq!(RiskRating::Medium.rescreen_due(at), datetime!(2026-07-31 10:00 UTC));
-        assert_eq!(RiskRating::High.rescreen_due(at), datetime!(2026-04-30 10:00 UTC));
+        assert_eq!(
+            RiskRating::Low.rescreen_due(at),
+            datetime!(2027-01-31 10:00 UTC)
+        );
+        assert_eq!(
+            RiskRating::Medium.rescreen_due(at),
+            datetime!(2026-07-31 10:00 UTC)
+        );
+        assert_eq!(
+            RiskRating::High.rescreen_due(at),
+            datetime!(2026-04-30 10:00 UTC)
+        );
         let leap = datetime!(2027-11-30 00:00 UTC);
-        assert_eq!(RiskRating::High.rescreen_due(leap), datetime!(2028-02-29 00:00 UTC));
+        assert_eq!(
+            RiskRating::High.rescreen_due(leap),
+            datetime!(2028-02-29 00:00 UTC)
+        );
     }
 
     #[test]

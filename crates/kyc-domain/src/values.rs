@@ -33,7 +33,10 @@ fn bounded_text(
 ) -> Result<String, ValidationError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(ValidationError::new(field, format!("{field} must not be empty")));
+        return Err(ValidationError::new(
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     if trimmed.chars().count() > max_chars {
         return Err(ValidationError::new(
@@ -417,7 +420,16 @@ mod tests {
 
     #[test]
     fn malformed_emails_are_refused_with_the_field_name() {
-        for bad in ["", "jane", "jane@", "@example.com", "jane@example", "a b@c.d", "a@b@c.d", "a@-b.c"] {
+        for bad in [
+            "",
+            "jane",
+            "jane@",
+            "@example.com",
+            "jane@example",
+            "a b@c.d",
+            "a@b@c.d",
+            "a@-b.c",
+        ] {
             let err = Email::new(bad).unwrap_err();
             assert_eq!(err.field, "email", "{bad}");
         }
@@ -433,7 +445,13 @@ mod tests {
     #[test]
     fn phone_numbers_must_be_e164() {
         assert!(Phone::new("+61400000000").is_ok());
-        for bad in ["0400000000", "+0400000000", "+61 400 000 000", "+1234", "+1234567890123456"] {
+        for bad in [
+            "0400000000",
+            "+0400000000",
+            "+61 400 000 000",
+            "+1234",
+            "+1234567890123456",
+        ] {
             assert_eq!(Phone::new(bad).unwrap_err().field, "phone", "{bad}");
         }
     }
@@ -444,7 +462,14 @@ mod tests {
         assert!(ExternalId::new("x".repeat(256)).is_err());
         assert!(FullName::new("  ").is_err());
         assert_eq!(FullName::new(" Jane Doe ").unwrap().as_str(), "Jane Doe");
-        assert_eq!(FullName::new("é".repeat(255)).unwrap().as_str().chars().count(), 255);
+        assert_eq!(
+            FullName::new("é".repeat(255))
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            255
+        );
     }
 
     #[test]
@@ -458,6 +483,9 @@ mod tests {
     #[test]
     fn credits_never_go_below_zero() {
         assert_eq!(Credits::new(1).checked_sub(Credits::new(2)), None);
-        assert_eq!(Credits::new(3).checked_sub(Credits::new(2)), Some(Credits::new(1)));
+        assert_eq!(
+            Credits::new(3).checked_sub(Credits::new(2)),
+            Some(Credits::new(1))
+        );
     }
 }

@@ -170,7 +170,9 @@ pub enum LedgerError {
         requested: Credits,
     },
     /// The firm's daily spend cap would be exceeded; nothing changed.
-    #[error("daily spend cap of {cap} reached: {used_today} already used today, {requested} more requested")]
+    #[error(
+        "daily spend cap of {cap} reached: {used_today} already used today, {requested} more requested"
+    )]
     DailyCapExceeded {
         /// The cap.
         cap: Credits,
@@ -258,14 +260,24 @@ pub trait CreditsLedger: Send + Sync {
     /// # Errors
     /// [`LedgerError::HoldNotFound`], [`LedgerError::HoldAlreadyResolved`] (it was voided),
     /// [`LedgerError::IdempotencyMismatch`], [`LedgerError::Infrastructure`].
-    async fn post(&self, firm: FirmId, hold: HoldKey, key: &IdempotencyKey) -> Result<Hold, LedgerError>;
+    async fn post(
+        &self,
+        firm: FirmId,
+        hold: HoldKey,
+        key: &IdempotencyKey,
+    ) -> Result<Hold, LedgerError>;
 
     /// Releases a pending hold. Voiding a voided hold returns it unchanged.
     ///
     /// # Errors
     /// [`LedgerError::HoldNotFound`], [`LedgerError::HoldAlreadyResolved`] (it was posted),
     /// [`LedgerError::IdempotencyMismatch`], [`LedgerError::Infrastructure`].
-    async fn void(&self, firm: FirmId, hold: HoldKey, key: &IdempotencyKey) -> Result<Hold, LedgerError>;
+    async fn void(
+        &self,
+        firm: FirmId,
+        hold: HoldKey,
+        key: &IdempotencyKey,
+    ) -> Result<Hold, LedgerError>;
 
     /// Gives back (part of) a posted charge, with a reason.
     ///

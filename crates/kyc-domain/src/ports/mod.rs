@@ -5,11 +5,19 @@
 //! Each method lists under `# Errors` what every adapter MUST return in which case, so the use
 //! cases can rely on it whatever adapter is plugged in.
 
+mod accounts;
+mod audit;
+mod delivery;
+mod idempotency;
 mod ledger;
 mod provider;
 mod store;
 mod system;
 
+pub use accounts::*;
+pub use audit::*;
+pub use delivery::*;
+pub use idempotency::*;
 pub use ledger::*;
 pub use provider::*;
 pub use store::*;

@@ -65,7 +65,10 @@ pub trait IdentityProvider: Send + Sync {
     /// # Errors
     /// [`ProviderError::Refused`] when the provider definitely refuses (unknown level, invalid
     /// data…); [`ProviderError::Transient`] when the outcome is unknown.
-    async fn create_applicant(&self, request: &ApplicantRequest) -> Result<Applicant, ProviderError>;
+    async fn create_applicant(
+        &self,
+        request: &ApplicantRequest,
+    ) -> Result<Applicant, ProviderError>;
 
     /// The applicant created for this external user id, if any.
     ///

@@ -350,7 +350,7 @@ pub fn run(
                     disposition: None,
                 })
                 .collect();
-            Ok(customer.record_screening(hits, &worker, at))
+            customer.record_screening(hits, &worker, at)
         }
         Command::Disposition(index, disposition, role) => {
             let key = customer

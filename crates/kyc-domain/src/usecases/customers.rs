@@ -181,7 +181,8 @@ impl KycService {
             let outcome = match (plan, existing) {
                 (UpsertPlan::Conflict, _) => return Err(UpsertError::EmailTaken),
                 (UpsertPlan::Create, _) | (UpsertPlan::Update | UpsertPlan::Adopt, None) => {
-                    self.insert_new(firm, actor, &input, AddedVia::Integration).await
+                    self.insert_new(firm, actor, &input, AddedVia::Integration)
+                        .await
                 }
                 (UpsertPlan::Update | UpsertPlan::Adopt, Some(mut customer)) => {
                     let mut events = Vec::new();
@@ -209,17 +210,23 @@ impl KycService {
                         email: Some(input.email.clone()),
                         phone: input.phone.clone(),
                     };
-                    events.extend(customer.update_contact(update, actor, self.ports.clock.now())?);
+                    events.extend(customer.update_contact(
+                        update,
+                        actor,
+                        self.ports.clock.now(),
+                    )?);
                     if events.is_empty() {
                         return Ok(Upserted {
                             customer,
                             created: false,
                         });
                     }
-                    self.persist(&mut customer, &events).await.map(|()| Upserted {
-                        customer,
-                        created: false,
-                    })
+                    self.persist(&mut customer, &events)
+                        .await
+                        .map(|()| Upserted {
+                            customer,
+                            created: false,
+                        })
                 }
             };
             match outcome {
@@ -338,8 +345,10 @@ impl KycService {
         answers: RiskAnswers,
     ) -> Result<Customer, CommandError> {
         let now = self.ports.clock.now();
-        self.mutate(firm, id, |customer| customer.confirm_risk(answers, person, now))
-            .await
+        self.mutate(firm, id, |customer| {
+            customer.confirm_risk(answers, person, now)
+        })
+        .await
     }
 }
 

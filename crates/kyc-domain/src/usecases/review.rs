@@ -110,7 +110,10 @@ impl KycService {
                 .apply_provider_event(attempt, event, now)
                 .map_err(|_| ProviderEventError::Contended)?;
             let outbox = outbox_for(customer.firm_id, customer.id, &events);
-            match store.save(&customer, &events, &outbox, Some(&event.key)).await {
+            match store
+                .save(&customer, &events, &outbox, Some(&event.key))
+                .await
+            {
                 Ok(_) => {
                     return Ok(ProviderEventOutcome::Recorded {
                         firm_id: customer.firm_id,
@@ -173,7 +176,11 @@ impl KycService {
     /// # Errors
     /// [`ScreeningError`]; the job is retried later.
     #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err)]
-    pub async fn run_screening(&self, firm: FirmId, id: CustomerId) -> Result<Customer, ScreeningError> {
+    pub async fn run_screening(
+        &self,
+        firm: FirmId,
+        id: CustomerId,
+    ) -> Result<Customer, ScreeningError> {
         let actor = Actor::system("aml-screening");
         let now = self.ports.clock.now();
         let customer = self
@@ -200,7 +207,7 @@ impl KycService {
                 if let Some(identity) = identity.clone() {
                     events.extend(c.capture_identity(identity, &actor, now)?);
                 }
-                events.extend(c.record_screening(hits.clone(), &actor, now));
+                events.extend(c.record_screening(hits.clone(), &actor, now)?);
                 Ok(events)
             })
             .await?)
@@ -257,8 +264,10 @@ impl KycService {
         rationale: Note,
     ) -> Result<Customer, CommandError> {
         let now = self.ports.clock.now();
-        self.mutate(firm, id, |c| c.record_decision(decision, rationale.clone(), person, now))
-            .await
+        self.mutate(firm, id, |c| {
+            c.record_decision(decision, rationale.clone(), person, now)
+        })
+        .await
     }
 
     /// A compliance officer restarts a failed verification.

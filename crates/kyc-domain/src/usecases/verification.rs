@@ -336,19 +336,24 @@ impl KycService {
                 Ok(Drive::Opened(opened))
             }
             Err(ProviderError::Refused { status, reason }) => {
-                warn!(status, "identity provider refused the applicant; releasing the hold");
+                warn!(
+                    status,
+                    "identity provider refused the applicant; releasing the hold"
+                );
                 self.ports
                     .ledger
                     .void(firm, hold, &IdempotencyKey::for_hold("void", hold))
                     .await?;
                 let now = self.ports.clock.now();
                 let why = format!("the identity provider refused ({status}): {reason}");
-                self.mutate(firm, id, |c| c.abandon_verification(attempt, &why, &actor, now))
-                    .await
-                    .map_err(|e| match e {
-                        super::CommandError::Infrastructure(i) => StartError::Infrastructure(i),
-                        other => StartError::Ledger(other.to_string()),
-                    })?;
+                self.mutate(firm, id, |c| {
+                    c.abandon_verification(attempt, &why, &actor, now)
+                })
+                .await
+                .map_err(|e| match e {
+                    super::CommandError::Infrastructure(i) => StartError::Infrastructure(i),
+                    other => StartError::Ledger(other.to_string()),
+                })?;
                 Ok(Drive::Refused(why))
             }
             Err(ProviderError::Transient { reason }) => Ok(Drive::Unavailable(reason)),
@@ -385,7 +390,10 @@ impl KycService {
         Ok(report)
     }
 
-    async fn recover_attempt(&self, location: AttemptLocation) -> Result<Option<Drive>, StartError> {
+    async fn recover_attempt(
+        &self,
+        location: AttemptLocation,
+    ) -> Result<Option<Drive>, StartError> {
         let Some(customer) = self
             .ports
             .customers
@@ -456,7 +464,11 @@ impl KycService {
                 })?;
                 // A concurrent claim may have won the number: settle by what is stored now.
                 let now_stored = self.ports.customers.get(firm, hold.customer).await?;
-                match now_stored.as_ref().and_then(|c| c.attempt(hold.attempt)).map(|a| a.phase) {
+                match now_stored
+                    .as_ref()
+                    .and_then(|c| c.attempt(hold.attempt))
+                    .map(|a| a.phase)
+                {
                     Some(AttemptPhase::Voided) | None => void(self).await,
                     Some(AttemptPhase::Starting | AttemptPhase::Open | AttemptPhase::Closed) => {
                         Ok(None)
