@@ -30,7 +30,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let officer = person(Role::ComplianceOfficer);
     world
         .ledger
-        .grant(firm, Credits::new(10), "invoice-1", &IdempotencyKey::new("grant-invoice-1")?)
+        .grant(
+            firm,
+            Credits::new(10),
+            "invoice-1",
+            &IdempotencyKey::new("grant-invoice-1")?,
+        )
         .await?;
 
     let input = CustomerInput {
@@ -40,24 +45,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         phone: Some(Phone::new("+61400000000")?),
         customer_type: None,
     };
-    let created = world.service.upsert_customer(firm, &Actor::system("crm"), input.clone()).await?;
+    let created = world
+        .service
+        .upsert_customer(firm, &Actor::system("crm"), input.clone())
+        .await?;
     show("CRM upserts the customer (201)", &created.customer);
-    let again = world.service.upsert_customer(firm, &Actor::system("crm"), input).await?;
-    println!("{:<42} same id: {}", "CRM sends it again (200)", again.customer.id == created.customer.id);
+    let again = world
+        .service
+        .upsert_customer(firm, &Actor::system("crm"), input)
+        .await?;
+    println!(
+        "{:<42} same id: {}",
+        "CRM sends it again (200)",
+        again.customer.id == created.customer.id
+    );
     let id = created.customer.id;
 
-    let answers = RiskAnswers { is_designated_service: true, handles_cash_or_crypto: false, is_new_customer: true };
-    let customer = world.service.confirm_risk(firm, id, &officer, answers).await?;
+    let answers = RiskAnswers {
+        is_designated_service: true,
+        handles_cash_or_crypto: false,
+        is_new_customer: true,
+    };
+    let customer = world
+        .service
+        .confirm_risk(firm, id, &officer, answers)
+        .await?;
     show("a person confirms the risk answers", &customer);
 
     let quote = world.service.quote(firm, id).await?;
-    let started = world.service.start_verification(firm, id, &officer, quote.cost_credits).await?;
+    let started = world
+        .service
+        .start_verification(firm, id, &officer, quote.cost_credits)
+        .await?;
     show("Start Verification", &started.customer);
-    println!("{:<42} charged {}, {} left", "", started.charged_credits, started.balance.available);
+    println!(
+        "{:<42} charged {}, {} left",
+        "", started.charged_credits, started.balance.available
+    );
 
     let attempt = started.attempt;
     world.service.open_link(firm, id, attempt).await?;
-    let external = started.customer.attempt(attempt).map(|a| a.external_user_id.clone());
+    let external = started
+        .customer
+        .attempt(attempt)
+        .map(|a| a.external_user_id.clone());
     let event = |key: &str, seconds, kind| ProviderEvent {
         key: ProviderEventKey::new(key),
         applicant_id: None,
@@ -65,17 +96,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         created_at: EPOCH + Duration::seconds(seconds),
         kind,
     };
-    let green = event("green", 20, ProviderEventKind::Reviewed(ReviewVerdict {
-        answer: ReviewAnswer::Green,
-        reject_type: None,
-        reject_labels: vec![],
-    }));
+    let green = event(
+        "green",
+        20,
+        ProviderEventKind::Reviewed(ReviewVerdict {
+            answer: ReviewAnswer::Green,
+            reject_type: None,
+            reject_labels: vec![],
+        }),
+    );
     let pending = event("pending", 10, ProviderEventKind::Pending);
     // The verdict arrives before the older "pending", and twice.
     for delivered in [&green, &pending, &green] {
         world.service.apply_provider_event(delivered).await?;
     }
-    let customer = world.store.get(firm, id).await?.ok_or("customer vanished")?;
+    let customer = world
+        .store
+        .get(firm, id)
+        .await?
+        .ok_or("customer vanished")?;
     show("verdict GREEN (late pending, a duplicate)", &customer);
 
     let customer = world.service.run_screening(firm, id).await?;

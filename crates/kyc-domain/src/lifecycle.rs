@@ -162,7 +162,12 @@ impl AmlTrigger {
 /// [`LifecycleError::AmlNotAllowed`] for every pair the table does not list.
 pub fn aml_move(from: AmlStatus, trigger: AmlTrigger) -> Result<AmlStatus, LifecycleError> {
     use AmlStatus::{Clear, InProgress, NeedsReview, NotScreened, Resolved};
-    let refuse = |action| Err(LifecycleError::AmlNotAllowed { action, status: from });
+    let refuse = |action| {
+        Err(LifecycleError::AmlNotAllowed {
+            action,
+            status: from,
+        })
+    };
     match (from, trigger) {
         (NotScreened | Clear | Resolved, AmlTrigger::ScreeningStarted) => Ok(InProgress),
         (InProgress | NeedsReview, AmlTrigger::ScreeningStarted) => Ok(from),

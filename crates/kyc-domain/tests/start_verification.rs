@@ -26,7 +26,12 @@ async fn ready(credits: u64) -> (World, CustomerId) {
     if credits > 0 {
         world
             .ledger
-            .grant(firm(), Credits::new(credits), "top-up", &IdempotencyKey::new("g").unwrap())
+            .grant(
+                firm(),
+                Credits::new(credits),
+                "top-up",
+                &IdempotencyKey::new("g").unwrap(),
+            )
             .await
             .unwrap();
     }
@@ -37,9 +42,23 @@ async fn ready(credits: u64) -> (World, CustomerId) {
         phone: None,
         customer_type: None,
     };
-    let id = world.service.upsert_customer(firm(), &Actor::system("crm"), input).await.unwrap().customer.id;
-    let answers = RiskAnswers { is_designated_service: true, handles_cash_or_crypto: false, is_new_customer: true };
-    world.service.confirm_risk(firm(), id, &officer(), answers).await.unwrap();
+    let id = world
+        .service
+        .upsert_customer(firm(), &Actor::system("crm"), input)
+        .await
+        .unwrap()
+        .customer
+        .id;
+    let answers = RiskAnswers {
+        is_designated_service: true,
+        handles_cash_or_crypto: false,
+        is_new_customer: true,
+    };
+    world
+        .service
+        .confirm_risk(firm(), id, &officer(), answers)
+        .await
+        .unwrap();
     (world, id)
 }
 
@@ -50,15 +69,25 @@ async fn customer(world: &World, id: CustomerId) -> Customer {
 #[tokio::test]
 async fn a_start_charges_once_creates_one_applicant_and_moves_to_pending() {
     let (world, id) = ready(3).await;
-    let started = world.service.start_verification(firm(), id, &officer(), Credits::new(1)).await.unwrap();
+    let started = world
+        .service
+        .start_verification(firm(), id, &officer(), Credits::new(1))
+        .await
+        .unwrap();
     assert_eq!(started.customer.kyc_status, KycStatus::Pending);
     assert_eq!(started.charged_credits, Credits::new(1));
     assert_eq!(started.balance.available, Credits::new(2));
     assert_eq!(world.charges_of(id), vec![AttemptNumber::FIRST]);
     assert_eq!(world.provider.applicants().len(), 1);
     // A second click is refused with a reason, and charges nothing.
-    let again = world.service.start_verification(firm(), id, &officer(), Credits::new(1)).await;
-    assert!(matches!(again, Err(StartError::NotStartable(_))), "{again:?}");
+    let again = world
+        .service
+        .start_verification(firm(), id, &officer(), Credits::new(1))
+        .await;
+    assert!(
+        matches!(again, Err(StartError::NotStartable(_))),
+        "{again:?}"
+    );
     assert_eq!(world.charges_of(id).len(), 1);
 }
 
@@ -69,7 +98,12 @@ async fn twenty_concurrent_starts_charge_once() {
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let world = world.clone();
-            tokio::spawn(async move { world.service.start_verification(firm(), id, &officer(), Credits::new(1)).await })
+            tokio::spawn(async move {
+                world
+                    .service
+                    .start_verification(firm(), id, &officer(), Credits::new(1))
+                    .await
+            })
         })
         .collect();
     let mut succeeded = 0;
@@ -82,23 +116,45 @@ async fn twenty_concurrent_starts_charge_once() {
     assert_eq!(world.charges_of(id), vec![AttemptNumber::FIRST]);
     assert_eq!(world.provider.applicants().len(), 1);
     assert_eq!(customer(&world, id).await.kyc_status, KycStatus::Pending);
-    assert_eq!(world.ledger.balance(firm()).await.unwrap().available, Credits::new(4));
+    assert_eq!(
+        world.ledger.balance(firm()).await.unwrap().available,
+        Credits::new(4)
+    );
 }
 
 #[tokio::test]
 async fn a_provider_refusal_releases_the_hold_and_says_why() {
     let (world, id) = ready(3).await;
-    world.provider.set_mode(ProviderMode::Refuse(400, "level not found".into()));
-    let error = world.service.start_verification(firm(), id, &officer(), Credits::new(1)).await.unwrap_err();
+    world
+        .provider
+        .set_mode(ProviderMode::Refuse(400, "level not found".into()));
+    let error = world
+        .service
+        .start_verification(firm(), id, &officer(), Credits::new(1))
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("level not found"), "{error}");
     let stored = customer(&world, id).await;
     assert_eq!(stored.kyc_status, KycStatus::NotStarted);
     assert_eq!(stored.latest_attempt().unwrap().phase, AttemptPhase::Voided);
-    assert!(world.ledger.holds().iter().all(|h| h.state == HoldState::Voided));
-    assert_eq!(world.ledger.balance(firm()).await.unwrap().available, Credits::new(3));
+    assert!(
+        world
+            .ledger
+            .holds()
+            .iter()
+            .all(|h| h.state == HoldState::Voided)
+    );
+    assert_eq!(
+        world.ledger.balance(firm()).await.unwrap().available,
+        Credits::new(3)
+    );
     // Once the provider accepts, a new attempt starts and is charged once.
     world.provider.set_mode(ProviderMode::Normal);
-    world.service.start_verification(firm(), id, &officer(), Credits::new(1)).await.unwrap();
+    world
+        .service
+        .start_verification(firm(), id, &officer(), Credits::new(1))
+        .await
+        .unwrap();
     assert_eq!(world.charges_of(id), vec![AttemptNumber::FIRST.next()]);
 }
 
@@ -106,12 +162,23 @@ async fn a_provider_refusal_releases_the_hold_and_says_why() {
 async fn an_unreachable_provider_charges_nothing_and_a_later_retry_completes_the_same_attempt() {
     let (world, id) = ready(3).await;
     world.provider.set_mode(ProviderMode::Unavailable);
-    let error = world.service.start_verification(firm(), id, &officer(), Credits::new(1)).await.unwrap_err();
-    assert!(matches!(error, StartError::ProviderUnavailable { .. }), "{error:?}");
+    let error = world
+        .service
+        .start_verification(firm(), id, &officer(), Credits::new(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StartError::ProviderUnavailable { .. }),
+        "{error:?}"
+    );
     assert!(world.charges_of(id).is_empty());
     assert_eq!(customer(&world, id).await.kyc_status, KycStatus::NotStarted);
     world.provider.set_mode(ProviderMode::Normal);
-    let started = world.service.start_verification(firm(), id, &officer(), Credits::new(1)).await.unwrap();
+    let started = world
+        .service
+        .start_verification(firm(), id, &officer(), Credits::new(1))
+        .await
+        .unwrap();
     assert_eq!(started.attempt, AttemptNumber::FIRST);
     assert_eq!(world.charges_of(id), vec![AttemptNumber::FIRST]);
     assert_eq!(world.provider.applicants().len(), 1);
@@ -120,17 +187,31 @@ async fn an_unreachable_provider_charges_nothing_and_a_later_retry_completes_the
 #[tokio::test]
 async fn a_changed_price_is_refused_before_anything_is_held() {
     let (world, id) = ready(3).await;
-    let error = world.service.start_verification(firm(), id, &officer(), Credits::new(2)).await.unwrap_err();
-    assert!(matches!(error, StartError::PriceChanged { current, .. } if current == Credits::new(1)));
+    let error = world
+        .service
+        .start_verification(firm(), id, &officer(), Credits::new(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StartError::PriceChanged { current, .. } if current == Credits::new(1))
+    );
     assert!(world.ledger.holds().is_empty());
 }
 
 #[tokio::test]
 async fn staff_may_start_but_an_admin_may_not() {
     let (world, id) = ready(3).await;
-    let error = world.service.start_verification(firm(), id, &person(Role::Admin), Credits::new(1)).await.unwrap_err();
+    let error = world
+        .service
+        .start_verification(firm(), id, &person(Role::Admin), Credits::new(1))
+        .await
+        .unwrap_err();
     assert!(matches!(error, StartError::Forbidden));
-    world.service.start_verification(firm(), id, &person(Role::Staff), Credits::new(1)).await.unwrap();
+    world
+        .service
+        .start_verification(firm(), id, &person(Role::Staff), Credits::new(1))
+        .await
+        .unwrap();
 }
 
 /// With mocked ports: when the ledger refuses the hold, the provider is never called and nothing
@@ -141,12 +222,20 @@ async fn insufficient_credits_never_reach_the_provider() {
     let stored = customer(&world, id).await;
 
     let mut store = MockCustomerStore::new();
-    store.expect_get().returning(move |_, _| Ok(Some(stored.clone())));
+    store
+        .expect_get()
+        .returning(move |_, _| Ok(Some(stored.clone())));
     store.expect_save().times(0);
     let mut ledger = MockCreditsLedger::new();
-    ledger.expect_reserve().times(1).returning(|_, _, requested, _| {
-        Err(LedgerError::InsufficientCredits { available: Credits::ZERO, requested })
-    });
+    ledger
+        .expect_reserve()
+        .times(1)
+        .returning(|_, _, requested, _| {
+            Err(LedgerError::InsufficientCredits {
+                available: Credits::ZERO,
+                requested,
+            })
+        });
     let mut provider = MockIdentityProvider::new();
     provider.expect_create_applicant().times(0);
     let mut clock = MockClock::new();
@@ -162,8 +251,13 @@ async fn insufficient_credits_never_reach_the_provider() {
         },
         Settings::default(),
     );
-    let error = service.start_verification(firm(), id, &officer(), Credits::new(1)).await.unwrap_err();
-    assert!(matches!(error, StartError::InsufficientCredits { required, .. } if required == Credits::new(1)));
+    let error = service
+        .start_verification(firm(), id, &officer(), Credits::new(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StartError::InsufficientCredits { required, .. } if required == Credits::new(1))
+    );
 }
 
 /// How a crash test ended, after recovery.
@@ -182,7 +276,12 @@ async fn settle(world: &World, id: CustomerId) -> Outcome {
     let stored = customer(world, id).await;
     let charges = world.charges_of(id);
     let applicants = world.provider.applicants().len();
-    let pending = world.ledger.holds().iter().filter(|h| h.state == HoldState::Pending).count();
+    let pending = world
+        .ledger
+        .holds()
+        .iter()
+        .filter(|h| h.state == HoldState::Pending)
+        .count();
     assert_eq!(pending, 0, "a hold was left pending");
     assert!(kyc_domain::testkit::invariants::check(&stored).is_ok());
     match (charges.len(), applicants, stored.kyc_status) {
@@ -198,14 +297,23 @@ async fn crash_test(crash: impl Fn(&World), expected_calls: &mut usize) -> Outco
     crash(&world);
     let task = {
         let world = world.clone();
-        tokio::spawn(async move { world.service.start_verification(firm(), id, &officer(), Credits::new(1)).await })
+        tokio::spawn(async move {
+            world
+                .service
+                .start_verification(firm(), id, &officer(), Credits::new(1))
+                .await
+        })
     };
     let crashed = task.await.is_err();
     *expected_calls = (*expected_calls).max(world.faults.calls());
     let outcome = settle(&world, id).await;
     if crashed && outcome == Outcome::Nothing {
         // Nothing was charged: the person can start again, and that start charges once.
-        world.service.start_verification(firm(), id, &officer(), Credits::new(1)).await.unwrap();
+        world
+            .service
+            .start_verification(firm(), id, &officer(), Credits::new(1))
+            .await
+            .unwrap();
         assert_eq!(world.charges_of(id).len(), 1);
         assert_eq!(world.provider.applicants().len(), 1);
     }
@@ -216,18 +324,34 @@ async fn crash_test(crash: impl Fn(&World), expected_calls: &mut usize) -> Outco
 async fn a_crash_before_or_after_any_step_then_recovery_charges_once_or_not_at_all() {
     // A clean run counts the port calls a start makes; then crash before and after each.
     let mut calls = 0;
-    assert_eq!(crash_test(|_| {}, &mut calls).await, Outcome::OneChargeOneApplicant);
-    assert!(calls >= 5, "a start makes at least reserve, claim, create, post, open: {calls}");
+    assert_eq!(
+        crash_test(|_| {}, &mut calls).await,
+        Outcome::OneChargeOneApplicant
+    );
+    assert!(
+        calls >= 5,
+        "a start makes at least reserve, claim, create, post, open: {calls}"
+    );
     let mut outcomes = Vec::new();
     for n in 1..=calls {
         let mut ignored = 0;
-        outcomes.push((n, "before", crash_test(|w| w.faults.crash_before_call(n), &mut ignored).await));
-        outcomes.push((n, "after", crash_test(|w| w.faults.crash_after_call(n), &mut ignored).await));
+        outcomes.push((
+            n,
+            "before",
+            crash_test(|w| w.faults.crash_before_call(n), &mut ignored).await,
+        ));
+        outcomes.push((
+            n,
+            "after",
+            crash_test(|w| w.faults.crash_after_call(n), &mut ignored).await,
+        ));
     }
     // A crash before the hold changes nothing; once the claim is saved, recovery completes it.
     assert_eq!(outcomes[0], (1, "before", Outcome::Nothing));
     assert!(
-        outcomes.iter().any(|(_, _, o)| *o == Outcome::OneChargeOneApplicant),
+        outcomes
+            .iter()
+            .any(|(_, _, o)| *o == Outcome::OneChargeOneApplicant),
         "{outcomes:?}"
     );
 }
@@ -239,10 +363,24 @@ async fn recovery_releases_a_hold_whose_claim_never_landed_and_blocks_its_attemp
     // Crash on the claim save: the hold exists, the claim does not.
     world.faults.crash_before_call(2);
     let w = world.clone();
-    assert!(tokio::spawn(async move { w.service.start_verification(firm(), id, &officer(), Credits::new(1)).await }).await.is_err());
+    assert!(
+        tokio::spawn(async move {
+            w.service
+                .start_verification(firm(), id, &officer(), Credits::new(1))
+                .await
+        })
+        .await
+        .is_err()
+    );
     assert_eq!(world.ledger.holds().len(), 1);
     assert_eq!(settle(&world, id).await, Outcome::Nothing);
     let stored = customer(&world, id).await;
-    assert_eq!(stored.attempt(AttemptNumber::FIRST).unwrap().phase, AttemptPhase::Voided);
-    assert_eq!(world.ledger.balance(firm()).await.unwrap().available, Credits::new(3));
+    assert_eq!(
+        stored.attempt(AttemptNumber::FIRST).unwrap().phase,
+        AttemptPhase::Voided
+    );
+    assert_eq!(
+        world.ledger.balance(firm()).await.unwrap().available,
+        Credits::new(3)
+    );
 }

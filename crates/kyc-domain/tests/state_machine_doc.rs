@@ -10,7 +10,9 @@ type Edges = BTreeSet<(String, String, String)>;
 
 fn diagram(section: &str) -> Edges {
     let doc = include_str!("../../../docs/state-machine.md");
-    let start = doc.find(section).unwrap_or_else(|| panic!("section {section} missing"));
+    let start = doc
+        .find(section)
+        .unwrap_or_else(|| panic!("section {section} missing"));
     let block = &doc[start..];
     let block = &block[block.find("```mermaid").expect("a mermaid block")..];
     let block = &block[..block[3..].find("```").expect("closed block") + 3];
@@ -26,8 +28,12 @@ fn diagram(section: &str) -> Edges {
 
 fn person_label(trigger: PersonTrigger) -> &'static str {
     match trigger {
-        PersonTrigger::ConfirmRisk { designated_service: false } => "risk confirmed, designated service = no",
-        PersonTrigger::ConfirmRisk { designated_service: true } => "risk confirmed, designated service = yes",
+        PersonTrigger::ConfirmRisk {
+            designated_service: false,
+        } => "risk confirmed, designated service = no",
+        PersonTrigger::ConfirmRisk {
+            designated_service: true,
+        } => "risk confirmed, designated service = yes",
         PersonTrigger::StartVerification => "Start Verification",
         PersonTrigger::OpenLink => "link opened",
         PersonTrigger::Restart => "restart by a compliance officer",
@@ -40,14 +46,22 @@ fn the_person_diagram_matches_person_move() {
     for from in KycStatus::ALL {
         for trigger in PersonTrigger::ALL {
             if let Some(to) = person_move(from, trigger).ok().filter(|to| *to != from) {
-                code.insert((from.to_string(), to.to_string(), person_label(trigger).to_owned()));
+                code.insert((
+                    from.to_string(),
+                    to.to_string(),
+                    person_label(trigger).to_owned(),
+                ));
             }
         }
     }
     assert_eq!(diagram("## kyc_status: moves by people"), code);
 }
 
-fn reviewed(answer: ReviewAnswer, reject: Option<RejectType>, labels: &[&str]) -> ProviderEventKind {
+fn reviewed(
+    answer: ReviewAnswer,
+    reject: Option<RejectType>,
+    labels: &[&str],
+) -> ProviderEventKind {
     ProviderEventKind::Reviewed(ReviewVerdict {
         answer,
         reject_type: reject,
@@ -63,17 +77,35 @@ fn the_verdict_diagram_matches_the_verdict_table() {
         ("applicantPrechecked", ProviderEventKind::Prechecked),
         ("applicantOnHold", ProviderEventKind::OnHold),
         ("applicantReviewed GREEN", reviewed(Green, None, &[])),
-        ("applicantReviewed RED RETRY", reviewed(Red, Some(RejectType::Retry), &["BAD_SELFIE"])),
-        ("applicantReviewed RED FINAL, AML labels only", reviewed(Red, Some(RejectType::Final), &["PEP"])),
-        ("applicantReviewed RED FINAL, any other label", reviewed(Red, Some(RejectType::Final), &["FORGERY"])),
+        (
+            "applicantReviewed RED RETRY",
+            reviewed(Red, Some(RejectType::Retry), &["BAD_SELFIE"]),
+        ),
+        (
+            "applicantReviewed RED FINAL, AML labels only",
+            reviewed(Red, Some(RejectType::Final), &["PEP"]),
+        ),
+        (
+            "applicantReviewed RED FINAL, any other label",
+            reviewed(Red, Some(RejectType::Final), &["FORGERY"]),
+        ),
         ("applicantReset", ProviderEventKind::Reset),
-        ("applicantCreated", ProviderEventKind::Other { event_type: "applicantCreated".into() }),
+        (
+            "applicantCreated",
+            ProviderEventKind::Other {
+                event_type: "applicantCreated".into(),
+            },
+        ),
     ];
     let code: Edges = cases
         .iter()
         .filter_map(|(label, kind)| {
             let effect = kind.verdict_effect()?;
-            Some(("OPEN_ATTEMPT".to_owned(), effect.status.to_string(), (*label).to_owned()))
+            Some((
+                "OPEN_ATTEMPT".to_owned(),
+                effect.status.to_string(),
+                (*label).to_owned(),
+            ))
         })
         .collect();
     assert_eq!(diagram("## kyc_status: moves by provider verdicts"), code);
@@ -97,7 +129,11 @@ fn the_aml_diagram_matches_aml_move() {
     for from in AmlStatus::ALL {
         for trigger in AmlTrigger::ALL {
             if let Some(to) = aml_move(from, trigger).ok().filter(|to| *to != from) {
-                code.insert((from.to_string(), to.to_string(), aml_label(trigger).to_owned()));
+                code.insert((
+                    from.to_string(),
+                    to.to_string(),
+                    aml_label(trigger).to_owned(),
+                ));
             }
         }
     }

@@ -392,7 +392,9 @@ fn aml_review_runs_from_hits_to_a_recorded_decision() {
         found_at: EPOCH,
         disposition: None,
     };
-    customer.record_screening(vec![hit.clone(), hit.clone()], &worker, EPOCH).unwrap();
+    customer
+        .record_screening(vec![hit.clone(), hit.clone()], &worker, EPOCH)
+        .unwrap();
     assert_eq!(customer.aml.status, AmlStatus::NeedsReview);
     assert_eq!(customer.aml.hits.len(), 1, "the same hit twice is one hit");
     let decide = |c: &mut Customer, who: &Person| {

@@ -170,7 +170,7 @@ impl DeliveryScenario {
     /// The events in creation order (ties broken by key), once each.
     pub fn events_in_creation_order(&self) -> Vec<ProviderEvent> {
         let mut events = self.events.clone();
-        events.sort_by(|a, b| a.stamp().cmp(&b.stamp()));
+        events.sort_by_key(ProviderEvent::stamp);
         events
     }
 }

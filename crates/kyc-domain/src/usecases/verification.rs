@@ -164,7 +164,7 @@ fn hold_key(customer: CustomerId, attempt: AttemptNumber) -> HoldKey {
 
 /// How one drive of a starting attempt ended.
 enum Drive {
-    Opened(Customer),
+    Opened(Box<Customer>),
     Refused(String),
     Unavailable(String),
 }
@@ -264,7 +264,7 @@ impl KycService {
                 let charged_credits = record.cost;
                 let balance = self.ports.ledger.balance(firm).await?;
                 Ok(Started {
-                    customer,
+                    customer: *customer,
                     attempt,
                     charged_credits,
                     balance,
@@ -286,7 +286,7 @@ impl KycService {
             .attempt(attempt)
             .ok_or_else(|| StartError::Ledger(format!("attempt {attempt} vanished")))?;
         match record.phase {
-            AttemptPhase::Open => return Ok(Drive::Opened(customer)),
+            AttemptPhase::Open => return Ok(Drive::Opened(Box::new(customer))),
             AttemptPhase::Voided | AttemptPhase::Closed => {
                 return Ok(Drive::Refused(
                     record
@@ -333,7 +333,7 @@ impl KycService {
                         super::CommandError::Contended => StartError::Contended,
                         super::CommandError::Infrastructure(i) => StartError::Infrastructure(i),
                     })?;
-                Ok(Drive::Opened(opened))
+                Ok(Drive::Opened(Box::new(opened)))
             }
             Err(ProviderError::Refused { status, reason }) => {
                 warn!(
