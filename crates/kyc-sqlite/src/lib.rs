@@ -1,0 +1,136 @@
+//! # kyc-sqlite
+//!
+//! The embedded storage adapter: every storage port of `kyc-domain` on one SQLite file, so the
+//! service runs on a fresh machine with no database server. It passes the same contract suite
+//! (`kyc-store-contract`) as the Postgres adapter.
+//!
+//! Times are stored as integer microseconds (UTC) and ids as hyphenated UUID text, so both sort
+//! the way Postgres sorts `timestamptz` and `uuid`. Writes open `BEGIN IMMEDIATE` transactions:
+//! SQLite has one writer at a time, and taking the write lock up front makes concurrent writers
+//! wait on `busy_timeout` instead of failing when a read lock cannot be upgraded.
+
+mod accounts;
+mod audit;
+mod customers;
+mod delivery;
+mod idempotency;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use kyc_domain::ports::InfrastructureError;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Opens (creating it if missing) the SQLite database at `url` (`sqlite://path/to/file.db`) in
+/// WAL mode with foreign keys on and a busy timeout, as a pool.
+///
+/// # Errors
+/// [`InfrastructureError::Unavailable`] when the file cannot be opened or created.
+pub async fn connect(url: &str) -> Result<SqlitePool, InfrastructureError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(InfrastructureError::internal)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .map_err(InfrastructureError::unavailable)
+}
+
+/// Applies the embedded migrations that have not run yet.
+///
+/// # Errors
+/// [`InfrastructureError::Internal`] when a migration fails or an applied one was changed.
+pub async fn migrate(pool: &SqlitePool) -> Result<(), InfrastructureError> {
+    // Versions 1..=999 belong to this crate; the ledger uses 1001 and up in the same
+    // `_sqlx_migrations` table, so its rows must not count as unknown migrations.
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    migrator.set_ignore_missing(true);
+    migrator
+        .run(pool)
+        .await
+        .map_err(InfrastructureError::internal)
+}
+
+/// Every storage port on one SQLite pool. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Wraps a pool from [`connect`] (migrated with [`migrate`]).
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for health checks and tests.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, InfrastructureError> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(infra)
+    }
+}
+
+/// Translates a driver error that no port names into the domain's infrastructure error.
+pub(crate) fn infra(error: sqlx::Error) -> InfrastructureError {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            InfrastructureError::unavailable(error)
+        }
+        other => InfrastructureError::internal(other),
+    }
+}
+
+/// Whether the error is a unique violation on the named table and column.
+pub(crate) fn is_unique_violation(error: &sqlx::Error, column: &str) -> bool {
+    match error {
+        // SQLite names the columns, not the constraint: "UNIQUE constraint failed: t.c, …".
+        sqlx::Error::Database(db) => db.is_unique_violation() && db.message().contains(column),
+        _ => false,
+    }
+}
+
+/// A time as stored: microseconds since the epoch, UTC.
+pub(crate) fn micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+/// A stored time read back.
+pub(crate) fn from_micros(value: i64) -> Result<OffsetDateTime, InfrastructureError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1_000)
+        .map_err(InfrastructureError::internal)
+}
+
+/// A stored optional time read back.
+pub(crate) fn from_micros_opt(
+    value: Option<i64>,
+) -> Result<Option<OffsetDateTime>, InfrastructureError> {
+    value.map(from_micros).transpose()
+}
+
+/// A stored UUID read back.
+pub(crate) fn uuid(text: &str) -> Result<Uuid, InfrastructureError> {
+    Uuid::parse_str(text).map_err(InfrastructureError::internal)
+}
+
+/// A value serialized for a JSON column.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, InfrastructureError> {
+    serde_json::to_string(value).map_err(InfrastructureError::internal)
+}
+
+/// A JSON column read back.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, InfrastructureError> {
+    serde_json::from_str(text).map_err(InfrastructureError::internal)
+}

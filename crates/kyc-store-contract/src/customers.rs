@@ -1,0 +1,506 @@
+//! Customers: what goes in comes back, saves are atomic, concurrent writers cannot overwrite each
+//! other, and the externalId race creates one customer.
+
+use std::collections::HashSet;
+
+use kyc_domain::customer::{AttemptPhase, Customer};
+use kyc_domain::events::{Actor, outbox_for};
+use kyc_domain::ids::ApplicantId;
+use kyc_domain::ports::SaveError;
+use kyc_domain::provider::{ProviderEvent, ProviderEventKey, ProviderEventKind};
+use kyc_domain::risk::{ProviderLevels, RiskAnswers};
+use kyc_domain::status::KycStatus;
+use kyc_domain::values::{Credits, Email, ExternalId};
+use time::Duration;
+use uuid::Uuid;
+
+use crate::{
+    Stores, change_phone, crm, insert_customer, new_customer, new_firm, now, staff, touch_customer,
+};
+
+/// Everything an insert stored comes back equal through `get`, `get_by_external_id` and
+/// `find_by_email` (case-insensitively), at version 1, with its creation event and outbox message.
+pub async fn inserted_customers_read_back_unchanged_by_every_lookup(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let (mut customer, events, outbox) = new_customer(firm, Some("crm-1"), "Jane.Doe@Example.com");
+    let version = stores
+        .customers
+        .insert(&customer, &events, &outbox)
+        .await
+        .unwrap();
+    assert_eq!(version, 1);
+    customer.saved_at_version(version);
+
+    let by_id = stores.customers.get(firm, customer.id).await.unwrap();
+    assert_eq!(by_id.as_ref(), Some(&customer));
+    let external = ExternalId::new("crm-1").unwrap();
+    let by_external = stores
+        .customers
+        .get_by_external_id(firm, &external)
+        .await
+        .unwrap();
+    assert_eq!(by_external.as_ref(), Some(&customer));
+    let shouted = Email::new("JANE.DOE@EXAMPLE.COM").unwrap();
+    let by_email = stores
+        .customers
+        .find_by_email(firm, &shouted)
+        .await
+        .unwrap();
+    assert_eq!(by_email.as_ref(), Some(&customer));
+
+    let trail = stores
+        .audit
+        .customer_trail(firm, customer.id)
+        .await
+        .unwrap();
+    let recorded: Vec<_> = trail.into_iter().map(|entry| entry.event).collect();
+    assert_eq!(recorded, events);
+    let batch = stores
+        .outbox
+        .claim_batch(now(), now() + Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    let messages: Vec<_> = batch.into_iter().map(|entry| entry.message).collect();
+    assert_eq!(messages, outbox);
+}
+
+/// A successful save makes the new state, every event and every outbox message visible together.
+pub async fn save_writes_state_events_and_outbox_together(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let mut customer = insert_customer(&stores, firm, Some("crm-2")).await;
+    let before = stores
+        .audit
+        .customer_trail(firm, customer.id)
+        .await
+        .unwrap()
+        .len();
+    let drained = stores
+        .outbox
+        .claim_batch(now(), now() + Duration::minutes(1), 100)
+        .await
+        .unwrap();
+    for entry in drained {
+        stores.outbox.mark_delivered(entry.id, now()).await.unwrap();
+    }
+
+    let mut events = change_phone(&mut customer, 1);
+    events.extend(customer.propose_risk(
+        RiskAnswers {
+            is_designated_service: true,
+            handles_cash_or_crypto: true,
+            is_new_customer: false,
+        },
+        &crm(),
+        now(),
+    ));
+    let outbox = outbox_for(firm, customer.id, &events);
+    assert!(!outbox.is_empty());
+    let version = stores
+        .customers
+        .save(&customer, &events, &outbox, None)
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
+    customer.saved_at_version(version);
+
+    assert_eq!(
+        stores.customers.get(firm, customer.id).await.unwrap(),
+        Some(customer.clone())
+    );
+    let trail = stores
+        .audit
+        .customer_trail(firm, customer.id)
+        .await
+        .unwrap();
+    assert_eq!(trail.len(), before + events.len());
+    let tail: Vec<_> = trail[before..]
+        .iter()
+        .map(|entry| entry.event.clone())
+        .collect();
+    assert_eq!(tail, events);
+    let batch = stores
+        .outbox
+        .claim_batch(now(), now() + Duration::minutes(1), 100)
+        .await
+        .unwrap();
+    let messages: Vec<_> = batch.into_iter().map(|entry| entry.message).collect();
+    assert_eq!(messages, outbox);
+}
+
+/// A save refused part-way (the inbound event was already recorded, or an adopted external id is
+/// taken) leaves the state, the event log and the outbox exactly as they were.
+pub async fn a_failed_save_writes_nothing(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let mut customer = insert_customer(&stores, firm, None).await;
+    let _taken = insert_customer(&stores, firm, Some("crm-taken")).await;
+    let key = ProviderEventKey::new(format!("evt-{}", Uuid::new_v4()));
+    let events = change_phone(&mut customer, 2);
+    let version = stores
+        .customers
+        .save(&customer, &events, &[], Some(&key))
+        .await
+        .unwrap();
+    customer.saved_at_version(version);
+    let drained = stores
+        .outbox
+        .claim_batch(now(), now() + Duration::minutes(1), 100)
+        .await
+        .unwrap();
+    for entry in drained {
+        stores.outbox.mark_delivered(entry.id, now()).await.unwrap();
+    }
+    let stored = stores.customers.get(firm, customer.id).await.unwrap();
+    let trail = stores
+        .audit
+        .customer_trail(firm, customer.id)
+        .await
+        .unwrap();
+
+    // The same provider event again: the row update ran first and must be rolled back.
+    let mut replay = customer.clone();
+    let events = change_phone(&mut replay, 3);
+    let outbox = outbox_for(firm, replay.id, &events);
+    let refused = stores
+        .customers
+        .save(&replay, &events, &outbox, Some(&key))
+        .await;
+    assert!(
+        matches!(refused, Err(SaveError::DuplicateInbound)),
+        "{refused:?}"
+    );
+
+    // Adopting an external id another customer has.
+    let mut adopter = customer.clone();
+    let mut events = adopter
+        .adopt_external_id(ExternalId::new("crm-taken").unwrap(), &crm(), now())
+        .unwrap();
+    events.extend(change_phone(&mut adopter, 4));
+    let outbox = outbox_for(firm, adopter.id, &events);
+    let refused = stores
+        .customers
+        .save(&adopter, &events, &outbox, None)
+        .await;
+    assert!(
+        matches!(refused, Err(SaveError::DuplicateExternalId)),
+        "{refused:?}"
+    );
+
+    assert_eq!(
+        stores.customers.get(firm, customer.id).await.unwrap(),
+        stored
+    );
+    assert_eq!(
+        stores
+            .audit
+            .customer_trail(firm, customer.id)
+            .await
+            .unwrap(),
+        trail
+    );
+    let leaked = stores
+        .outbox
+        .claim_batch(now(), now() + Duration::minutes(1), 100)
+        .await
+        .unwrap();
+    assert!(
+        leaked.is_empty(),
+        "outbox rows of a refused save: {leaked:?}"
+    );
+    // The version did not move: the next save from the stored version succeeds.
+    touch_customer(&stores, &mut customer, 5).await;
+    assert_eq!(customer.version, 3);
+}
+
+/// Two saves from the same loaded version, racing: exactly one wins, the other gets
+/// `VersionConflict`, and the stored state and log are the winner's.
+pub async fn two_saves_from_one_version_let_exactly_one_win(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let mut customer = insert_customer(&stores, firm, None).await;
+    for round in 0..10_u32 {
+        let mut left = customer.clone();
+        let mut right = customer.clone();
+        let left_events = change_phone(&mut left, round * 2 + 100);
+        let right_events = change_phone(&mut right, round * 2 + 101);
+        let (a, b) = tokio::join!(
+            tokio::spawn({
+                let stores = stores.clone();
+                let (left, events) = (left.clone(), left_events.clone());
+                async move { stores.customers.save(&left, &events, &[], None).await }
+            }),
+            tokio::spawn({
+                let stores = stores.clone();
+                let (right, events) = (right.clone(), right_events.clone());
+                async move { stores.customers.save(&right, &events, &[], None).await }
+            }),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let (mut winner, events) = match (&a, &b) {
+            (Ok(_), Err(SaveError::VersionConflict)) => (left, left_events),
+            (Err(SaveError::VersionConflict), Ok(_)) => (right, right_events),
+            other => panic!("expected one winner and one conflict, got {other:?}"),
+        };
+        winner.saved_at_version(customer.version + 1);
+        assert_eq!(
+            stores.customers.get(firm, customer.id).await.unwrap(),
+            Some(winner.clone())
+        );
+        let trail = stores
+            .audit
+            .customer_trail(firm, customer.id)
+            .await
+            .unwrap();
+        let last = trail.last().map(|entry| entry.event.clone());
+        assert_eq!(last.as_ref(), events.last());
+        customer = winner;
+    }
+    // A save from a stale version is refused even without a race.
+    let mut stale = customer.clone();
+    stale.saved_at_version(customer.version - 1);
+    let events = change_phone(&mut stale, 999);
+    assert!(matches!(
+        stores.customers.save(&stale, &events, &[], None).await,
+        Err(SaveError::VersionConflict)
+    ));
+}
+
+/// 50 concurrent inserts of different customers with the same externalId: exactly one row, the
+/// other 49 get `DuplicateExternalId`.
+pub async fn fifty_concurrent_inserts_of_one_external_id_create_one_customer(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let stores = stores.clone();
+            tokio::spawn(async move {
+                let (customer, events, outbox) =
+                    new_customer(firm, Some("crm-race"), &format!("p{n}@example.com"));
+                stores
+                    .customers
+                    .insert(&customer, &events, &outbox)
+                    .await
+                    .map(|_| customer.id)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(id) => winners.push(id),
+            Err(SaveError::DuplicateExternalId) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one insert wins");
+    let external = ExternalId::new("crm-race").unwrap();
+    let stored = stores
+        .customers
+        .get_by_external_id(firm, &external)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.id, winners[0]);
+    let query = kyc_domain::ports::ListQuery {
+        filter: kyc_domain::ports::CustomerFilter {
+            external_id: Some(external),
+            ..Default::default()
+        },
+        after: None,
+        limit: 100,
+        include_total: true,
+    };
+    assert_eq!(
+        stores.customers.list(firm, &query).await.unwrap().total,
+        Some(1)
+    );
+    // The losers left no events behind.
+    let exported = stores.audit.firm_export(firm, None, 1000).await.unwrap();
+    assert!(exported.iter().all(|entry| entry.customer_id == winners[0]));
+}
+
+/// The upsert of the API (look up by externalId, insert, on a lost race read the winner) run 50
+/// times at once: every caller ends with the same customer.
+pub async fn concurrent_upserts_of_one_external_id_all_return_the_same_customer(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let external = ExternalId::new("crm-upsert").unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let stores = stores.clone();
+            let external = external.clone();
+            tokio::spawn(async move {
+                if let Some(found) = stores
+                    .customers
+                    .get_by_external_id(firm, &external)
+                    .await
+                    .unwrap()
+                {
+                    return found.id;
+                }
+                let (customer, events, outbox) =
+                    new_customer(firm, Some(external.as_str()), &format!("u{n}@example.com"));
+                match stores.customers.insert(&customer, &events, &outbox).await {
+                    Ok(_) => customer.id,
+                    Err(SaveError::DuplicateExternalId) => {
+                        stores
+                            .customers
+                            .get_by_external_id(firm, &external)
+                            .await
+                            .unwrap()
+                            .unwrap()
+                            .id
+                    }
+                    Err(other) => panic!("unexpected error {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "all upserts resolve to one customer: {ids:?}");
+}
+
+/// A provider event passed as `inbound` is recorded with the save; a second delivery is refused
+/// with `DuplicateInbound`; orphans are recorded once.
+pub async fn an_inbound_provider_event_is_recorded_once(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let mut customer = insert_customer(&stores, firm, None).await;
+    let key = ProviderEventKey::new(format!("evt-{}", Uuid::new_v4()));
+    assert!(!stores.customers.provider_event_seen(&key).await.unwrap());
+    let events = change_phone(&mut customer, 10);
+    let version = stores
+        .customers
+        .save(&customer, &events, &[], Some(&key))
+        .await
+        .unwrap();
+    customer.saved_at_version(version);
+    assert!(stores.customers.provider_event_seen(&key).await.unwrap());
+    let trail = stores
+        .audit
+        .customer_trail(firm, customer.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        trail.last().unwrap().provider_event_key.as_ref(),
+        Some(&key)
+    );
+
+    let events = change_phone(&mut customer, 11);
+    let again = stores
+        .customers
+        .save(&customer, &events, &[], Some(&key))
+        .await;
+    assert!(
+        matches!(again, Err(SaveError::DuplicateInbound)),
+        "{again:?}"
+    );
+
+    let orphan = ProviderEvent {
+        key: ProviderEventKey::new(format!("orphan-{}", Uuid::new_v4())),
+        applicant_id: None,
+        external_user_id: None,
+        created_at: now(),
+        kind: ProviderEventKind::Other {
+            event_type: "applicantCreated".to_owned(),
+        },
+    };
+    assert!(stores.customers.record_orphan_event(&orphan).await.unwrap());
+    assert!(!stores.customers.record_orphan_event(&orphan).await.unwrap());
+    assert!(
+        stores
+            .customers
+            .provider_event_seen(&orphan.key)
+            .await
+            .unwrap()
+    );
+}
+
+/// Attempts are found by external user id and applicant id in any firm, and an attempt left in
+/// `Starting` is listed for recovery until it opens.
+pub async fn attempts_are_found_by_provider_ids_and_stuck_ones_are_listed(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let mut customer: Customer = insert_customer(&stores, firm, None).await;
+    let person = staff();
+    let answers = RiskAnswers {
+        is_designated_service: true,
+        handles_cash_or_crypto: false,
+        is_new_customer: true,
+    };
+    let mut events = customer.confirm_risk(answers, &person, now()).unwrap();
+    let (attempt, started) = customer
+        .begin_verification(&person, Credits::new(1), &ProviderLevels::default(), now())
+        .unwrap();
+    events.extend(started);
+    let version = stores
+        .customers
+        .save(&customer, &events, &[], None)
+        .await
+        .unwrap();
+    customer.saved_at_version(version);
+    let external_user_id = customer.attempt(attempt).unwrap().external_user_id.clone();
+    assert_eq!(
+        customer.attempt(attempt).unwrap().phase,
+        AttemptPhase::Starting
+    );
+
+    let location = stores
+        .customers
+        .locate_attempt(None, Some(&external_user_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (location.firm_id, location.customer_id),
+        (firm, customer.id)
+    );
+    let stuck = stores
+        .customers
+        .stuck_attempts(now() + Duration::seconds(1), 10)
+        .await
+        .unwrap();
+    assert!(stuck.contains(&location));
+    let not_yet = stores
+        .customers
+        .stuck_attempts(now() - Duration::hours(1), 10)
+        .await
+        .unwrap();
+    assert!(!not_yet.contains(&location));
+
+    let applicant = ApplicantId::new(format!("{:024x}", Uuid::new_v4().as_u128() >> 32)).unwrap();
+    let events = customer
+        .complete_verification(
+            attempt,
+            applicant.clone(),
+            "hash".to_owned(),
+            &Actor::system("test"),
+            now(),
+        )
+        .unwrap();
+    let version = stores
+        .customers
+        .save(&customer, &events, &[], None)
+        .await
+        .unwrap();
+    customer.saved_at_version(version);
+    assert_eq!(customer.kyc_status, KycStatus::Pending);
+    let by_applicant = stores
+        .customers
+        .locate_attempt(Some(&applicant), None)
+        .await
+        .unwrap();
+    assert_eq!(by_applicant, Some(location));
+    let stuck = stores
+        .customers
+        .stuck_attempts(now() + Duration::seconds(1), 10)
+        .await
+        .unwrap();
+    assert!(!stuck.contains(&location), "an open attempt is not stuck");
+    let unknown = ApplicantId::new("ffffffffffffffffffffffff").unwrap();
+    assert_eq!(
+        stores
+            .customers
+            .locate_attempt(Some(&unknown), None)
+            .await
+            .unwrap(),
+        None
+    );
+}

@@ -1,0 +1,268 @@
+//! # kyc-store-contract
+//!
+//! The storage contract every storage adapter passes, as public async functions over the domain's
+//! ports. Each adapter's `tests/contract.rs` builds a fresh store and calls every function through
+//! [`contract_tests!`], so the list of guarantees lives here once and no adapter can skip one.
+//!
+//! | Module | Proves |
+//! |---|---|
+//! | [`customers`] | round trips, atomic saves, optimistic concurrency, the externalId race, inbound dedupe, attempt look-ups |
+//! | [`pagination`] | list filters and counts, cursor walks under concurrent writers, polling with `updated_since` |
+//! | [`audit`] | the event log only grows |
+//! | [`tenancy`] | a firm's id never reaches another firm's rows |
+//! | [`idempotency`] | claim semantics under concurrency, replay, release, expiry and purge |
+//! | [`access`] | users, sessions, API keys, webhook endpoints and deliveries, the outbox |
+
+pub mod access;
+pub mod audit;
+pub mod customers;
+pub mod idempotency;
+pub mod pagination;
+pub mod tenancy;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kyc_domain::customer::{Customer, NewCustomer};
+use kyc_domain::events::{Actor, DomainEvent, OutboxMessage, Person, Role, outbox_for};
+use kyc_domain::ids::{ApiKeyId, CustomerId, FirmId, UserId};
+use kyc_domain::ports::{
+    ApiKeyStore, AuditLog, CustomerStore, EventFeed, Firm, FirmStore, IdempotencyStore,
+    OutboxStore, SessionStore, UserStore, WebhookStore,
+};
+use kyc_domain::values::{AddedVia, CustomerType, Email, ExternalId, FullName};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use access::*;
+pub use audit::*;
+pub use customers::*;
+pub use idempotency::*;
+pub use pagination::*;
+pub use tenancy::*;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use futures::FutureExt;
+}
+
+/// Every storage port of one adapter, as the use cases hold them.
+#[derive(Clone)]
+pub struct Stores {
+    /// Customers, their events and outbox rows.
+    pub customers: Arc<dyn CustomerStore>,
+    /// Firms.
+    pub firms: Arc<dyn FirmStore>,
+    /// Users.
+    pub users: Arc<dyn UserStore>,
+    /// Sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// API keys.
+    pub api_keys: Arc<dyn ApiKeyStore>,
+    /// Idempotency records.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Webhook endpoints and deliveries.
+    pub webhooks: Arc<dyn WebhookStore>,
+    /// The outbox.
+    pub outbox: Arc<dyn OutboxStore>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditLog>,
+    /// The event feed.
+    pub feed: Arc<dyn EventFeed>,
+}
+
+impl Stores {
+    /// Every port served by one adapter value.
+    pub fn from_adapter<T>(adapter: T) -> Self
+    where
+        T: CustomerStore
+            + FirmStore
+            + UserStore
+            + SessionStore
+            + ApiKeyStore
+            + IdempotencyStore
+            + WebhookStore
+            + OutboxStore
+            + AuditLog
+            + EventFeed
+            + 'static,
+    {
+        let adapter = Arc::new(adapter);
+        Self {
+            customers: adapter.clone(),
+            firms: adapter.clone(),
+            users: adapter.clone(),
+            sessions: adapter.clone(),
+            api_keys: adapter.clone(),
+            idempotency: adapter.clone(),
+            webhooks: adapter.clone(),
+            outbox: adapter.clone(),
+            audit: adapter.clone(),
+            feed: adapter,
+        }
+    }
+}
+
+/// A fresh, empty, migrated store for one test, and how to dispose of it afterwards.
+pub struct Harness {
+    /// The store under test.
+    pub stores: Stores,
+    /// Run after the test, pass or fail (drops a per-test database, deletes a file).
+    pub teardown: Option<BoxFuture<'static, ()>>,
+}
+
+/// Generates one `#[tokio::test]` per contract function. `$setup` is an async function returning
+/// `Option<Harness>`; `None` skips the test (the setup prints why).
+#[macro_export]
+macro_rules! contract_tests {
+    ($setup:path) => {
+        $crate::contract_tests!(
+            $setup;
+            inserted_customers_read_back_unchanged_by_every_lookup,
+            save_writes_state_events_and_outbox_together,
+            a_failed_save_writes_nothing,
+            two_saves_from_one_version_let_exactly_one_win,
+            fifty_concurrent_inserts_of_one_external_id_create_one_customer,
+            concurrent_upserts_of_one_external_id_all_return_the_same_customer,
+            an_inbound_provider_event_is_recorded_once,
+            attempts_are_found_by_provider_ids_and_stuck_ones_are_listed,
+            list_filters_pages_and_counts,
+            walking_every_page_while_writers_run_never_skips_or_repeats,
+            polling_with_updated_since_and_cursor_loses_no_change,
+            the_event_log_only_grows,
+            reads_with_one_firms_id_never_return_another_firms_rows,
+            one_of_many_concurrent_claims_wins_and_the_rest_see_in_progress,
+            completed_keys_replay_and_mismatched_bodies_are_refused,
+            released_and_expired_keys_can_be_claimed_again_and_purge_removes_only_expired,
+            users_log_in_by_a_globally_unique_email,
+            sessions_are_touched_and_deleted,
+            api_keys_are_found_by_hash_listed_and_revoked,
+            webhook_endpoints_and_deliveries_round_trip,
+            outbox_batches_are_disjoint_and_retries_come_back,
+        );
+    };
+    ($setup:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                use $crate::__private::FutureExt as _;
+                let Some(harness) = $setup().await else { return };
+                let stores = harness.stores.clone();
+                let outcome = std::panic::AssertUnwindSafe($crate::$name(stores)).catch_unwind().await;
+                drop(harness.stores);
+                if let Some(teardown) = harness.teardown {
+                    teardown.await;
+                }
+                if let Err(panic) = outcome {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        )*
+    };
+}
+
+/// The current time, truncated to microseconds: the precision both backends keep.
+pub fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
+
+/// A new firm, stored.
+pub async fn new_firm(stores: &Stores) -> FirmId {
+    let id = FirmId::from_uuid(Uuid::now_v7());
+    stores
+        .firms
+        .create_firm(&Firm {
+            id,
+            name: format!("Firm {id}"),
+            created_at: now(),
+        })
+        .await
+        .expect("create firm");
+    id
+}
+
+/// The CRM integration acting through an API key.
+pub fn crm() -> Actor {
+    Actor::ApiKey {
+        id: ApiKeyId::from_uuid(Uuid::from_u128(7)),
+        label: "crm".to_owned(),
+    }
+}
+
+/// A back-office person with staff rights.
+pub fn staff() -> Person {
+    Person {
+        id: UserId::from_uuid(Uuid::from_u128(8)),
+        email: Email::new("staff@firm.example").expect("email"),
+        role: Role::Staff,
+    }
+}
+
+/// A new customer (not stored), its creation events and outbox messages.
+pub fn new_customer(
+    firm: FirmId,
+    external_id: Option<&str>,
+    email: &str,
+) -> (Customer, Vec<DomainEvent>, Vec<OutboxMessage>) {
+    let id = CustomerId::from_uuid(Uuid::now_v7());
+    let (customer, events) = Customer::create(
+        id,
+        firm,
+        NewCustomer {
+            external_id: external_id.map(|e| ExternalId::new(e).expect("external id")),
+            full_name: FullName::new("Jane Doe").expect("name"),
+            email: Email::new(email).expect("email"),
+            phone: None,
+            customer_type: CustomerType::Individual,
+        },
+        AddedVia::Integration,
+        &crm(),
+        now(),
+    );
+    let outbox = outbox_for(firm, id, &events);
+    (customer, events, outbox)
+}
+
+/// Inserts a new customer and returns it at its stored version.
+pub async fn insert_customer(stores: &Stores, firm: FirmId, external_id: Option<&str>) -> Customer {
+    let email = format!("{}@example.com", Uuid::new_v4().simple());
+    let (mut customer, events, outbox) = new_customer(firm, external_id, &email);
+    let version = stores
+        .customers
+        .insert(&customer, &events, &outbox)
+        .await
+        .expect("insert customer");
+    customer.saved_at_version(version);
+    customer
+}
+
+/// Changes the customer's phone (a realistic visible change) and saves it; returns it at its new
+/// version.
+pub async fn touch_customer(stores: &Stores, customer: &mut Customer, phone_suffix: u32) {
+    let events = change_phone(customer, phone_suffix);
+    let outbox = outbox_for(customer.firm_id, customer.id, &events);
+    let version = stores
+        .customers
+        .save(customer, &events, &outbox, None)
+        .await
+        .expect("save customer");
+    customer.saved_at_version(version);
+}
+
+/// Changes the phone in memory, returning the events.
+pub fn change_phone(customer: &mut Customer, phone_suffix: u32) -> Vec<DomainEvent> {
+    let phone = kyc_domain::values::Phone::new(format!("+4420{:07}", phone_suffix % 10_000_000))
+        .expect("phone");
+    customer
+        .update_contact(
+            kyc_domain::customer::ContactUpdate {
+                phone: Some(phone),
+                ..Default::default()
+            },
+            &crm(),
+            now(),
+        )
+        .expect("update contact")
+}
