@@ -9,8 +9,8 @@
 //! | [`webhook`] | verification of `X-Payload-Digest` and parsing of a webhook into a provider-neutral `ProviderEvent` |
 //! | [`simulator`] | an axum router that behaves like Sumsub (signatures, 409s, hosted flow, signed webhooks) for demos and tests |
 //!
-//! The protocol facts all three rely on are in `docs`-level reference material; each module names
-//! the ones it implements.
+//! Each module's header names the protocol facts it implements (signature string, digest header,
+//! date formats, error shapes), so a change at Sumsub has one obvious place to land.
 
 pub mod client;
 pub mod signing;
