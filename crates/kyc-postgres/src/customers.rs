@@ -1,0 +1,413 @@
+//! [`CustomerStore`] on Postgres: the customer row (indexed columns plus the serialized state), its
+//! attempts side table, audit events, outbox rows and seen provider events, written in one
+//! transaction.
+
+use async_trait::async_trait;
+use kyc_domain::customer::{AttemptPhase, Customer, CustomerState};
+use kyc_domain::events::{Actor, DomainEvent, OutboxMessage};
+use kyc_domain::ids::{ApplicantId, CustomerId, ExternalUserId, FirmId};
+use kyc_domain::ports::{
+    AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, ListOrder, ListQuery,
+    SaveError,
+};
+use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
+use kyc_domain::values::{Email, ExternalId};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{PostgresStore, at_micros, fit, infra, is_unique_violation};
+use sqlx::types::Json;
+
+const COLUMNS: &str = "SELECT version, state FROM customers";
+
+/// The stored spelling of an attempt phase.
+pub(crate) fn phase_str(phase: AttemptPhase) -> &'static str {
+    match phase {
+        AttemptPhase::Starting => "starting",
+        AttemptPhase::Open => "open",
+        AttemptPhase::Voided => "voided",
+        AttemptPhase::Closed => "closed",
+    }
+}
+
+fn save_error(error: sqlx::Error) -> SaveError {
+    if is_unique_violation(&error, "customers_external_id_key") {
+        SaveError::DuplicateExternalId
+    } else if is_unique_violation(&error, "provider_events_pkey") {
+        SaveError::DuplicateInbound
+    } else {
+        SaveError::Infrastructure(infra(error))
+    }
+}
+
+fn row_to_customer(row: &sqlx::postgres::PgRow) -> Result<Customer, InfrastructureError> {
+    let version: i64 = row.try_get("version").map_err(infra)?;
+    let Json(mut state): Json<CustomerState> = row.try_get("state").map_err(infra)?;
+    state.version = u64::try_from(version).map_err(InfrastructureError::internal)?;
+    Ok(Customer::restore(state))
+}
+
+/// The provider event that caused an audit event, if one did.
+fn provider_key<'a>(
+    event: &'a DomainEvent,
+    inbound: Option<&'a ProviderEventKey>,
+) -> Option<&'a str> {
+    match &event.actor {
+        Actor::Provider { event_key } => Some(event_key.as_str()),
+        Actor::ApiKey { .. } | Actor::Person(_) | Actor::Customer | Actor::System { .. } => {
+            inbound.map(ProviderEventKey::as_str)
+        }
+    }
+}
+
+/// Writes everything that goes with a customer row: attempts, events, outbox, inbound key.
+async fn write_children(
+    tx: &mut Transaction<'static, Postgres>,
+    customer: &Customer,
+    events: &[DomainEvent],
+    outbox: &[OutboxMessage],
+    inbound: Option<&ProviderEventKey>,
+) -> Result<(), SaveError> {
+    let firm = customer.firm_id.as_uuid();
+    let id = customer.id.as_uuid();
+    if let Some(key) = inbound {
+        sqlx::query(
+            "INSERT INTO provider_events (key, firm_id, outcome, payload, recorded_at) VALUES ($1, $2, 'applied', NULL, $3)",
+        )
+        .bind(key.as_str())
+        .bind(firm)
+        .bind(at_micros(OffsetDateTime::now_utc()))
+        .execute(&mut **tx)
+        .await
+        .map_err(save_error)?;
+    }
+    for attempt in &customer.attempts {
+        sqlx::query(
+            "INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (customer_id, number) DO UPDATE SET applicant_id = excluded.applicant_id, phase = excluded.phase \
+             WHERE verification_attempts.applicant_id IS DISTINCT FROM excluded.applicant_id \
+             OR verification_attempts.phase IS DISTINCT FROM excluded.phase",
+        )
+        .bind(firm)
+        .bind(id)
+        .bind(fit::<i32, _>(attempt.number.get())?)
+        .bind(attempt.external_user_id.as_str())
+        .bind(attempt.applicant_id.as_ref().map(ApplicantId::as_str))
+        .bind(phase_str(attempt.phase))
+        .bind(at_micros(attempt.claimed_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(save_error)?;
+    }
+    for event in events {
+        sqlx::query(
+            "INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(firm)
+        .bind(id)
+        .bind(at_micros(event.at))
+        .bind(Json(&event.actor))
+        .bind(Json(&event.change))
+        .bind(event.note.as_deref())
+        .bind(provider_key(event, inbound))
+        .execute(&mut **tx)
+        .await
+        .map_err(save_error)?;
+    }
+    let now = at_micros(OffsetDateTime::now_utc());
+    for message in outbox {
+        sqlx::query("INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) VALUES ($1, $2, $3, $3)")
+            .bind(firm)
+            .bind(Json(message))
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(save_error)?;
+    }
+    Ok(())
+}
+
+/// Appends the filters (not the cursor) of a list query.
+fn push_filters(builder: &mut QueryBuilder<'_, Postgres>, firm: FirmId, query: &ListQuery) {
+    builder.push(" WHERE firm_id = ").push_bind(firm.as_uuid());
+    let filter = &query.filter;
+    if let Some(status) = filter.kyc_status {
+        builder
+            .push(" AND kyc_status = ")
+            .push_bind(status.as_str());
+    }
+    if let Some(status) = filter.aml_status {
+        builder
+            .push(" AND aml_status = ")
+            .push_bind(status.as_str());
+    }
+    if let Some(since) = filter.updated_since {
+        builder
+            .push(" AND updated_at > ")
+            .push_bind(at_micros(since));
+    }
+    if let Some(external_id) = &filter.external_id {
+        builder
+            .push(" AND external_id = ")
+            .push_bind(external_id.as_str().to_owned());
+    }
+}
+
+#[async_trait]
+impl CustomerStore for PostgresStore {
+    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
+    async fn insert(
+        &self,
+        customer: &Customer,
+        events: &[DomainEvent],
+        outbox: &[OutboxMessage],
+    ) -> Result<u64, SaveError> {
+        let mut tx = self.pool.begin().await.map_err(infra)?;
+        sqlx::query(
+            "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9)",
+        )
+        .bind(customer.id.as_uuid())
+        .bind(customer.firm_id.as_uuid())
+        .bind(customer.external_id.as_ref().map(ExternalId::as_str))
+        .bind(customer.email.normalized())
+        .bind(customer.kyc_status.as_str())
+        .bind(customer.aml.status.as_str())
+        .bind(at_micros(customer.created_at))
+        .bind(at_micros(customer.updated_at))
+        .bind(Json(customer.state()))
+        .execute(&mut *tx)
+        .await
+        .map_err(save_error)?;
+        write_children(&mut tx, customer, events, outbox, None).await?;
+        tx.commit().await.map_err(save_error)?;
+        Ok(1)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
+    async fn save<'a>(
+        &self,
+        customer: &Customer,
+        events: &[DomainEvent],
+        outbox: &[OutboxMessage],
+        inbound: Option<&'a ProviderEventKey>,
+    ) -> Result<u64, SaveError> {
+        let expected = i64::try_from(customer.version).map_err(InfrastructureError::internal)?;
+        let mut tx = self.pool.begin().await.map_err(infra)?;
+        let updated = sqlx::query(
+            "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
+             updated_at = $5, version = version + 1, state = $6 \
+             WHERE id = $7 AND firm_id = $8 AND version = $9",
+        )
+        .bind(customer.external_id.as_ref().map(ExternalId::as_str))
+        .bind(customer.email.normalized())
+        .bind(customer.kyc_status.as_str())
+        .bind(customer.aml.status.as_str())
+        .bind(at_micros(customer.updated_at))
+        .bind(Json(customer.state()))
+        .bind(customer.id.as_uuid())
+        .bind(customer.firm_id.as_uuid())
+        .bind(expected)
+        .execute(&mut *tx)
+        .await
+        .map_err(save_error)?;
+        if updated.rows_affected() == 0 {
+            return Err(SaveError::VersionConflict);
+        }
+        write_children(&mut tx, customer, events, outbox, inbound).await?;
+        tx.commit().await.map_err(save_error)?;
+        Ok(customer.version + 1)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %id))]
+    async fn get(
+        &self,
+        firm: FirmId,
+        id: CustomerId,
+    ) -> Result<Option<Customer>, InfrastructureError> {
+        sqlx::query(&format!("{COLUMNS} WHERE firm_id = $1 AND id = $2"))
+            .bind(firm.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(infra)?
+            .as_ref()
+            .map(row_to_customer)
+            .transpose()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    async fn get_by_external_id(
+        &self,
+        firm: FirmId,
+        external_id: &ExternalId,
+    ) -> Result<Option<Customer>, InfrastructureError> {
+        sqlx::query(&format!(
+            "{COLUMNS} WHERE firm_id = $1 AND external_id = $2"
+        ))
+        .bind(firm.as_uuid())
+        .bind(external_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(infra)?
+        .as_ref()
+        .map(row_to_customer)
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    async fn find_by_email(
+        &self,
+        firm: FirmId,
+        email: &Email,
+    ) -> Result<Option<Customer>, InfrastructureError> {
+        sqlx::query(&format!(
+            "{COLUMNS} WHERE firm_id = $1 AND email_normalized = $2 ORDER BY created_at, id LIMIT 1"
+        ))
+        .bind(firm.as_uuid())
+        .bind(email.normalized())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(infra)?
+        .as_ref()
+        .map(row_to_customer)
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    async fn list(
+        &self,
+        firm: FirmId,
+        query: &ListQuery,
+    ) -> Result<CustomerPage, InfrastructureError> {
+        let sort = match query.filter.order() {
+            ListOrder::CreatedAt => "created_at",
+            ListOrder::UpdatedAt => "updated_at",
+        };
+        let mut builder = QueryBuilder::<Postgres>::new(COLUMNS);
+        push_filters(&mut builder, firm, query);
+        if let Some(after) = &query.after {
+            let key = at_micros(after.sort_key);
+            // A row comparison Postgres resolves with one range scan of (firm_id, sort, id).
+            builder
+                .push(format!(" AND ({sort}, id) > ("))
+                .push_bind(key)
+                .push(", ")
+                .push_bind(after.id.as_uuid())
+                .push(")");
+        }
+        let limit = query.limit.clamp(1, 100);
+        builder
+            .push(format!(" ORDER BY {sort}, id LIMIT "))
+            .push_bind(i64::from(limit) + 1);
+        let rows = builder.build().fetch_all(&self.pool).await.map_err(infra)?;
+        let has_more = rows.len() > limit as usize;
+        let customers = rows
+            .iter()
+            .take(limit as usize)
+            .map(row_to_customer)
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = if query.include_total {
+            let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM customers");
+            push_filters(&mut count, firm, query);
+            let total: i64 = count
+                .build_query_scalar()
+                .fetch_one(&self.pool)
+                .await
+                .map_err(infra)?;
+            Some(u64::try_from(total).map_err(InfrastructureError::internal)?)
+        } else {
+            None
+        };
+        Ok(CustomerPage {
+            customers,
+            has_more,
+            total,
+        })
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err)]
+    async fn locate_attempt<'a>(
+        &self,
+        applicant_id: Option<&'a ApplicantId>,
+        external_user_id: Option<&'a ExternalUserId>,
+    ) -> Result<Option<AttemptLocation>, InfrastructureError> {
+        if applicant_id.is_none() && external_user_id.is_none() {
+            return Ok(None);
+        }
+        let row: Option<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT firm_id, customer_id FROM verification_attempts WHERE applicant_id = $1 OR external_user_id = $2 LIMIT 1",
+        )
+        .bind(applicant_id.map(ApplicantId::as_str))
+        .bind(external_user_id.map(ExternalUserId::as_str))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(infra)?;
+        row.map(|(firm, customer)| {
+            Ok(AttemptLocation {
+                firm_id: FirmId::from_uuid(firm),
+                customer_id: CustomerId::from_uuid(customer),
+            })
+        })
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err)]
+    async fn provider_event_seen(
+        &self,
+        key: &ProviderEventKey,
+    ) -> Result<bool, InfrastructureError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM provider_events WHERE key = $1)")
+            .bind(key.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(infra)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err)]
+    async fn record_orphan_event(
+        &self,
+        event: &ProviderEvent,
+    ) -> Result<bool, InfrastructureError> {
+        let done = sqlx::query(
+            "INSERT INTO provider_events (key, firm_id, outcome, payload, recorded_at) VALUES ($1, NULL, 'orphaned', $2, $3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(event.key.as_str())
+        .bind(Json(event))
+        .bind(at_micros(OffsetDateTime::now_utc()))
+        .execute(&self.pool)
+        .await
+        .map_err(infra)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err)]
+    async fn stuck_attempts(
+        &self,
+        claimed_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT firm_id, customer_id FROM verification_attempts \
+             WHERE phase = 'starting' AND claimed_at < $1 ORDER BY claimed_at LIMIT $2",
+        )
+        .bind(at_micros(claimed_before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(infra)?;
+        rows.iter()
+            .map(|(firm, customer)| {
+                Ok(AttemptLocation {
+                    firm_id: FirmId::from_uuid(*firm),
+                    customer_id: CustomerId::from_uuid(*customer),
+                })
+            })
+            .collect()
+    }
+}
