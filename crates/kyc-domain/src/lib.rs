@@ -115,6 +115,7 @@ pub mod prelude {
     pub use crate::risk::{ProviderLevels, RiskAnswers, RiskRating};
     pub use crate::status::{AmlStatus, KycStatus};
     pub use crate::values::{
-        AddedVia, Credits, CustomerType, Email, ExternalId, FullName, Note, Phone, ValidationError,
+        AddedVia, ApiScope, Credits, CustomerType, Email, ExternalId, FullName, Note, Phone,
+        ValidationError,
     };
 }

@@ -489,3 +489,59 @@ mod tests {
         );
     }
 }
+
+/// A permission an API key carries. A key can never do more than its scopes allow; none of them
+/// can start a verification, which only a person may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ApiScope {
+    /// `customers:read`: list and read customers, poll the event feed.
+    #[serde(rename = "customers:read")]
+    CustomersRead,
+    /// `customers:write`: upsert and update customers.
+    #[serde(rename = "customers:write")]
+    CustomersWrite,
+    /// `aml:read`: read only the AML block of customers whose ids the caller already knows.
+    #[serde(rename = "aml:read")]
+    AmlRead,
+    /// `webhooks:manage`: manage the firm's outbound webhook endpoints.
+    #[serde(rename = "webhooks:manage")]
+    WebhooksManage,
+}
+
+impl ApiScope {
+    /// Every scope.
+    pub const ALL: [Self; 4] = [
+        Self::CustomersRead,
+        Self::CustomersWrite,
+        Self::AmlRead,
+        Self::WebhooksManage,
+    ];
+
+    /// The contract's spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::CustomersRead => "customers:read",
+            Self::CustomersWrite => "customers:write",
+            Self::AmlRead => "aml:read",
+            Self::WebhooksManage => "webhooks:manage",
+        }
+    }
+
+    /// Parses the contract's spelling.
+    ///
+    /// # Errors
+    /// [`ValidationError`] on `scopes` for an unknown scope.
+    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text.trim())
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "scopes",
+                    format!(
+                        "unknown scope {text:?}; expected one of customers:read, customers:write, aml:read, webhooks:manage"
+                    ),
+                )
+            })
+    }
+}
