@@ -257,6 +257,25 @@ pub(crate) trait WriteTx: Send {
         balances: &Balances,
     ) -> Result<(), LedgerError>;
     async fn commit(self) -> Result<(), LedgerError>;
+    async fn rollback(self) -> Result<(), LedgerError>;
+}
+
+/// Ends a write transaction: commits a success (a replay commits nothing new, cheaply), rolls back
+/// a refusal at once, so the firm's lock (on SQLite, the database's write lock) is released
+/// before the next writer's turn rather than whenever the driver gets round to it.
+async fn finish<T: WriteTx, R>(tx: T, outcome: Result<R, LedgerError>) -> Result<R, LedgerError> {
+    match outcome {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            // The refusal is what the caller needs to hear; a failed rollback leaves nothing
+            // behind either, since the driver rolls back a connection it cannot reuse.
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
 }
 
 /// A backend that can open write transactions.
@@ -334,39 +353,42 @@ pub(crate) async fn grant<B: Backend>(
     let value = amount(credits)?;
     let print = fingerprint(&serde_json::json!([value, reference]));
     let mut tx = backend.begin().await?;
-    let row = tx.lock_firm(firm).await?;
-    if let Some(stored) = tx.find_key(firm, key).await? {
-        check_key(&stored, "grant", &print, key)?;
-        return serde_json::from_str(&stored.result).map_err(json_error);
-    }
-    let at = now_micros(clock);
-    let operation = new_operation(
-        firm,
-        EntryKind::Grant,
-        value,
-        value,
-        None,
-        Some(reference.to_owned()),
-        at,
-    );
-    let id = operation.id;
-    let after = append_transfer(
-        &mut tx,
-        &row,
-        operation,
-        Account::Funding,
-        Account::Available,
-    )
-    .await?;
-    let receipt = LedgerReceipt {
-        id: id.to_string(),
-        balance: after.to_balance()?,
-    };
-    let result = serde_json::to_string(&receipt).map_err(json_error)?;
-    tx.save_key(firm, key, &stored_key("grant", print, result), at)
+    let outcome: Result<LedgerReceipt, LedgerError> = async {
+        let row = tx.lock_firm(firm).await?;
+        if let Some(stored) = tx.find_key(firm, key).await? {
+            check_key(&stored, "grant", &print, key)?;
+            return serde_json::from_str(&stored.result).map_err(json_error);
+        }
+        let at = now_micros(clock);
+        let operation = new_operation(
+            firm,
+            EntryKind::Grant,
+            value,
+            value,
+            None,
+            Some(reference.to_owned()),
+            at,
+        );
+        let id = operation.id;
+        let after = append_transfer(
+            &mut tx,
+            &row,
+            operation,
+            Account::Funding,
+            Account::Available,
+        )
         .await?;
-    tx.commit().await?;
-    Ok(receipt)
+        let receipt = LedgerReceipt {
+            id: id.to_string(),
+            balance: after.to_balance()?,
+        };
+        let result = serde_json::to_string(&receipt).map_err(json_error)?;
+        tx.save_key(firm, key, &stored_key("grant", print, result), at)
+            .await?;
+        Ok(receipt)
+    }
+    .await;
+    finish(tx, outcome).await
 }
 
 fn stored_key(operation: &str, fingerprint: String, result: String) -> StoredKey {
@@ -406,18 +428,66 @@ pub(crate) async fn reserve<B: Backend>(
         value
     ]));
     let mut tx = backend.begin().await?;
-    let row = tx.lock_firm(firm).await?;
-    if let Some(stored) = tx.find_key(firm, key).await? {
-        check_key(&stored, "reserve", &print, key)?;
-        return current_hold(&mut tx, firm, hold).await;
-    }
-    let at = now_micros(clock);
-    if let Some(existing) = tx.find_hold(firm, hold).await? {
-        // The hold is the attempt's identity: a second key for the same reservation is the same
-        // request retried, while another amount for the same attempt is a caller's mistake.
-        if existing.credits != credits {
-            return Err(LedgerError::IdempotencyMismatch(key.as_str().to_owned()));
+    let outcome: Result<Hold, LedgerError> = async {
+        let row = tx.lock_firm(firm).await?;
+        if let Some(stored) = tx.find_key(firm, key).await? {
+            check_key(&stored, "reserve", &print, key)?;
+            return current_hold(&mut tx, firm, hold).await;
         }
+        let at = now_micros(clock);
+        if let Some(existing) = tx.find_hold(firm, hold).await? {
+            // The hold is the attempt's identity: a second key for the same reservation is the same
+            // request retried, while another amount for the same attempt is a caller's mistake.
+            if existing.credits != credits {
+                return Err(LedgerError::IdempotencyMismatch(key.as_str().to_owned()));
+            }
+            tx.save_key(
+                firm,
+                key,
+                &stored_key("reserve", print, HOLD_RESULT.to_owned()),
+                at,
+            )
+            .await?;
+            return Ok(existing);
+        }
+        if row.balances.available < value {
+            return Err(LedgerError::InsufficientCredits {
+                available: credits_from_db(row.balances.available)?,
+                requested: credits,
+            });
+        }
+        if let Some(cap) = row.daily_cap {
+            // The cap counts what was reserved this UTC day and not given back by a void: a hold
+            // counts on the day it was reserved, whenever it is posted, since that is when the
+            // firm decided to spend.
+            let (from, to) = utc_day(at);
+            let used = tx.reserved_between(firm, from, to).await?;
+            if used.checked_add(value).is_none_or(|total| total > cap) {
+                return Err(LedgerError::DailyCapExceeded {
+                    cap: credits_from_db(cap)?,
+                    used_today: credits_from_db(used)?,
+                    requested: credits,
+                });
+            }
+        }
+        let reserved = Hold {
+            firm_id: firm,
+            key: hold,
+            credits,
+            state: HoldState::Pending,
+            created_at: at,
+        };
+        tx.insert_hold(&reserved).await?;
+        let operation = new_operation(
+            firm,
+            EntryKind::Reserve,
+            value,
+            -value,
+            Some(hold),
+            None,
+            at,
+        );
+        append_transfer(&mut tx, &row, operation, Account::Available, Account::Held).await?;
         tx.save_key(
             firm,
             key,
@@ -425,53 +495,10 @@ pub(crate) async fn reserve<B: Backend>(
             at,
         )
         .await?;
-        tx.commit().await?;
-        return Ok(existing);
+        Ok(reserved)
     }
-    if row.balances.available < value {
-        return Err(LedgerError::InsufficientCredits {
-            available: credits_from_db(row.balances.available)?,
-            requested: credits,
-        });
-    }
-    if let Some(cap) = row.daily_cap {
-        let (from, to) = utc_day(at);
-        let used = tx.reserved_between(firm, from, to).await?;
-        if used.checked_add(value).is_none_or(|total| total > cap) {
-            return Err(LedgerError::DailyCapExceeded {
-                cap: credits_from_db(cap)?,
-                used_today: credits_from_db(used)?,
-                requested: credits,
-            });
-        }
-    }
-    let reserved = Hold {
-        firm_id: firm,
-        key: hold,
-        credits,
-        state: HoldState::Pending,
-        created_at: at,
-    };
-    tx.insert_hold(&reserved).await?;
-    let operation = new_operation(
-        firm,
-        EntryKind::Reserve,
-        value,
-        -value,
-        Some(hold),
-        None,
-        at,
-    );
-    append_transfer(&mut tx, &row, operation, Account::Available, Account::Held).await?;
-    tx.save_key(
-        firm,
-        key,
-        &stored_key("reserve", print, HOLD_RESULT.to_owned()),
-        at,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(reserved)
+    .await;
+    finish(tx, outcome).await
 }
 
 /// Posts (`to = Posted`) or voids (`to = Voided`) a pending hold, once.
@@ -495,45 +522,48 @@ pub(crate) async fn resolve<B: Backend>(
         hold.attempt.get()
     ]));
     let mut tx = backend.begin().await?;
-    let row = tx.lock_firm(firm).await?;
-    if let Some(stored) = tx.find_key(firm, key).await? {
-        check_key(&stored, operation_name, &print, key)?;
-        return current_hold(&mut tx, firm, hold).await;
-    }
-    let mut current = tx
-        .find_hold(firm, hold)
-        .await?
-        .ok_or(LedgerError::HoldNotFound(hold))?;
-    let at = now_micros(clock);
-    match current.state {
-        HoldState::Pending => {
-            tx.resolve_hold(firm, hold, to, at).await?;
-            let value = amount(current.credits)?;
-            let operation = new_operation(
-                firm,
-                kind,
-                value,
-                value * available_delta_sign,
-                Some(hold),
-                None,
-                at,
-            );
-            append_transfer(&mut tx, &row, operation, Account::Held, destination).await?;
-            current.state = to;
+    let outcome: Result<Hold, LedgerError> = async {
+        let row = tx.lock_firm(firm).await?;
+        if let Some(stored) = tx.find_key(firm, key).await? {
+            check_key(&stored, operation_name, &print, key)?;
+            return current_hold(&mut tx, firm, hold).await;
         }
-        // Resolving again the same way is the same request retried: answer it unchanged.
-        state if state == to => {}
-        state => return Err(LedgerError::HoldAlreadyResolved { hold, state }),
+        let mut current = tx
+            .find_hold(firm, hold)
+            .await?
+            .ok_or(LedgerError::HoldNotFound(hold))?;
+        let at = now_micros(clock);
+        match current.state {
+            HoldState::Pending => {
+                tx.resolve_hold(firm, hold, to, at).await?;
+                let value = amount(current.credits)?;
+                let operation = new_operation(
+                    firm,
+                    kind,
+                    value,
+                    value * available_delta_sign,
+                    Some(hold),
+                    None,
+                    at,
+                );
+                append_transfer(&mut tx, &row, operation, Account::Held, destination).await?;
+                current.state = to;
+            }
+            // Resolving again the same way is the same request retried: answer it unchanged.
+            state if state == to => {}
+            state => return Err(LedgerError::HoldAlreadyResolved { hold, state }),
+        }
+        tx.save_key(
+            firm,
+            key,
+            &stored_key(operation_name, print, HOLD_RESULT.to_owned()),
+            at,
+        )
+        .await?;
+        Ok(current)
     }
-    tx.save_key(
-        firm,
-        key,
-        &stored_key(operation_name, print, HOLD_RESULT.to_owned()),
-        at,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(current)
+    .await;
+    finish(tx, outcome).await
 }
 
 pub(crate) async fn refund<B: Backend>(
@@ -553,49 +583,52 @@ pub(crate) async fn refund<B: Backend>(
         reason
     ]));
     let mut tx = backend.begin().await?;
-    let row = tx.lock_firm(firm).await?;
-    if let Some(stored) = tx.find_key(firm, key).await? {
-        check_key(&stored, "refund", &print, key)?;
-        return serde_json::from_str(&stored.result).map_err(json_error);
+    let outcome: Result<LedgerReceipt, LedgerError> = async {
+        let row = tx.lock_firm(firm).await?;
+        if let Some(stored) = tx.find_key(firm, key).await? {
+            check_key(&stored, "refund", &print, key)?;
+            return serde_json::from_str(&stored.result).map_err(json_error);
+        }
+        let charged = tx
+            .find_hold(firm, hold)
+            .await?
+            .ok_or(LedgerError::HoldNotFound(hold))?;
+        let refundable = if charged.state == HoldState::Posted {
+            amount(charged.credits)? - tx.refunded(firm, hold).await?
+        } else {
+            0
+        };
+        if value > refundable {
+            return Err(LedgerError::RefundNotAllowed {
+                hold,
+                requested: credits,
+                refundable: credits_from_db(refundable)?,
+            });
+        }
+        let at = now_micros(clock);
+        let operation = new_operation(
+            firm,
+            EntryKind::Refund,
+            value,
+            value,
+            Some(hold),
+            Some(reason.to_owned()),
+            at,
+        );
+        let id = operation.id;
+        let after =
+            append_transfer(&mut tx, &row, operation, Account::Spent, Account::Available).await?;
+        let receipt = LedgerReceipt {
+            id: id.to_string(),
+            balance: after.to_balance()?,
+        };
+        let result = serde_json::to_string(&receipt).map_err(json_error)?;
+        tx.save_key(firm, key, &stored_key("refund", print, result), at)
+            .await?;
+        Ok(receipt)
     }
-    let charged = tx
-        .find_hold(firm, hold)
-        .await?
-        .ok_or(LedgerError::HoldNotFound(hold))?;
-    let refundable = if charged.state == HoldState::Posted {
-        amount(charged.credits)? - tx.refunded(firm, hold).await?
-    } else {
-        0
-    };
-    if value > refundable {
-        return Err(LedgerError::RefundNotAllowed {
-            hold,
-            requested: credits,
-            refundable: credits_from_db(refundable)?,
-        });
-    }
-    let at = now_micros(clock);
-    let operation = new_operation(
-        firm,
-        EntryKind::Refund,
-        value,
-        value,
-        Some(hold),
-        Some(reason.to_owned()),
-        at,
-    );
-    let id = operation.id;
-    let after =
-        append_transfer(&mut tx, &row, operation, Account::Spent, Account::Available).await?;
-    let receipt = LedgerReceipt {
-        id: id.to_string(),
-        balance: after.to_balance()?,
-    };
-    let result = serde_json::to_string(&receipt).map_err(json_error)?;
-    tx.save_key(firm, key, &stored_key("refund", print, result), at)
-        .await?;
-    tx.commit().await?;
-    Ok(receipt)
+    .await;
+    finish(tx, outcome).await
 }
 
 /// The statement cursor: the position of the last entry shown. Opaque to callers; an unreadable

@@ -351,6 +351,10 @@ impl WriteTx for PgWriteTx {
     async fn commit(self) -> Result<(), LedgerError> {
         self.tx.commit().await.map_err(infrastructure)
     }
+
+    async fn rollback(self) -> Result<(), LedgerError> {
+        self.tx.rollback().await.map_err(infrastructure)
+    }
 }
 
 fn statement_entry(row: &PgRow) -> Result<StatementEntry, LedgerError> {

@@ -146,26 +146,32 @@ fn hold_row(row: &SqliteRow) -> Result<Hold, LedgerError> {
     )
 }
 
+const FIRM_COLUMNS: &str =
+    "daily_cap_credits, available_credits, held_credits, spent_credits, funded_credits";
+
 const SELECT_FIRM: &str = "SELECT daily_cap_credits, available_credits, held_credits, \
      spent_credits, funded_credits FROM ledger_firms WHERE firm_id = ?1";
 
 #[async_trait]
 impl WriteTx for SqliteWriteTx {
     async fn lock_firm(&mut self, firm: FirmId) -> Result<FirmRow, LedgerError> {
-        // The whole database is already locked for writing by BEGIN IMMEDIATE; this only makes
-        // sure the firm's row exists.
-        sqlx::query(
-            "INSERT INTO ledger_firms (firm_id) VALUES (?1) ON CONFLICT (firm_id) DO NOTHING",
-        )
-        .bind(firm.to_string())
-        .execute(&mut *self.tx)
-        .await
-        .map_err(infrastructure)?;
-        let row = sqlx::query(SELECT_FIRM)
+        // The whole database is already locked for writing by BEGIN IMMEDIATE; this only reads
+        // the firm's row, creating it on the firm's first operation.
+        let found = sqlx::query(SELECT_FIRM)
+            .bind(firm.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(infrastructure)?;
+        let row = match found {
+            Some(row) => row,
+            None => sqlx::query(&format!(
+                "INSERT INTO ledger_firms (firm_id) VALUES (?1) RETURNING {FIRM_COLUMNS}"
+            ))
             .bind(firm.to_string())
             .fetch_one(&mut *self.tx)
             .await
-            .map_err(infrastructure)?;
+            .map_err(infrastructure)?,
+        };
         Ok(FirmRow {
             daily_cap: row.try_get(0).map_err(infrastructure)?,
             balances: Balances {
@@ -345,19 +351,27 @@ impl WriteTx for SqliteWriteTx {
         .execute(&mut *self.tx)
         .await
         .map_err(infrastructure)?;
-        for (account, amount) in &operation.postings {
-            sqlx::query(
-                "INSERT INTO ledger_entries (operation_id, firm_id, account, amount_credits) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .bind(&id)
-            .bind(&firm)
-            .bind(account.as_str())
-            .bind(amount)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(infrastructure)?;
-        }
+        // Every operation is a transfer between two accounts: both entries in one statement.
+        let [(from, debit), (to, credit)] = operation.postings.as_slice() else {
+            return Err(corrupt(format!(
+                "operation {} has {} postings, not two",
+                operation.id,
+                operation.postings.len()
+            )));
+        };
+        sqlx::query(
+            "INSERT INTO ledger_entries (operation_id, firm_id, account, amount_credits) \
+             VALUES (?1, ?2, ?3, ?4), (?1, ?2, ?5, ?6)",
+        )
+        .bind(&id)
+        .bind(&firm)
+        .bind(from.as_str())
+        .bind(debit)
+        .bind(to.as_str())
+        .bind(credit)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(infrastructure)?;
         sqlx::query(
             "UPDATE ledger_firms SET available_credits = ?2, held_credits = ?3, \
              spent_credits = ?4, funded_credits = ?5 WHERE firm_id = ?1",
@@ -375,6 +389,10 @@ impl WriteTx for SqliteWriteTx {
 
     async fn commit(self) -> Result<(), LedgerError> {
         self.tx.commit().await.map_err(infrastructure)
+    }
+
+    async fn rollback(self) -> Result<(), LedgerError> {
+        self.tx.rollback().await.map_err(infrastructure)
     }
 }
 

@@ -70,9 +70,10 @@ fn with_database(url: &str, name: &str) -> String {
     format!("{server}/{name}{query}")
 }
 
+/// Small pools: the server's connections are shared with every other suite running at once.
 async fn pool(url: &str) -> PgPool {
     PgPoolOptions::new()
-        .max_connections(8)
+        .max_connections(5)
         .connect(url)
         .await
         .unwrap()
