@@ -235,3 +235,89 @@ async fn several_pools_on_one_database_charge_each_hold_once_like_several_proces
     }
     env.teardown().await;
 }
+
+/// Set in the environment of the child processes of the multi-process test.
+const WORKER_URL: &str = "KYC_LEDGER_WORKER_DATABASE_URL";
+const WORKER_FIRM: &str = "KYC_LEDGER_WORKER_FIRM";
+const WORKER_CUSTOMERS: &str = "KYC_LEDGER_WORKER_CUSTOMERS";
+
+/// The body of one child process of the test below: reserves and posts every hold it is given,
+/// with the same keys as its siblings, as replicas retrying one Start Verification would. Run on
+/// its own (without the variables) it has nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_process_reserving_and_posting_for_the_multi_process_test() {
+    let (Ok(url), Ok(firm), Ok(customers)) = (
+        std::env::var(WORKER_URL),
+        std::env::var(WORKER_FIRM),
+        std::env::var(WORKER_CUSTOMERS),
+    ) else {
+        return;
+    };
+    let ledger = Arc::new(PgLedger::new(pool(&url).await));
+    let firm = kyc_domain::ids::FirmId::parse(&firm).unwrap();
+    let tasks: Vec<_> = customers
+        .split(',')
+        .map(|customer| {
+            let hold = HoldKey {
+                customer: kyc_domain::ids::CustomerId::parse(customer).unwrap(),
+                attempt: kyc_domain::ids::AttemptNumber::FIRST,
+            };
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move {
+                let reserve = IdempotencyKey::for_hold("reserve", hold);
+                let post = IdempotencyKey::for_hold("post", hold);
+                ledger
+                    .reserve(firm, hold, Credits::new(1), &reserve)
+                    .await?;
+                ledger.post(firm, hold, &post).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_processes_on_one_database_charge_each_hold_once() {
+    let Some(env) = setup().await else { return };
+    let firm = contract::granted(&env.subject(), 30).await;
+    let customers: Vec<String> = (0..20).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "worker_process_reserving_and_posting_for_the_multi_process_test",
+                    "--exact",
+                    "--test-threads=1",
+                ])
+                .env(WORKER_URL, &env.url)
+                .env(WORKER_FIRM, firm.to_string())
+                .env(WORKER_CUSTOMERS, customers.join(","))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success(), "a worker process failed: {status}");
+    }
+    let balance = env.ledger.balance(firm).await.unwrap();
+    assert_eq!(
+        (
+            balance.available.get(),
+            balance.held.get(),
+            balance.spent.get()
+        ),
+        (10, 0, 20)
+    );
+    let audit = kyc_ledger::LedgerAudit::audit(&env.ledger, firm)
+        .await
+        .unwrap();
+    assert!(audit.is_sound(), "{audit:?}");
+    assert_eq!(audit.operations, 41);
+    env.teardown().await;
+}
