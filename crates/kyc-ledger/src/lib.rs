@@ -14,11 +14,16 @@
 //! Rules are written once (the private `engine` module) over a small write-transaction trait that
 //! each backend implements.
 //!
+//! Wiring: run [`postgres::migrate`] or [`sqlite::migrate`] at start-up (the ledger's migrations
+//! are versioned from 1001 and share `_sqlx_migrations` with the storage crate's), then hand
+//! `Arc::new(PgLedger::new(pool))` or `Arc::new(SqliteLedger::new(pool))` to the use cases as an
+//! `Arc<dyn CreditsLedger>`.
+//!
 //! [`CreditsLedger`]: kyc_domain::ports::CreditsLedger
 
 mod engine;
-mod postgres;
-mod sqlite;
+pub mod postgres;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use kyc_domain::ids::FirmId;

@@ -23,6 +23,8 @@ CREATE TABLE ledger_firms (
 );
 
 CREATE TABLE ledger_operations (
+    -- Drawn while the firm's row is locked, so within a firm it follows commit order: the
+    -- statement pages on it without skipping or repeating an operation.
     seq BIGSERIAL NOT NULL,
     id UUID NOT NULL,
     firm_id UUID NOT NULL,
