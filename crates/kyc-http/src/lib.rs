@@ -1,0 +1,134 @@
+//! # kyc-http
+//!
+//! The driving HTTP adapter (axum): the CRM API under `/api/v1`, a compatible implementation of
+//! the published Instant Compliance v1 customer API, with its OpenAPI document, plus the
+//! operations endpoints `/healthz`, `/readyz` and `/metrics`.
+//!
+//! The crate is composed by the binary through three items: [`HttpPorts`] (what it drives),
+//! [`HttpConfig`] (settings read once by the binary) and [`router`] (the whole app). [`Metrics`] is
+//! the registry behind `/metrics`; pass your own to [`router_with_metrics`] to record webhook
+//! deliveries, outbox depth, provider calls and credits charged from elsewhere in the process.
+//!
+//! | Module | Holds |
+//! |---|---|
+//! | [`crm`] | the CRM routes, their request/response DTOs and list cursors |
+//! | [`auth`] | API-key authentication and scope checks |
+//! | [`error`] | [`ApiError`], the one mapping of errors to status and code |
+//! | [`idempotency`] | `Idempotency-Key` claim, replay and release |
+//! | [`rate_limit`] | per-key minute and day limits |
+//! | [`ops`] | health, readiness, metrics, request ids |
+//! | [`openapi`] | the generated OpenAPI 3.1 document |
+
+pub mod auth;
+pub mod crm;
+pub mod error;
+pub mod idempotency;
+pub mod openapi;
+pub mod ops;
+pub mod rate_limit;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use kyc_domain::ports::{ApiKeyStore, Clock, IdempotencyStore};
+use kyc_domain::usecases::KycService;
+
+pub use error::ApiError;
+pub use ops::Metrics;
+
+/// Whether the service can take traffic: the database is reachable and its migrations are
+/// current. Implemented by the binary, which knows the database; `/readyz` calls it.
+#[async_trait]
+pub trait Readiness: Send + Sync {
+    /// `Ok(())` when ready; otherwise a reason for the operator's log (never sent to clients).
+    ///
+    /// # Errors
+    /// The reason the service is not ready.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// What the HTTP adapter drives.
+#[derive(Clone)]
+pub struct HttpPorts {
+    /// The use cases.
+    pub service: KycService,
+    /// API keys, looked up by the SHA-256 of the presented key.
+    pub api_keys: Arc<dyn ApiKeyStore>,
+    /// Idempotency records.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Time (key expiry, rate-limit windows, idempotency expiry).
+    pub clock: Arc<dyn Clock>,
+    /// Readiness probe behind `/readyz`.
+    pub readiness: Arc<dyn Readiness>,
+}
+
+/// Settings of the HTTP adapter, read once by the binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Requests per API key per minute; `0` disables this limit.
+    pub rate_limit_per_minute: u32,
+    /// Requests per API key per 24 hours; `0` disables this limit.
+    pub rate_limit_per_day: u32,
+    /// The public base URL (`http://127.0.0.1:8080`), used as the OpenAPI server.
+    pub public_url: String,
+    /// The largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    /// The contract's defaults: 60/minute, 10,000/day, 1 MiB bodies, `http://127.0.0.1:8080`.
+    fn default() -> Self {
+        Self {
+            rate_limit_per_minute: 60,
+            rate_limit_per_day: 10_000,
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) ports: HttpPorts,
+    pub(crate) config: Arc<HttpConfig>,
+    pub(crate) limiter: Arc<rate_limit::RateLimiter>,
+    pub(crate) metrics: Metrics,
+    pub(crate) openapi_json: Arc<String>,
+}
+
+/// The whole app: the CRM API under `/api/v1`, `/api/v1/openapi.json`, `/healthz`, `/readyz`
+/// and `/metrics`, with a fresh [`Metrics`] registry.
+pub fn router(ports: HttpPorts, config: HttpConfig) -> Router {
+    router_with_metrics(ports, config, Metrics::new())
+}
+
+/// [`router`] with a [`Metrics`] registry the caller keeps, to record its own figures (webhook
+/// deliveries, outbox depth, provider calls, credits charged) on the same `/metrics` page.
+pub fn router_with_metrics(ports: HttpPorts, config: HttpConfig, metrics: Metrics) -> Router {
+    let limiter = Arc::new(rate_limit::RateLimiter::new(
+        config.rate_limit_per_minute,
+        config.rate_limit_per_day,
+    ));
+    let openapi_json = Arc::new(openapi::document_json(&config.public_url));
+    let body_limit = config.body_limit_bytes;
+    let state = AppState {
+        ports,
+        config: Arc::new(config),
+        limiter,
+        metrics: metrics.clone(),
+        openapi_json,
+    };
+    Router::new()
+        .merge(crm::routes(state.clone()))
+        .merge(ops::routes())
+        .fallback(ops::not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(metrics, ops::record_request))
+        .layer(middleware::from_fn(error::envelope_guard))
+        .layer(middleware::from_fn(ops::request_id))
+}

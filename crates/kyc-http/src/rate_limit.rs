@@ -1,0 +1,177 @@
+//! Per-API-key rate limits, in memory: a burst window of one minute and a daily window of 24
+//! hours, each a fixed window that starts with the key's first request in it. A limit of `0`
+//! disables that window.
+//!
+//! In memory means per replica: N replicas allow N times the limit. That is the published
+//! contract's purpose (protect the service from a runaway loop), not billing, so it is enough.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kyc_domain::ids::ApiKeyId;
+use time::{Duration, OffsetDateTime};
+
+use crate::error::ApiError;
+
+const MINUTE: Duration = Duration::minutes(1);
+const DAY: Duration = Duration::days(1);
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started_at: OffsetDateTime,
+    count: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyWindows {
+    minute: Option<Window>,
+    day: Option<Window>,
+}
+
+/// Counts requests per key and refuses those over a limit.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_minute: u32,
+    per_day: u32,
+    keys: Mutex<HashMap<ApiKeyId, KeyWindows>>,
+}
+
+/// Counts one request in `window`, or says when the window frees up. The count is taken only if
+/// `commit` is set, so a request refused by the other window is not counted in this one.
+fn check(
+    window: &mut Option<Window>,
+    limit: u32,
+    length: Duration,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    if limit == 0 {
+        return Ok(());
+    }
+    let current = match window {
+        Some(w) if now < w.started_at + length => *w,
+        _ => Window {
+            started_at: now,
+            count: 0,
+        },
+    };
+    if current.count >= limit {
+        let remaining = (current.started_at + length - now).whole_seconds();
+        return Err(ApiError::RateLimited {
+            limit,
+            window_seconds: u64::try_from(length.whole_seconds()).unwrap_or(60),
+            retry_after_secs: u64::try_from(remaining).unwrap_or(1).max(1),
+        });
+    }
+    *window = Some(current);
+    Ok(())
+}
+
+impl RateLimiter {
+    /// A limiter allowing `per_minute` and `per_day` requests per key (`0` disables either).
+    pub fn new(per_minute: u32, per_day: u32) -> Self {
+        Self {
+            per_minute,
+            per_day,
+            keys: Mutex::default(),
+        }
+    }
+
+    /// Counts a request of `key` at `now`.
+    ///
+    /// # Errors
+    /// [`ApiError::RateLimited`] with the window that is full and when it frees up; a refused
+    /// request is not counted.
+    pub fn admit(&self, key: ApiKeyId, now: OffsetDateTime) -> Result<(), ApiError> {
+        if self.per_minute == 0 && self.per_day == 0 {
+            return Ok(());
+        }
+        let mut keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = keys.entry(key).or_default();
+        // Check both windows on copies first, so a refusal counts in neither.
+        let mut minute = entry.minute;
+        let mut day = entry.day;
+        check(&mut day, self.per_day, DAY, now)?;
+        check(&mut minute, self.per_minute, MINUTE, now)?;
+        if let Some(w) = minute.as_mut() {
+            w.count += 1;
+        }
+        if let Some(w) = day.as_mut() {
+            w.count += 1;
+        }
+        entry.minute = minute;
+        entry.day = day;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn key(n: u128) -> ApiKeyId {
+        ApiKeyId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn the_burst_limit_refuses_with_the_seconds_left_in_the_window() {
+        let limiter = RateLimiter::new(2, 0);
+        let t0 = datetime!(2026-07-01 09:00:00 UTC);
+        limiter.admit(key(1), t0).unwrap();
+        limiter.admit(key(1), t0 + Duration::seconds(10)).unwrap();
+        match limiter.admit(key(1), t0 + Duration::seconds(48)) {
+            Err(ApiError::RateLimited {
+                limit,
+                window_seconds,
+                retry_after_secs,
+            }) => {
+                assert_eq!((limit, window_seconds, retry_after_secs), (2, 60, 12));
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Another key has its own budget; the window frees up after a minute.
+        limiter.admit(key(2), t0).unwrap();
+        limiter.admit(key(1), t0 + Duration::seconds(60)).unwrap();
+    }
+
+    #[test]
+    fn the_daily_limit_holds_across_minutes_and_zero_disables() {
+        let limiter = RateLimiter::new(0, 3);
+        let t0 = datetime!(2026-07-01 09:00:00 UTC);
+        for minute in 0..3 {
+            limiter
+                .admit(key(1), t0 + Duration::minutes(minute))
+                .unwrap();
+        }
+        let refused = limiter.admit(key(1), t0 + Duration::hours(5));
+        assert!(
+            matches!(
+                refused,
+                Err(ApiError::RateLimited {
+                    window_seconds: 86_400,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        let unlimited = RateLimiter::new(0, 0);
+        for _ in 0..1000 {
+            unlimited.admit(key(1), t0).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_refused_request_is_not_counted() {
+        let limiter = RateLimiter::new(1, 2);
+        let t0 = datetime!(2026-07-01 09:00:00 UTC);
+        limiter.admit(key(1), t0).unwrap();
+        for _ in 0..5 {
+            assert!(limiter.admit(key(1), t0).is_err());
+        }
+        // Only one request was counted against the day, so one more fits after the minute.
+        limiter.admit(key(1), t0 + Duration::minutes(1)).unwrap();
+    }
+}
