@@ -1,0 +1,537 @@
+//! Configuration (api.md §7): one typed struct, read once from the environment, where every
+//! variable also has a `--flag`. Parsing checks the shape of each value; [`Config::provider`] and
+//! [`Config::link_secret`] check the combinations `serve` needs. Every failure is one line naming
+//! the setting, and never repeats a secret's value.
+
+use std::net::SocketAddr;
+
+use clap::{ArgAction, Args, ValueEnum};
+use kyc_domain::risk::ProviderLevels;
+use kyc_domain::values::Credits;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use tracing_subscriber::EnvFilter;
+use url::Url;
+
+use crate::Failure;
+
+/// Every setting of the server and its commands.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Where the data lives: `sqlite://path.db` (created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "sqlite://kyc.db",
+        value_parser = parse_database_url,
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: DatabaseUrl,
+
+    /// The address to listen on.
+    #[arg(
+        long = "bind",
+        env = "KYC_BIND",
+        value_name = "KYC_BIND",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub bind: SocketAddr,
+
+    /// The base URL people and providers reach this server at (links, redirects, webhooks).
+    #[arg(
+        long = "public-url",
+        env = "KYC_PUBLIC_URL",
+        value_name = "KYC_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_parser = parse_public_url,
+        global = true
+    )]
+    pub public_url: PublicUrl,
+
+    /// Sumsub's API base URL (ignored when the simulator is on).
+    #[arg(
+        long = "sumsub-base-url",
+        env = "SUMSUB_BASE_URL",
+        value_name = "SUMSUB_BASE_URL",
+        default_value = kyc_sumsub::client::DEFAULT_BASE_URL,
+        value_parser = parse_sumsub_base_url,
+        global = true
+    )]
+    pub sumsub_base_url: String,
+
+    /// Sumsub's `X-App-Token`.
+    #[arg(
+        long = "sumsub-app-token",
+        env = "SUMSUB_APP_TOKEN",
+        value_name = "SUMSUB_APP_TOKEN",
+        value_parser = parse_secret,
+        hide_env_values = true,
+        global = true
+    )]
+    pub sumsub_app_token: Option<SecretString>,
+
+    /// The key Sumsub requests are signed with.
+    #[arg(
+        long = "sumsub-secret-key",
+        env = "SUMSUB_SECRET_KEY",
+        value_name = "SUMSUB_SECRET_KEY",
+        value_parser = parse_secret,
+        hide_env_values = true,
+        global = true
+    )]
+    pub sumsub_secret_key: Option<SecretString>,
+
+    /// The secret Sumsub signs its webhooks with.
+    #[arg(
+        long = "sumsub-webhook-secret",
+        env = "SUMSUB_WEBHOOK_SECRET",
+        value_name = "SUMSUB_WEBHOOK_SECRET",
+        value_parser = parse_secret,
+        hide_env_values = true,
+        global = true
+    )]
+    pub sumsub_webhook_secret: Option<SecretString>,
+
+    /// The Sumsub level for LOW and MEDIUM risk customers.
+    #[arg(
+        long = "sumsub-level-name",
+        env = "SUMSUB_LEVEL_NAME",
+        value_name = "SUMSUB_LEVEL_NAME",
+        default_value = "basic-kyc-level",
+        value_parser = parse_level_name,
+        global = true
+    )]
+    pub sumsub_level_name: String,
+
+    /// The Sumsub level for HIGH risk customers (enhanced due diligence); the standard one when unset.
+    #[arg(
+        long = "sumsub-edd-level-name",
+        env = "SUMSUB_EDD_LEVEL_NAME",
+        value_name = "SUMSUB_EDD_LEVEL_NAME",
+        value_parser = parse_level_name,
+        global = true
+    )]
+    pub sumsub_edd_level_name: Option<String>,
+
+    /// Mount the provider simulator at `/sim/sumsub` and point the client at it: `on` or `off`.
+    /// Unset means on exactly when no Sumsub credentials are configured.
+    #[arg(
+        long = "simulator",
+        env = "KYC_SIMULATOR",
+        value_name = "KYC_SIMULATOR",
+        value_parser = parse_switch,
+        action = ArgAction::Set,
+        global = true
+    )]
+    pub simulator: Option<bool>,
+
+    /// The server secret verification link tokens are derived from (at least 32 characters).
+    /// Required with real Sumsub credentials; generated per process with the simulator.
+    #[arg(
+        long = "link-secret",
+        env = "KYC_LINK_SECRET",
+        value_name = "KYC_LINK_SECRET",
+        value_parser = parse_link_secret,
+        hide_env_values = true,
+        global = true
+    )]
+    pub link_secret: Option<SecretString>,
+
+    /// The price of one verification attempt, in credits (at least 1).
+    #[arg(
+        long = "verification-cost-credits",
+        env = "KYC_VERIFICATION_COST_CREDITS",
+        value_name = "KYC_VERIFICATION_COST_CREDITS",
+        default_value = "1",
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub verification_cost_credits: u64,
+
+    /// Requests per API key per minute; 0 turns the limit off.
+    #[arg(
+        long = "rate-limit-per-minute",
+        env = "KYC_RATE_LIMIT_PER_MINUTE",
+        value_name = "KYC_RATE_LIMIT_PER_MINUTE",
+        default_value = "60",
+        global = true
+    )]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests per API key per 24 hours; 0 turns the limit off.
+    #[arg(
+        long = "rate-limit-per-day",
+        env = "KYC_RATE_LIMIT_PER_DAY",
+        value_name = "KYC_RATE_LIMIT_PER_DAY",
+        default_value = "10000",
+        global = true
+    )]
+    pub rate_limit_per_day: u32,
+
+    /// The log filter, in `tracing` directive syntax (`info`, `kyc_http=debug,info`).
+    #[arg(
+        long = "log",
+        env = "RUST_LOG",
+        value_name = "RUST_LOG",
+        default_value = "info",
+        value_parser = parse_log_filter,
+        global = true
+    )]
+    pub log_filter: String,
+
+    /// How log lines are written on standard error.
+    #[arg(
+        long = "log-format",
+        env = "KYC_LOG_FORMAT",
+        value_name = "KYC_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Which database engine a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// PostgreSQL: production and scale-out.
+    Postgres,
+    /// An embedded SQLite file: the default.
+    Sqlite,
+}
+
+/// `DATABASE_URL`, checked for a known scheme. It may hold a password, so `Debug` and errors
+/// never show it.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    engine: Engine,
+    url: SecretString,
+}
+
+impl DatabaseUrl {
+    /// The engine the scheme selects.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The URL itself, for the driver only.
+    pub fn expose(&self) -> &str {
+        self.url.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseUrl")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `KYC_PUBLIC_URL`: an absolute http(s) URL, kept without a trailing slash so paths append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    /// The URL without a trailing slash.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL of `path` (which starts with `/`) on this server.
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.0)
+    }
+}
+
+/// The identity provider `serve` talks to.
+#[derive(Debug, Clone)]
+pub enum ProviderMode {
+    /// Real Sumsub (or any server at `SUMSUB_BASE_URL` that speaks its protocol).
+    Sumsub,
+    /// The built-in simulator, mounted at `/sim/sumsub` on this server.
+    Simulator,
+}
+
+/// The resolved provider settings: where the client goes and the secrets it shares.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// Real Sumsub or the simulator.
+    pub mode: ProviderMode,
+    /// The client's base URL (`{KYC_PUBLIC_URL}/sim/sumsub` with the simulator).
+    pub base_url: String,
+    /// `X-App-Token`.
+    pub app_token: SecretString,
+    /// The request signing key.
+    pub secret_key: SecretString,
+    /// The webhook secret; `None` when provider webhooks cannot be accepted.
+    pub webhook_secret: Option<SecretString>,
+    /// Which secrets were generated for this process (for one log line, never their values).
+    pub generated: Vec<&'static str>,
+}
+
+/// The path the simulator is mounted at.
+pub const SIMULATOR_MOUNT: &str = "/sim/sumsub";
+
+/// The path provider webhooks arrive at.
+pub const PROVIDER_WEBHOOK_PATH: &str = "/webhooks/sumsub";
+
+impl Config {
+    /// The provider levels by risk rating.
+    pub fn levels(&self) -> ProviderLevels {
+        ProviderLevels {
+            standard: self.sumsub_level_name.clone(),
+            enhanced: self
+                .sumsub_edd_level_name
+                .clone()
+                .unwrap_or_else(|| self.sumsub_level_name.clone()),
+        }
+    }
+
+    /// The price of one attempt.
+    pub fn verification_cost(&self) -> Credits {
+        Credits::new(self.verification_cost_credits)
+    }
+
+    /// Whether the simulator is on: as set, or, when unset, exactly when neither Sumsub credential
+    /// is configured (so a fresh machine with no configuration can run the whole lifecycle).
+    pub fn simulator_on(&self) -> bool {
+        self.simulator
+            .unwrap_or(self.sumsub_app_token.is_none() && self.sumsub_secret_key.is_none())
+    }
+
+    /// Resolves the provider: the simulator with shared secrets (generated when not configured),
+    /// or Sumsub, which needs both credentials.
+    ///
+    /// # Errors
+    /// One line naming the missing setting when the simulator is off and a credential is missing.
+    pub fn provider(&self) -> Result<ProviderSettings, Failure> {
+        let mut generated = Vec::new();
+        if self.simulator_on() {
+            let mut pick = |configured: &Option<SecretString>, name: &'static str| {
+                configured.clone().unwrap_or_else(|| {
+                    generated.push(name);
+                    random_secret()
+                })
+            };
+            let app_token = pick(&self.sumsub_app_token, "SUMSUB_APP_TOKEN");
+            let secret_key = pick(&self.sumsub_secret_key, "SUMSUB_SECRET_KEY");
+            let webhook_secret = pick(&self.sumsub_webhook_secret, "SUMSUB_WEBHOOK_SECRET");
+            return Ok(ProviderSettings {
+                mode: ProviderMode::Simulator,
+                base_url: self.public_url.join(SIMULATOR_MOUNT),
+                app_token,
+                secret_key,
+                webhook_secret: Some(webhook_secret),
+                generated,
+            });
+        }
+        let required = |value: &Option<SecretString>, name: &str| {
+            value.clone().ok_or_else(|| {
+                Failure::new(format!(
+                    "{name} is required when KYC_SIMULATOR is off (set it, or set KYC_SIMULATOR=on)"
+                ))
+            })
+        };
+        Ok(ProviderSettings {
+            mode: ProviderMode::Sumsub,
+            base_url: self.sumsub_base_url.clone(),
+            app_token: required(&self.sumsub_app_token, "SUMSUB_APP_TOKEN")?,
+            secret_key: required(&self.sumsub_secret_key, "SUMSUB_SECRET_KEY")?,
+            webhook_secret: self.sumsub_webhook_secret.clone(),
+            generated,
+        })
+    }
+
+    /// The link secret: as configured; generated for this process with the simulator.
+    /// Returns whether it was generated.
+    ///
+    /// # Errors
+    /// One line naming `KYC_LINK_SECRET` when it is unset and real Sumsub is in use: links handed
+    /// to customers must survive a restart and agree across replicas.
+    pub fn link_secret(&self) -> Result<(SecretString, bool), Failure> {
+        match (&self.link_secret, self.simulator_on()) {
+            (Some(secret), _) => Ok((secret.clone(), false)),
+            (None, true) => Ok((random_secret(), true)),
+            (None, false) => Err(Failure::new(
+                "KYC_LINK_SECRET is required when KYC_SIMULATOR is off (at least 32 random characters)",
+            )),
+        }
+    }
+}
+
+/// 32 random bytes as URL-safe text.
+pub fn random_secret() -> SecretString {
+    let mut bytes = [0_u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    SecretString::from(hex::encode(bytes))
+}
+
+fn parse_database_url(text: &str) -> Result<DatabaseUrl, String> {
+    let text = text.trim();
+    let engine = if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Engine::Postgres
+    } else if text.starts_with("sqlite:") {
+        Engine::Sqlite
+    } else {
+        // The value is not echoed: a URL may carry a password.
+        return Err("expected postgres://… or sqlite://…".into());
+    };
+    Ok(DatabaseUrl {
+        engine,
+        url: SecretString::from(text),
+    })
+}
+
+fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
+    let url = Url::parse(text.trim()).map_err(|error| error.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
+        return Err("expected an http(s) URL without a query".into());
+    }
+    Ok(PublicUrl(url.as_str().trim_end_matches('/').to_owned()))
+}
+
+fn parse_sumsub_base_url(text: &str) -> Result<String, String> {
+    let url = Url::parse(text.trim()).map_err(|error| error.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
+        return Err("expected an http(s) URL without a query".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn parse_secret(text: &str) -> Result<SecretString, String> {
+    if text.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(SecretString::from(text))
+}
+
+fn parse_link_secret(text: &str) -> Result<SecretString, String> {
+    if text.chars().count() < 32 {
+        return Err("must be at least 32 characters".into());
+    }
+    Ok(SecretString::from(text))
+}
+
+fn parse_level_name(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    EnvFilter::try_new(text).map_err(|error| error.to_string())?;
+    Ok(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut argv = vec!["kyc-server"];
+        argv.extend_from_slice(args);
+        Probe::try_parse_from(argv).map(|probe| probe.config)
+    }
+
+    #[test]
+    fn the_simulator_is_on_when_no_credentials_are_given() {
+        let config = parse(&[]).unwrap();
+        assert!(config.simulator_on());
+        let provider = config.provider().unwrap();
+        assert!(matches!(provider.mode, ProviderMode::Simulator));
+        assert_eq!(provider.base_url, "http://127.0.0.1:8080/sim/sumsub");
+        assert_eq!(
+            provider.generated,
+            vec![
+                "SUMSUB_APP_TOKEN",
+                "SUMSUB_SECRET_KEY",
+                "SUMSUB_WEBHOOK_SECRET"
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_select_sumsub_unless_the_simulator_is_forced_on() {
+        let args = ["--sumsub-app-token", "tok", "--sumsub-secret-key", "key"];
+        let config = parse(&args).unwrap();
+        assert!(!config.simulator_on());
+        assert!(matches!(
+            config.provider().unwrap().mode,
+            ProviderMode::Sumsub
+        ));
+        let forced = parse(&[&args[..], &["--simulator", "on"]].concat()).unwrap();
+        let provider = forced.provider().unwrap();
+        assert!(matches!(provider.mode, ProviderMode::Simulator));
+        assert_eq!(provider.app_token.expose_secret(), "tok");
+    }
+
+    #[test]
+    fn the_simulator_off_without_credentials_names_the_missing_one() {
+        let config = parse(&["--simulator", "off"]).unwrap();
+        let error = config.provider().unwrap_err().to_string();
+        assert!(error.starts_with("SUMSUB_APP_TOKEN is required"), "{error}");
+        let error = config.link_secret().unwrap_err().to_string();
+        assert!(error.starts_with("KYC_LINK_SECRET is required"), "{error}");
+    }
+
+    #[test]
+    fn the_edd_level_defaults_to_the_standard_one() {
+        let levels = parse(&["--sumsub-level-name", "std"]).unwrap().levels();
+        assert_eq!(
+            (levels.standard.as_str(), levels.enhanced.as_str()),
+            ("std", "std")
+        );
+        let levels = parse(&["--sumsub-edd-level-name", "edd"]).unwrap().levels();
+        assert_eq!(levels.enhanced, "edd");
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        assert!(parse(&["--database-url", "mysql://x"]).is_err());
+        assert!(parse(&["--bind", "not-an-address"]).is_err());
+        assert!(parse(&["--public-url", "ftp://x"]).is_err());
+        assert!(parse(&["--verification-cost-credits", "0"]).is_err());
+        assert!(parse(&["--log-format", "xml"]).is_err());
+        assert!(parse(&["--link-secret", "short"]).is_err());
+        assert!(parse(&["--simulator", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn the_database_url_selects_the_engine_and_keeps_out_of_debug_output() {
+        let config = parse(&["--database-url", "postgres://u:hunter2@db/kyc"]).unwrap();
+        assert_eq!(config.database_url.engine(), Engine::Postgres);
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let embedded = parse(&["--database-url", "sqlite://kyc.db"]).unwrap();
+        assert_eq!(embedded.database_url.engine(), Engine::Sqlite);
+    }
+}

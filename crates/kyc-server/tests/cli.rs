@@ -1,0 +1,567 @@
+//! The command line as a script uses it: the built binary run against a temporary SQLite file and
+//! against a fresh Postgres database, checking stdout, stderr, exit codes and what was stored.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use clap::Parser;
+use kyc_domain::ids::FirmId;
+use kyc_domain::values::{Credits, Email};
+use kyc_server::Cli;
+use kyc_server::database::Backend;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Every variable the binary reads: cleared so the developer's shell cannot change a test.
+const SETTINGS: [&str; 17] = [
+    "DATABASE_URL",
+    "KYC_BIND",
+    "KYC_PUBLIC_URL",
+    "SUMSUB_BASE_URL",
+    "SUMSUB_APP_TOKEN",
+    "SUMSUB_SECRET_KEY",
+    "SUMSUB_WEBHOOK_SECRET",
+    "SUMSUB_LEVEL_NAME",
+    "SUMSUB_EDD_LEVEL_NAME",
+    "KYC_SIMULATOR",
+    "KYC_LINK_SECRET",
+    "KYC_VERIFICATION_COST_CREDITS",
+    "KYC_RATE_LIMIT_PER_MINUTE",
+    "KYC_RATE_LIMIT_PER_DAY",
+    "RUST_LOG",
+    "KYC_LOG_FORMAT",
+    "NO_COLOR",
+];
+
+/// A database for one test: a temporary SQLite file, or a Postgres database created for it and
+/// dropped afterwards.
+enum Db {
+    Sqlite {
+        dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
+}
+
+impl Db {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("kyc.db").display());
+        Self::Sqlite { dir, url }
+    }
+
+    /// A fresh Postgres database, or `None` (with a visible note) when `DATABASE_URL` is unset
+    /// outside CI. In CI an unset or unreachable database fails the test.
+    async fn postgres() -> Option<Self> {
+        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let Ok(admin_url) = std::env::var("DATABASE_URL") else {
+            assert!(!in_ci, "DATABASE_URL must be set in CI");
+            eprintln!("skipped: DATABASE_URL not set");
+            return None;
+        };
+        let name = format!("kyc_server_{}", Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&admin_url)
+            .await
+            .expect("DATABASE_URL must reach Postgres");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&format!("/{name}"));
+        Some(Self::Postgres {
+            admin_url,
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } | Self::Postgres { url, .. } => url,
+        }
+    }
+
+    /// Opens the database the way the binary does, to look at what it stored.
+    async fn backend(&self) -> Backend {
+        let cli = Cli::try_parse_from(["kyc-server", "--database-url", self.url()]).unwrap();
+        Backend::connect(&cli.config.database_url).await.unwrap()
+    }
+
+    /// Whether `needle` appears anywhere in the stored API keys (Postgres) or anywhere in the
+    /// database files (SQLite).
+    async fn contains(&self, needle: &str) -> bool {
+        match self {
+            Self::Sqlite { dir, .. } => std::fs::read_dir(dir.path()).unwrap().any(|entry| {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                bytes
+                    .windows(needle.len())
+                    .any(|window| window == needle.as_bytes())
+            }),
+            Self::Postgres { url, .. } => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                let rows: Vec<String> = sqlx::query_scalar("SELECT k::text FROM api_keys k")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                assert!(!rows.is_empty(), "expected stored keys");
+                rows.iter().any(|row| row.contains(needle))
+            }
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Self::Postgres {
+            admin_url, name, ..
+        } = self
+        {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs outside any runtime: use a thread with its own.
+            let _dropped = std::thread::spawn(move || {
+                tokio::runtime::Runtime::new().unwrap().block_on(async {
+                    if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&admin)
+                                .await;
+                        admin.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kyc-server"));
+    for name in SETTINGS {
+        command.env_remove(name);
+    }
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs the binary on `db` with `args`, feeding `stdin`.
+fn run(db: &Db, args: &[&str], stdin: Option<&str>) -> Output {
+    run_with(binary().env("DATABASE_URL", db.url()), args, stdin)
+}
+
+fn run_with(command: &mut Command, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// The single line a command printed on stdout, after checking it succeeded.
+fn captured(output: &Output) -> String {
+    assert!(output.status.success(), "failed: {}", stderr(output));
+    let text = stdout(output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout must hold one line: {text:?}");
+    lines[0].to_owned()
+}
+
+/// Asserts a failure whose reason is one line, the last on stderr, and returns it. Log lines of
+/// the adapters may come before it (they go to stderr too, filtered by `RUST_LOG`).
+fn one_line_failure(output: &Output) -> String {
+    assert!(!output.status.success(), "expected a failure");
+    assert!(
+        output.stdout.is_empty(),
+        "nothing on stdout: {}",
+        stdout(output)
+    );
+    let text = stderr(output);
+    let reasons: Vec<&str> = text.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(reasons.len(), 1, "one reason line: {text:?}");
+    assert_eq!(
+        text.lines().last(),
+        Some(reasons[0]),
+        "the reason comes last: {text:?}"
+    );
+    reasons[0].to_owned()
+}
+
+/// Asserts a failure before anything else was said: stderr is exactly the one reason line.
+fn only_line_failure(output: &Output) -> String {
+    let line = one_line_failure(output);
+    assert_eq!(stderr(output).lines().count(), 1, "{}", stderr(output));
+    line
+}
+
+fn create_firm(db: &Db) -> String {
+    captured(&run(
+        db,
+        &["firm", "create", "--name", "Acme Accounting"],
+        None,
+    ))
+}
+
+async fn firm_create_prints_only_the_new_firms_uuid(db: Db) {
+    let output = run(&db, &["firm", "create", "--name", "Acme Accounting"], None);
+    let id = Uuid::parse_str(&captured(&output)).unwrap();
+    let backend = db.backend().await;
+    let firm = backend
+        .stores()
+        .firms
+        .get_firm(FirmId::from_uuid(id))
+        .await
+        .unwrap()
+        .expect("the printed id names the stored firm");
+    assert_eq!(firm.name, "Acme Accounting");
+    backend.close().await;
+}
+
+async fn user_create_hashes_the_password_read_from_stdin(db: Db) {
+    let firm = create_firm(&db);
+    let args = [
+        "user",
+        "create",
+        "--firm",
+        &firm,
+        "--email",
+        "officer@acme.test",
+        "--role",
+        "compliance_officer",
+        "--password-stdin",
+    ];
+    let id = captured(&run(&db, &args, Some("correct horse battery staple\n")));
+    Uuid::parse_str(&id).unwrap();
+
+    let backend = db.backend().await;
+    let user = backend
+        .stores()
+        .users
+        .find_user_by_email(&Email::new("officer@acme.test").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    backend.close().await;
+    assert_eq!(user.id.to_string(), id);
+    assert!(user.password_hash.starts_with("$argon2id$"));
+    let hash = PasswordHash::new(&user.password_hash).unwrap();
+    let argon = Argon2::default();
+    // The trailing newline of `echo` is not part of the password.
+    assert!(
+        argon
+            .verify_password(b"correct horse battery staple", &hash)
+            .is_ok()
+    );
+
+    let again = one_line_failure(&run(&db, &args, Some("another long password")));
+    assert!(again.contains("already exists"), "{again}");
+    let short = args.map(|a| {
+        if a == "officer@acme.test" {
+            "s@acme.test"
+        } else {
+            a
+        }
+    });
+    let refused = one_line_failure(&run(&db, &short, Some("short\n")));
+    assert!(refused.contains("at least 12 characters"), "{refused}");
+}
+
+async fn api_key_create_prints_the_key_once_and_stores_only_its_hash(db: Db) {
+    let firm = create_firm(&db);
+    let key = captured(&run(
+        &db,
+        &[
+            "api-key",
+            "create",
+            "--firm",
+            &firm,
+            "--label",
+            "crm",
+            "--scopes",
+            "customers:read,aml:read",
+        ],
+        None,
+    ));
+    let random = key.strip_prefix("kyc_live_").expect("a live key");
+    assert!(random.len() >= 32);
+    assert!(
+        random
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+
+    let test_key = captured(&run(
+        &db,
+        &[
+            "api-key",
+            "create",
+            "--firm",
+            &firm,
+            "--label",
+            "sandbox",
+            "--scopes",
+            "customers:write",
+            "--test",
+            "--expires-at",
+            "2099-01-01T00:00:00Z",
+        ],
+        None,
+    ));
+    assert!(test_key.starts_with("kyc_test_"));
+
+    let backend = db.backend().await;
+    let sha = hex::encode(Sha256::digest(key.as_bytes()));
+    let record = backend
+        .stores()
+        .api_keys
+        .find_api_key_by_sha256(&sha)
+        .await
+        .unwrap()
+        .expect("found by the SHA-256 of the printed key");
+    backend.close().await;
+    assert_eq!(record.firm_id.to_string(), firm);
+    assert_eq!(record.prefix, key[..12]);
+    assert_eq!(record.last4, key[key.len() - 4..]);
+    assert_eq!(record.scopes, vec!["customers:read", "aml:read"]);
+    assert!(
+        !db.contains(random).await,
+        "the key itself must never be stored"
+    );
+    assert!(!db.contains(&test_key["kyc_test_".len()..]).await);
+
+    let refused = one_line_failure(&run(
+        &db,
+        &[
+            "api-key",
+            "create",
+            "--firm",
+            &firm,
+            "--label",
+            "x",
+            "--scopes",
+            "customers:delete",
+        ],
+        None,
+    ));
+    assert!(refused.contains("--scopes"), "{refused}");
+}
+
+async fn credits_grant_is_idempotent_on_the_reference(db: Db) {
+    let firm = create_firm(&db);
+    let grant = |credits: &str, reference: &str| {
+        run(
+            &db,
+            &[
+                "credits",
+                "grant",
+                "--firm",
+                &firm,
+                "--credits",
+                credits,
+                "--reference",
+                reference,
+            ],
+            None,
+        )
+    };
+    let first = captured(&grant("10", "invoice-1"));
+    assert_eq!(
+        captured(&grant("10", "invoice-1")),
+        first,
+        "a repeat is the same grant"
+    );
+    captured(&grant("5", "invoice-2"));
+    let conflict = one_line_failure(&grant("7", "invoice-1"));
+    assert!(conflict.contains("--reference"), "{conflict}");
+
+    let backend = db.backend().await;
+    let balance = backend
+        .stores()
+        .ledger
+        .balance(FirmId::parse(&firm).unwrap())
+        .await
+        .unwrap();
+    backend.close().await;
+    assert_eq!(balance.available, Credits::new(15));
+}
+
+async fn commands_on_an_unknown_firm_fail_with_one_line(db: Db) {
+    let nobody = Uuid::now_v7().to_string();
+    let line = one_line_failure(&run(
+        &db,
+        &[
+            "credits",
+            "grant",
+            "--firm",
+            &nobody,
+            "--credits",
+            "1",
+            "--reference",
+            "r",
+        ],
+        None,
+    ));
+    assert!(line.contains("no firm"), "{line}");
+    let line = one_line_failure(&run(
+        &db,
+        &[
+            "api-key",
+            "create",
+            "--firm",
+            "not-a-uuid",
+            "--label",
+            "x",
+            "--scopes",
+            "aml:read",
+        ],
+        None,
+    ));
+    assert!(line.contains("--firm"), "{line}");
+}
+
+macro_rules! on_both_engines {
+    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {
+        $(
+            #[tokio::test]
+            async fn $sqlite() {
+                $scenario(Db::sqlite()).await;
+            }
+
+            #[tokio::test]
+            async fn $postgres() {
+                if let Some(db) = Db::postgres().await {
+                    $scenario(db).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both_engines! {
+    firm_create_prints_only_the_new_firms_uuid =>
+        firm_create_prints_only_the_new_firms_uuid_on_sqlite,
+        firm_create_prints_only_the_new_firms_uuid_on_postgres;
+    user_create_hashes_the_password_read_from_stdin =>
+        user_create_hashes_the_password_read_from_stdin_on_sqlite,
+        user_create_hashes_the_password_read_from_stdin_on_postgres;
+    api_key_create_prints_the_key_once_and_stores_only_its_hash =>
+        api_key_create_prints_the_key_once_and_stores_only_its_hash_on_sqlite,
+        api_key_create_prints_the_key_once_and_stores_only_its_hash_on_postgres;
+    credits_grant_is_idempotent_on_the_reference =>
+        credits_grant_is_idempotent_on_the_reference_on_sqlite,
+        credits_grant_is_idempotent_on_the_reference_on_postgres;
+    commands_on_an_unknown_firm_fail_with_one_line =>
+        commands_on_an_unknown_firm_fail_with_one_line_on_sqlite,
+        commands_on_an_unknown_firm_fail_with_one_line_on_postgres;
+}
+
+#[test]
+fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("kyc.db").display());
+    let cases: [(&str, &str, &str); 5] = [
+        ("KYC_BIND", "nowhere", "KYC_BIND"),
+        ("KYC_PUBLIC_URL", "ftp://example.com", "KYC_PUBLIC_URL"),
+        (
+            "KYC_RATE_LIMIT_PER_MINUTE",
+            "lots",
+            "KYC_RATE_LIMIT_PER_MINUTE",
+        ),
+        ("KYC_LOG_FORMAT", "xml", "KYC_LOG_FORMAT"),
+        (
+            "KYC_VERIFICATION_COST_CREDITS",
+            "0",
+            "KYC_VERIFICATION_COST_CREDITS",
+        ),
+    ];
+    for (name, value, named) in cases {
+        let output = run_with(
+            binary().env("DATABASE_URL", &db).env(name, value),
+            &["serve"],
+            None,
+        );
+        let line = only_line_failure(&output);
+        assert!(line.contains(named), "{name}={value}: {line}");
+    }
+}
+
+#[test]
+fn a_database_url_with_an_unknown_scheme_is_named_without_echoing_its_password() {
+    let output = run_with(
+        binary().env("DATABASE_URL", "mysql://admin:hunter2@db.internal/kyc"),
+        &["migrate"],
+        None,
+    );
+    let line = only_line_failure(&output);
+    assert!(line.contains("DATABASE_URL"), "{line}");
+    assert!(!line.contains("hunter2"), "{line}");
+}
+
+#[test]
+fn serve_with_the_simulator_off_and_no_credentials_names_the_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("kyc.db").display());
+    let output = run_with(
+        binary()
+            .env("DATABASE_URL", &db)
+            .env("KYC_SIMULATOR", "off"),
+        &["serve"],
+        None,
+    );
+    let line = only_line_failure(&output);
+    assert!(line.contains("SUMSUB_APP_TOKEN"), "{line}");
+    let output = run_with(
+        binary()
+            .env("DATABASE_URL", &db)
+            .env("SUMSUB_APP_TOKEN", "app-token-value")
+            .env("SUMSUB_SECRET_KEY", "secret-key-value"),
+        &["serve"],
+        None,
+    );
+    let line = only_line_failure(&output);
+    assert!(line.contains("KYC_LINK_SECRET"), "{line}");
+    assert!(!line.contains("secret-key-value") && !line.contains("app-token-value"));
+}
+
+#[test]
+fn user_create_without_password_stdin_refuses_to_take_a_password_another_way() {
+    let db = Db::sqlite();
+    let firm = create_firm(&db);
+    let output = run(
+        &db,
+        &[
+            "user",
+            "create",
+            "--firm",
+            &firm,
+            "--email",
+            "a@acme.test",
+            "--role",
+            "staff",
+        ],
+        Some("correct horse battery staple"),
+    );
+    assert!(only_line_failure(&output).contains("--password-stdin"));
+}
