@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::{PostgresStore, at_micros, fit, infra, is_unique_violation};
 use sqlx::types::Json;
 
-const COLUMNS: &str = "SELECT version, state FROM customers";
+pub(crate) const COLUMNS: &str = "SELECT version, state FROM customers";
 
 /// The stored spelling of an attempt phase.
 pub(crate) fn phase_str(phase: AttemptPhase) -> &'static str {
@@ -132,7 +132,11 @@ async fn write_children(
 }
 
 /// Appends the filters (not the cursor) of a list query.
-fn push_filters(builder: &mut QueryBuilder<'_, Postgres>, firm: FirmId, query: &ListQuery) {
+pub(crate) fn push_filters(
+    builder: &mut QueryBuilder<'_, Postgres>,
+    firm: FirmId,
+    query: &ListQuery,
+) {
     builder.push(" WHERE firm_id = ").push_bind(firm.as_uuid());
     let filter = &query.filter;
     if let Some(status) = filter.kyc_status {
@@ -155,6 +159,36 @@ fn push_filters(builder: &mut QueryBuilder<'_, Postgres>, firm: FirmId, query: &
             .push(" AND external_id = ")
             .push_bind(external_id.as_str().to_owned());
     }
+}
+
+/// The statement of one page: `select` (the columns, or an `EXPLAIN` of them in the plan tests),
+/// the filters, the cursor, the walk's order and limit + 1 (to learn whether more follow).
+pub(crate) fn page_statement<'q>(
+    select: &str,
+    firm: FirmId,
+    query: &'q ListQuery,
+) -> QueryBuilder<'q, Postgres> {
+    let sort = match query.filter.order() {
+        ListOrder::CreatedAt => "created_at",
+        ListOrder::UpdatedAt => "updated_at",
+    };
+    let mut builder = QueryBuilder::<Postgres>::new(select);
+    push_filters(&mut builder, firm, query);
+    if let Some(after) = &query.after {
+        let key = at_micros(after.sort_key);
+        // A row comparison Postgres resolves with one range scan of (firm_id, sort, id).
+        builder
+            .push(format!(" AND ({sort}, id) > ("))
+            .push_bind(key)
+            .push(", ")
+            .push_bind(after.id.as_uuid())
+            .push(")");
+    }
+    let limit = query.limit.clamp(1, 100);
+    builder
+        .push(format!(" ORDER BY {sort}, id LIMIT "))
+        .push_bind(i64::from(limit) + 1);
+    builder
 }
 
 #[async_trait]
@@ -284,26 +318,8 @@ impl CustomerStore for PostgresStore {
         firm: FirmId,
         query: &ListQuery,
     ) -> Result<CustomerPage, InfrastructureError> {
-        let sort = match query.filter.order() {
-            ListOrder::CreatedAt => "created_at",
-            ListOrder::UpdatedAt => "updated_at",
-        };
-        let mut builder = QueryBuilder::<Postgres>::new(COLUMNS);
-        push_filters(&mut builder, firm, query);
-        if let Some(after) = &query.after {
-            let key = at_micros(after.sort_key);
-            // A row comparison Postgres resolves with one range scan of (firm_id, sort, id).
-            builder
-                .push(format!(" AND ({sort}, id) > ("))
-                .push_bind(key)
-                .push(", ")
-                .push_bind(after.id.as_uuid())
-                .push(")");
-        }
         let limit = query.limit.clamp(1, 100);
-        builder
-            .push(format!(" ORDER BY {sort}, id LIMIT "))
-            .push_bind(i64::from(limit) + 1);
+        let mut builder = page_statement(COLUMNS, firm, query);
         let rows = builder.build().fetch_all(&self.pool).await.map_err(infra)?;
         let has_more = rows.len() > limit as usize;
         let customers = rows

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{SqliteStore, from_json, infra, is_unique_violation, micros, to_json, uuid};
 
-const COLUMNS: &str = "SELECT version, state FROM customers";
+pub(crate) const COLUMNS: &str = "SELECT version, state FROM customers";
 
 /// The stored spelling of an attempt phase.
 pub(crate) fn phase_str(phase: AttemptPhase) -> &'static str {
@@ -131,7 +131,11 @@ async fn write_children(
 }
 
 /// Appends the filters (not the cursor) of a list query.
-fn push_filters(builder: &mut QueryBuilder<'_, Sqlite>, firm: FirmId, query: &ListQuery) {
+pub(crate) fn push_filters(
+    builder: &mut QueryBuilder<'_, Sqlite>,
+    firm: FirmId,
+    query: &ListQuery,
+) {
     builder
         .push(" WHERE firm_id = ")
         .push_bind(firm.to_string());
@@ -154,6 +158,37 @@ fn push_filters(builder: &mut QueryBuilder<'_, Sqlite>, firm: FirmId, query: &Li
             .push(" AND external_id = ")
             .push_bind(external_id.as_str().to_owned());
     }
+}
+
+/// The statement of one page: `select` (the columns, or an `EXPLAIN QUERY PLAN` of them in the
+/// plan tests), the filters, the cursor, the walk's order and limit + 1 (to learn whether more
+/// follow).
+pub(crate) fn page_statement<'q>(
+    select: &str,
+    firm: FirmId,
+    query: &'q ListQuery,
+) -> QueryBuilder<'q, Sqlite> {
+    let sort = match query.filter.order() {
+        ListOrder::CreatedAt => "created_at",
+        ListOrder::UpdatedAt => "updated_at",
+    };
+    let mut builder = QueryBuilder::<Sqlite>::new(select);
+    push_filters(&mut builder, firm, query);
+    if let Some(after) = &query.after {
+        let key = micros(after.sort_key);
+        // A row value, which SQLite turns into one index range on (firm_id, sort, id).
+        builder
+            .push(format!(" AND ({sort}, id) > ("))
+            .push_bind(key)
+            .push(", ")
+            .push_bind(after.id.to_string())
+            .push(")");
+    }
+    let limit = query.limit.clamp(1, 100);
+    builder
+        .push(format!(" ORDER BY {sort}, id LIMIT "))
+        .push_bind(i64::from(limit) + 1);
+    builder
 }
 
 #[async_trait]
@@ -283,27 +318,8 @@ impl CustomerStore for SqliteStore {
         firm: FirmId,
         query: &ListQuery,
     ) -> Result<CustomerPage, InfrastructureError> {
-        let sort = match query.filter.order() {
-            ListOrder::CreatedAt => "created_at",
-            ListOrder::UpdatedAt => "updated_at",
-        };
-        let mut builder = QueryBuilder::<Sqlite>::new(COLUMNS);
-        push_filters(&mut builder, firm, query);
-        if let Some(after) = &query.after {
-            let key = micros(after.sort_key);
-            builder
-                .push(format!(" AND ({sort} > "))
-                .push_bind(key)
-                .push(format!(" OR ({sort} = "))
-                .push_bind(key)
-                .push(" AND id > ")
-                .push_bind(after.id.to_string())
-                .push("))");
-        }
         let limit = query.limit.clamp(1, 100);
-        builder
-            .push(format!(" ORDER BY {sort}, id LIMIT "))
-            .push_bind(i64::from(limit) + 1);
+        let mut builder = page_statement(COLUMNS, firm, query);
         let rows = builder.build().fetch_all(&self.pool).await.map_err(infra)?;
         let has_more = rows.len() > limit as usize;
         let customers = rows

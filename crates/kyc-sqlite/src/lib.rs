@@ -14,6 +14,8 @@ mod audit;
 mod customers;
 mod delivery;
 mod idempotency;
+#[cfg(test)]
+mod plans;
 
 use std::str::FromStr;
 use std::time::Duration;

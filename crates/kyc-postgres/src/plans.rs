@@ -1,0 +1,140 @@
+//! The list and poll statements, explained on 100 000 customers spread over ten firms: each is
+//! answered from an index, never by scanning the table.
+
+use std::str::FromStr;
+
+use kyc_domain::ids::{CustomerId, FirmId};
+use kyc_domain::ports::{CustomerFilter, ListQuery, PagePosition};
+use kyc_domain::status::{AmlStatus, KycStatus};
+use kyc_domain::values::ExternalId;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, QueryBuilder, Row};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::customers::{COLUMNS, page_statement, push_filters};
+
+const SEED: &str = "
+INSERT INTO firms (id, name, created_at)
+SELECT ('00000000-0000-0000-0000-0000000000' || g)::uuid, 'firm ' || g, now()
+FROM generate_series(10, 19) g;
+INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status,
+                       created_at, updated_at, version, state)
+SELECT gen_random_uuid(),
+       ('00000000-0000-0000-0000-0000000000' || (10 + g % 10))::uuid,
+       'ext-' || g,
+       'p' || g || '@example.com',
+       (ARRAY['NOT_STARTED','PENDING','IN_PROGRESS','VERIFIED','FAILED','AWAITING_RESUBMISSION','NOT_REQUIRED'])[1 + g % 7],
+       (ARRAY['NOT_SCREENED','IN_PROGRESS','CLEAR','NEEDS_REVIEW','RESOLVED'])[1 + (g / 7) % 5],
+       now() - make_interval(secs => g),
+       now() - make_interval(secs => (g * 7919) % 100000),
+       1,
+       '{}'::jsonb
+FROM generate_series(1, 100000) g;
+ANALYZE customers;
+";
+
+async fn explain(pool: &PgPool, mut statement: QueryBuilder<'_, sqlx::Postgres>) -> String {
+    let rows = statement.build().fetch_all(pool).await.expect("explain");
+    rows.iter()
+        .map(|row| row.get::<String, _>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn list_and_poll_queries_on_100k_customers_use_an_index() {
+    let url = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("DATABASE_URL must be set when CI=true")
+        }
+        _ => {
+            eprintln!("skipped: DATABASE_URL not set");
+            return;
+        }
+    };
+    let admin = crate::connect(&url)
+        .await
+        .expect("Postgres at DATABASE_URL is unreachable");
+    let name = format!("kyc_plan_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create database");
+    let options = PgConnectOptions::from_str(&url)
+        .expect("url")
+        .database(&name);
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .expect("connect");
+    crate::migrate(&pool).await.expect("migrate");
+    sqlx::raw_sql(SEED).execute(&pool).await.expect("seed");
+
+    let firm = FirmId::from_uuid(Uuid::parse_str("00000000-0000-0000-0000-000000000013").unwrap());
+    let since = OffsetDateTime::now_utc() - Duration::hours(1);
+    let after = PagePosition {
+        sort_key: OffsetDateTime::now_utc() - Duration::hours(5),
+        id: CustomerId::from_uuid(Uuid::nil()),
+    };
+    let queries = [
+        CustomerFilter::default(),
+        CustomerFilter {
+            kyc_status: Some(KycStatus::Verified),
+            ..Default::default()
+        },
+        CustomerFilter {
+            aml_status: Some(AmlStatus::NeedsReview),
+            ..Default::default()
+        },
+        CustomerFilter {
+            updated_since: Some(since),
+            ..Default::default()
+        },
+        CustomerFilter {
+            updated_since: Some(since),
+            kyc_status: Some(KycStatus::Failed),
+            ..Default::default()
+        },
+        CustomerFilter {
+            external_id: Some(ExternalId::new("ext-13").unwrap()),
+            ..Default::default()
+        },
+    ];
+    let mut failures = Vec::new();
+    for filter in queries {
+        for cursor in [None, Some(after.clone())] {
+            let query = ListQuery {
+                filter: filter.clone(),
+                after: cursor,
+                limit: 50,
+                include_total: true,
+            };
+            let plan = explain(
+                &pool,
+                page_statement(&format!("EXPLAIN {COLUMNS}"), firm, &query),
+            )
+            .await;
+            if plan.contains("Seq Scan") || !plan.contains("Index") {
+                failures.push(format!("{query:?}\n{plan}"));
+            }
+            let mut count = QueryBuilder::new("EXPLAIN SELECT count(*) FROM customers");
+            push_filters(&mut count, firm, &query);
+            let plan = explain(&pool, count).await;
+            if plan.contains("Seq Scan") {
+                failures.push(format!("count {query:?}\n{plan}"));
+            }
+        }
+    }
+    pool.close().await;
+    let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+    assert!(
+        failures.is_empty(),
+        "plans that scan:\n{}",
+        failures.join("\n\n")
+    );
+}
