@@ -844,3 +844,34 @@ async fn no_response_carries_a_withheld_field() {
         }
     }
 }
+
+#[tokio::test]
+async fn concurrent_upserts_of_one_external_id_create_exactly_one_record() {
+    let app = std::sync::Arc::new(app().await);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = body(
+                Some("zapier:42"),
+                &format!("Jane Doe {i}"),
+                "jane@example.com",
+            );
+            app.post(CUSTOMERS, &request).await
+        }));
+    }
+    let mut created = 0;
+    let mut ids = BTreeSet::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert!(reply.status.is_success(), "{}", reply.text);
+        if reply.status == StatusCode::CREATED {
+            created += 1;
+        }
+        ids.insert(reply.json["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+    let list = app.get(&format!("{CUSTOMERS}?include=total_count")).await;
+    assert_eq!(list.json["total_count"], 1);
+}

@@ -9,7 +9,7 @@ use http::{HeaderValue, StatusCode, header};
 use kyc_domain::customer::Customer;
 use kyc_domain::ports::{CustomerFilter, ListQuery, PagePosition};
 use kyc_domain::status::{AmlStatus, KycStatus};
-use kyc_domain::usecases::CustomerRef;
+use kyc_domain::usecases::{CustomerRef, UpsertError};
 use kyc_domain::values::ExternalId;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -64,11 +64,23 @@ pub(crate) async fn upsert_customer(
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let input = UpsertCustomerRequest::from_object(&body)?.try_into_domain()?;
-    let upserted = state
-        .ports
-        .service
-        .upsert_customer(caller.firm_id, &caller.actor(), input)
-        .await?;
+    let service = &state.ports.service;
+    let actor = caller.actor();
+    let upserted = match service
+        .upsert_customer(caller.firm_id, &actor, input.clone())
+        .await
+    {
+        // The use case reads by external id, then by email, outside one snapshot: a concurrent
+        // create of the same external id committing between the two reads looks like "the email
+        // belongs to another external id". One more pass sees the winner and updates it; a real
+        // conflict is refused again.
+        Err(UpsertError::EmailTaken) => {
+            service
+                .upsert_customer(caller.firm_id, &actor, input)
+                .await?
+        }
+        other => other?,
+    };
     let dto = CustomerDto::from(&upserted.customer);
     let mut response = Json(dto).into_response();
     if upserted.created {
