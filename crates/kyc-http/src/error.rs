@@ -1,6 +1,6 @@
 //! The one API error type, and the one place that maps domain and infrastructure errors to an HTTP
 //! status and an error code. Every non-2xx answer of this crate is the envelope
-//! `{"error":{"code","message","details"?}}`; [`envelope_guard`] rewrites the few answers that axum
+//! `{"error":{"code","message","details"?}}`; `envelope_guard` rewrites the few answers that axum
 //! or tower produce on their own (405, 413…) into it.
 //!
 //! 5xx answers never reveal internals: the client sees a fixed sentence, and the cause chain is

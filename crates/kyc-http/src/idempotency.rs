@@ -207,6 +207,45 @@ mod tests {
         assert!(parse_key(&HeaderValue::from_static(" ")).is_err());
     }
 
+    fn scope() -> IdempotencyScope {
+        IdempotencyScope {
+            firm_id: kyc_domain::ids::FirmId::from_uuid(uuid::Uuid::from_u128(1)),
+            method: "POST".into(),
+            path: "/api/v1/customers".into(),
+            key: "k".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_claim_is_released_and_a_settled_one_is_not() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let released = Arc::new(AtomicUsize::new(0));
+        let mut store = kyc_domain::ports::MockIdempotencyStore::new();
+        let counter = released.clone();
+        store.expect_release().returning(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let store: Arc<dyn IdempotencyStore> = Arc::new(store);
+        drop(ClaimGuard {
+            store: store.clone(),
+            scope: Some(scope()),
+        });
+        let mut settled = ClaimGuard {
+            store,
+            scope: Some(scope()),
+        };
+        settled.settle();
+        drop(settled);
+        for _ in 0..100 {
+            if released.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(released.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn the_fingerprint_depends_on_every_byte_of_the_body() {
         assert_eq!(fingerprint(b"{}"), fingerprint(b"{}"));

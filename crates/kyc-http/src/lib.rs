@@ -14,18 +14,18 @@
 //! | [`crm`] | the CRM routes, their request/response DTOs and list cursors |
 //! | [`auth`] | API-key authentication and scope checks |
 //! | [`error`] | [`ApiError`], the one mapping of errors to status and code |
-//! | [`idempotency`] | `Idempotency-Key` claim, replay and release |
-//! | [`rate_limit`] | per-key minute and day limits |
+//! | `idempotency` | `Idempotency-Key` claim, replay and release |
+//! | `rate_limit` | per-key minute and day limits |
 //! | [`ops`] | health, readiness, metrics, request ids |
 //! | [`openapi`] | the generated OpenAPI 3.1 document |
 
 pub mod auth;
 pub mod crm;
 pub mod error;
-pub mod idempotency;
+pub(crate) mod idempotency;
 pub mod openapi;
 pub mod ops;
-pub mod rate_limit;
+pub(crate) mod rate_limit;
 
 use std::sync::Arc;
 

@@ -99,5 +99,17 @@ mod tests {
         assert!(customer.contains_key("external_id") && customer.contains_key("kyc_status"));
         assert!(customer.contains_key("type"));
         assert_eq!(json["servers"][0]["url"], "http://127.0.0.1:8080");
+        let statuses = customer["kyc_status"]["enum"].as_array().unwrap();
+        assert_eq!(statuses.len(), 7);
+        assert!(statuses.contains(&serde_json::json!("AWAITING_RESUBMISSION")));
+        assert_eq!(customer["created_at"]["format"], "date-time");
+        let mut required: Vec<&str> = schemas["UpsertCustomerRequest"]["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        required.sort_unstable();
+        assert_eq!(required, ["email", "fullName"]);
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::header;
 use kyc_domain::customer::{ContactUpdate, Customer};
 use kyc_domain::risk::RiskAnswers;
+use kyc_domain::status::KycStatus;
 use kyc_domain::usecases::{CustomerInput, CustomerPatch};
 use kyc_domain::values::{CustomerType, Email, ExternalId, FullName, Phone};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,60 @@ pub fn timestamp(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC)
         .format(&format)
         .unwrap_or_default()
+}
+
+/// A string schema limited to `values`, for the status enums of the contract.
+fn string_enum(values: &[&str]) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+fn kyc_status_schema() -> utoipa::openapi::Object {
+    string_enum(&KycStatus::ALL.map(KycStatus::as_str))
+}
+
+fn aml_status_schema() -> utoipa::openapi::Object {
+    string_enum(&[
+        "NOT_SCREENED",
+        "IN_PROGRESS",
+        "CLEAR",
+        "NEEDS_REVIEW",
+        "RESOLVED",
+    ])
+}
+
+fn customer_type_schema() -> utoipa::openapi::Object {
+    string_enum(&[
+        CustomerType::Individual.as_str(),
+        CustomerType::SoleTrader.as_str(),
+    ])
+}
+
+fn added_via_schema() -> utoipa::openapi::Object {
+    string_enum(&[
+        "ADMIN_MANUAL",
+        "AI_EXTRACTED",
+        "CONTACT_PORTAL",
+        "BULK_IMPORT",
+        "INTEGRATION",
+        "SYSTEM",
+    ])
+}
+
+fn onboarding_schema() -> utoipa::openapi::Object {
+    string_enum(&["ALLOWED", "BLOCKED", "FIRM_DECISION"])
+}
+
+fn next_action_schema() -> utoipa::openapi::Object {
+    string_enum(&[
+        "NONE",
+        "WAIT",
+        "NUDGE_CUSTOMER",
+        "DO_NOT_ONBOARD",
+        "CHECK_FIRM_PROCESS",
+    ])
 }
 
 /// `identity`: present only while `kyc_status = VERIFIED`.
@@ -54,11 +109,13 @@ pub struct AmlFlagsDto {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AmlDto {
     /// `NOT_SCREENED`, `IN_PROGRESS`, `CLEAR`, `NEEDS_REVIEW` or `RESOLVED`.
-    #[schema(example = "CLEAR")]
+    #[schema(schema_with = aml_status_schema, example = "CLEAR")]
     pub status: &'static str,
     /// When screening last finished.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub screened_at: Option<String>,
     /// When a person last recorded a decision.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_reviewed_at: Option<String>,
     /// Match found per category.
     pub flags: AmlFlagsDto,
@@ -70,8 +127,10 @@ pub struct CrmDto {
     /// The sentence to show, e.g. "Cleared. Safe to onboard.".
     pub label: &'static str,
     /// `ALLOWED`, `BLOCKED` or `FIRM_DECISION`.
+    #[schema(schema_with = onboarding_schema)]
     pub onboarding: &'static str,
     /// `NONE`, `WAIT`, `NUDGE_CUSTOMER`, `DO_NOT_ONBOARD` or `CHECK_FIRM_PROCESS`.
+    #[schema(schema_with = next_action_schema)]
     pub next_action: &'static str,
 }
 
@@ -79,14 +138,14 @@ pub struct CrmDto {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CustomerDto {
     /// The customer's UUID.
-    #[schema(example = "550e8400-e29b-41d4-a716-446655440000")]
+    #[schema(format = Uuid, example = "550e8400-e29b-41d4-a716-446655440000")]
     pub id: String,
     /// The CRM's own id.
     #[schema(example = "crm-7741")]
     pub external_id: Option<String>,
     /// `INDIVIDUAL` or `SOLE_TRADER`.
     #[serde(rename = "type")]
-    #[schema(example = "INDIVIDUAL")]
+    #[schema(schema_with = customer_type_schema)]
     pub customer_type: &'static str,
     /// Name.
     pub full_name: String,
@@ -96,11 +155,13 @@ pub struct CustomerDto {
     pub phone: Option<String>,
     /// `NOT_STARTED`, `PENDING`, `IN_PROGRESS`, `VERIFIED`, `FAILED`, `NOT_REQUIRED` or
     /// `AWAITING_RESUBMISSION`.
-    #[schema(example = "NOT_STARTED")]
+    #[schema(schema_with = kyc_status_schema)]
     pub kyc_status: &'static str,
     /// When the current verification attempt opened.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub kyc_started_at: Option<String>,
     /// When the deciding verdict was given.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub kyc_completed_at: Option<String>,
     /// Verified identity summary; `null` unless `kyc_status = VERIFIED`.
     pub identity: Option<IdentityDto>,
@@ -109,10 +170,13 @@ pub struct CustomerDto {
     /// What the CRM should show.
     pub crm: CrmDto,
     /// `INTEGRATION` (API), `ADMIN_MANUAL` (staff); others reserved.
+    #[schema(schema_with = added_via_schema)]
     pub added_via: &'static str,
     /// Created.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Last visible change.
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -200,6 +264,7 @@ pub struct UpsertCustomerRequest {
     pub phone: Option<String>,
     /// `INDIVIDUAL` (default) or `SOLE_TRADER`.
     #[serde(rename = "type")]
+    #[schema(schema_with = customer_type_schema)]
     pub customer_type: Option<String>,
 }
 

@@ -5,7 +5,7 @@
 //! Layering, outermost first: API-key authentication and rate limits (every route), the route's
 //! scope, then `Idempotency-Key` handling (POST and PATCH), then the handler.
 
-pub mod cursor;
+pub(crate) mod cursor;
 pub mod dto;
 pub(crate) mod routes;
 
