@@ -270,6 +270,84 @@ pub async fn grant_credits(
     Ok(receipt.id)
 }
 
+/// The demo officer's login. The demo binds to the loopback address by default and its data is
+/// made up, so a fixed, printed password is what lets a person log in again after a restart.
+pub const DEMO_EMAIL: &str = "officer@demo.example";
+
+/// The demo officer's password (see [`DEMO_EMAIL`]).
+pub const DEMO_PASSWORD: &str = "demo-officer-password";
+
+/// How many credits the demo firm starts with.
+pub const DEMO_CREDITS: u64 = 100;
+
+/// What `demo` seeded.
+#[derive(Debug)]
+pub struct DemoSeed {
+    /// The demo firm.
+    pub firm: FirmId,
+    /// Its available credits after seeding.
+    pub available_credits: Credits,
+    /// A fresh sandbox API key with every scope (keys are shown once, so each run makes one).
+    pub api_key: SecretString,
+}
+
+/// Seeds the demo: a firm with [`DEMO_CREDITS`] credits and a compliance officer, reused when
+/// they exist from an earlier run, and a new API key.
+///
+/// # Errors
+/// A storage failure.
+pub async fn seed_demo(stores: &Stores) -> Result<DemoSeed, Failure> {
+    let email = Email::new(DEMO_EMAIL).map_err(|e| Failure::new(e.message))?;
+    let existing = stores
+        .users
+        .find_user_by_email(&email)
+        .await
+        .map_err(|e| Failure::storage("reading the demo user", &e))?;
+    let firm = match existing {
+        Some(user) => user.firm_id,
+        None => {
+            let firm = create_firm(stores, "Demo Firm").await?;
+            create_user(
+                stores,
+                &firm.to_string(),
+                DEMO_EMAIL,
+                Role::ComplianceOfficer.as_str(),
+                &SecretString::from(DEMO_PASSWORD),
+            )
+            .await?;
+            firm
+        }
+    };
+    grant_credits(stores, &firm.to_string(), DEMO_CREDITS, "demo-seed").await?;
+    let available_credits = stores
+        .ledger
+        .balance(firm)
+        .await
+        .map_err(|e| Failure::new(format!("reading the demo balance failed: {e}")))?
+        .available;
+    let scopes = ApiScope::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let api_key = create_api_key(
+        stores,
+        NewApiKey {
+            firm: &firm.to_string(),
+            label: "demo",
+            scopes: &scopes,
+            test: true,
+            expires_at: None,
+        },
+    )
+    .await?;
+    Ok(DemoSeed {
+        firm,
+        available_credits,
+        api_key,
+    })
+}
+
 async fn existing_firm(stores: &Stores, text: &str) -> Result<FirmId, Failure> {
     let id = FirmId::parse(text.trim())
         .map_err(|_| Failure::new("--firm must be a firm id (a UUID)"))?;

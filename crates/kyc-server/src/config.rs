@@ -41,15 +41,15 @@ pub struct Config {
     pub bind: SocketAddr,
 
     /// The base URL people and providers reach this server at (links, redirects, webhooks).
+    /// Unset: `http://` and the address actually bound (`http://127.0.0.1:8080` by default).
     #[arg(
         long = "public-url",
         env = "KYC_PUBLIC_URL",
         value_name = "KYC_PUBLIC_URL",
-        default_value = "http://127.0.0.1:8080",
         value_parser = parse_public_url,
         global = true
     )]
-    pub public_url: PublicUrl,
+    pub public_url: Option<PublicUrl>,
 
     /// Sumsub's API base URL (ignored when the simulator is on).
     #[arg(
@@ -244,6 +244,17 @@ impl std::fmt::Debug for DatabaseUrl {
 pub struct PublicUrl(String);
 
 impl PublicUrl {
+    /// `http://` and an address this server listens on; a wildcard address (`0.0.0.0`, `::`)
+    /// becomes the loopback one, which at least works from the same machine.
+    pub fn for_address(address: SocketAddr) -> Self {
+        let ip = match address.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+            ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        Self(format!("http://{}", SocketAddr::new(ip, address.port())))
+    }
+
     /// The URL without a trailing slash.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -311,12 +322,41 @@ impl Config {
             .unwrap_or(self.sumsub_app_token.is_none() && self.sumsub_secret_key.is_none())
     }
 
-    /// Resolves the provider: the simulator with shared secrets (generated when not configured),
-    /// or Sumsub, which needs both credentials.
+    /// The public URL: as configured, or derived from the address actually bound.
+    pub fn public_url(&self, bound: SocketAddr) -> PublicUrl {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| PublicUrl::for_address(bound))
+    }
+
+    /// Checks, before anything is opened, that `serve` has what it needs: the Sumsub credentials
+    /// when the simulator is off, and the link secret.
+    ///
+    /// # Errors
+    /// One line naming the first missing setting.
+    pub fn check_serve(&self) -> Result<(), Failure> {
+        if !self.simulator_on() {
+            for (value, name) in [
+                (&self.sumsub_app_token, "SUMSUB_APP_TOKEN"),
+                (&self.sumsub_secret_key, "SUMSUB_SECRET_KEY"),
+            ] {
+                if value.is_none() {
+                    return Err(Failure::new(format!(
+                        "{name} is required when KYC_SIMULATOR is off (set it, or set KYC_SIMULATOR=on)"
+                    )));
+                }
+            }
+        }
+        self.link_secret().map(|_| ())
+    }
+
+    /// Resolves the provider: the simulator at `{public_url}/sim/sumsub` with shared secrets
+    /// (generated when not configured), or Sumsub, which needs both credentials.
     ///
     /// # Errors
     /// One line naming the missing setting when the simulator is off and a credential is missing.
-    pub fn provider(&self) -> Result<ProviderSettings, Failure> {
+    pub fn provider(&self, public_url: &PublicUrl) -> Result<ProviderSettings, Failure> {
+        self.check_serve()?;
         let mut generated = Vec::new();
         if self.simulator_on() {
             let mut pick = |configured: &Option<SecretString>, name: &'static str| {
@@ -330,25 +370,25 @@ impl Config {
             let webhook_secret = pick(&self.sumsub_webhook_secret, "SUMSUB_WEBHOOK_SECRET");
             return Ok(ProviderSettings {
                 mode: ProviderMode::Simulator,
-                base_url: self.public_url.join(SIMULATOR_MOUNT),
+                base_url: public_url.join(SIMULATOR_MOUNT),
                 app_token,
                 secret_key,
                 webhook_secret: Some(webhook_secret),
                 generated,
             });
         }
-        let required = |value: &Option<SecretString>, name: &str| {
-            value.clone().ok_or_else(|| {
-                Failure::new(format!(
-                    "{name} is required when KYC_SIMULATOR is off (set it, or set KYC_SIMULATOR=on)"
-                ))
-            })
+        // check_serve made sure both are present.
+        let (Some(app_token), Some(secret_key)) = (&self.sumsub_app_token, &self.sumsub_secret_key)
+        else {
+            return Err(Failure::new(
+                "SUMSUB_APP_TOKEN and SUMSUB_SECRET_KEY are required",
+            ));
         };
         Ok(ProviderSettings {
             mode: ProviderMode::Sumsub,
             base_url: self.sumsub_base_url.clone(),
-            app_token: required(&self.sumsub_app_token, "SUMSUB_APP_TOKEN")?,
-            secret_key: required(&self.sumsub_secret_key, "SUMSUB_SECRET_KEY")?,
+            app_token: app_token.clone(),
+            secret_key: secret_key.clone(),
             webhook_secret: self.sumsub_webhook_secret.clone(),
             generated,
         })
@@ -467,7 +507,8 @@ mod tests {
     fn the_simulator_is_on_when_no_credentials_are_given() {
         let config = parse(&[]).unwrap();
         assert!(config.simulator_on());
-        let provider = config.provider().unwrap();
+        let public_url = config.public_url("127.0.0.1:8080".parse().unwrap());
+        let provider = config.provider(&public_url).unwrap();
         assert!(matches!(provider.mode, ProviderMode::Simulator));
         assert_eq!(provider.base_url, "http://127.0.0.1:8080/sim/sumsub");
         assert_eq!(
@@ -482,15 +523,19 @@ mod tests {
 
     #[test]
     fn credentials_select_sumsub_unless_the_simulator_is_forced_on() {
+        let url = PublicUrl::for_address("127.0.0.1:8080".parse().unwrap());
         let args = ["--sumsub-app-token", "tok", "--sumsub-secret-key", "key"];
         let config = parse(&args).unwrap();
         assert!(!config.simulator_on());
-        assert!(matches!(
-            config.provider().unwrap().mode,
-            ProviderMode::Sumsub
-        ));
+        let missing = config.check_serve().unwrap_err().to_string();
+        assert!(missing.contains("KYC_LINK_SECRET"), "{missing}");
+        let secret = ["--link-secret", "0123456789abcdef0123456789abcdef"];
+        let config = parse(&[&args[..], &secret].concat()).unwrap();
+        let provider = config.provider(&url).unwrap();
+        assert!(matches!(provider.mode, ProviderMode::Sumsub));
+        assert_eq!(provider.base_url, "https://api.sumsub.com");
         let forced = parse(&[&args[..], &["--simulator", "on"]].concat()).unwrap();
-        let provider = forced.provider().unwrap();
+        let provider = forced.provider(&url).unwrap();
         assert!(matches!(provider.mode, ProviderMode::Simulator));
         assert_eq!(provider.app_token.expose_secret(), "tok");
     }
@@ -498,7 +543,7 @@ mod tests {
     #[test]
     fn the_simulator_off_without_credentials_names_the_missing_one() {
         let config = parse(&["--simulator", "off"]).unwrap();
-        let error = config.provider().unwrap_err().to_string();
+        let error = config.check_serve().unwrap_err().to_string();
         assert!(error.starts_with("SUMSUB_APP_TOKEN is required"), "{error}");
         let error = config.link_secret().unwrap_err().to_string();
         assert!(error.starts_with("KYC_LINK_SECRET is required"), "{error}");
@@ -513,6 +558,19 @@ mod tests {
         );
         let levels = parse(&["--sumsub-edd-level-name", "edd"]).unwrap().levels();
         assert_eq!(levels.enhanced, "edd");
+    }
+
+    #[test]
+    fn the_public_url_follows_the_bound_address_unless_configured() {
+        let config = parse(&[]).unwrap();
+        let bound = "0.0.0.0:4321".parse().unwrap();
+        assert_eq!(config.public_url(bound).as_str(), "http://127.0.0.1:4321");
+        let config = parse(&["--public-url", "https://kyc.example.com/"]).unwrap();
+        assert_eq!(config.public_url(bound).as_str(), "https://kyc.example.com");
+        assert_eq!(
+            config.public_url(bound).join("/v/x"),
+            "https://kyc.example.com/v/x"
+        );
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub enum Command {
         #[arg(long)]
         no_migrate: bool,
     },
-    /// Serve with the simulator and a seeded demo firm (not available in this build yet).
+    /// Serve with the provider simulator, after seeding a demo firm with credits, a compliance
+    /// officer login and an API key, printed with the URLs to open.
     Demo,
     /// Apply the database migrations and exit.
     Migrate,
@@ -174,9 +175,7 @@ pub async fn run(cli: Cli) -> Result<Option<SecretString>, Failure> {
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve { no_migrate: false }) {
         Command::Serve { no_migrate } => serve::serve(config, !no_migrate).await.map(|()| None),
-        Command::Demo => Err(Failure::new(
-            "demo is not available in this build yet; run `kyc-server serve` (the simulator is on when no Sumsub credentials are set)",
-        )),
+        Command::Demo => serve::demo(config).await.map(|()| None),
         Command::Migrate => {
             let backend = open(&config).await?;
             backend.close().await;

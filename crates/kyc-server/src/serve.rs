@@ -2,8 +2,14 @@
 //! workers, and shuts down gracefully on SIGTERM or SIGINT: stop accepting, let in-flight requests
 //! and the current worker pass finish, close the database, exit.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use kyc_http::{HttpConfig, HttpPorts, Readiness};
+use tokio::net::TcpListener;
 
 use kyc_domain::usecases::{KycService, Ports, Settings};
 use kyc_sumsub::simulator::WebhookTarget;
@@ -12,7 +18,9 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::Failure;
-use crate::config::{Config, PROVIDER_WEBHOOK_PATH, ProviderMode, ProviderSettings};
+use crate::config::{
+    Config, PROVIDER_WEBHOOK_PATH, ProviderMode, ProviderSettings, PublicUrl, SIMULATOR_MOUNT,
+};
 use crate::database::{Backend, Stores};
 use crate::system::{ServerIds, SystemClock};
 
@@ -44,13 +52,18 @@ pub struct Composition {
 }
 
 impl Composition {
-    /// Connects, migrates (unless told not to), and wires the adapters into the domain.
+    /// Connects, migrates (unless told not to), and wires the adapters into the domain, with
+    /// `public_url` as the base of links, the simulator and its webhooks.
     ///
     /// # Errors
     /// One line naming the setting that is missing or wrong, or saying why the database could not
     /// be used.
-    pub async fn build(config: &Config, migrate: bool) -> Result<Self, Failure> {
-        let provider = config.provider()?;
+    pub async fn build(
+        config: &Config,
+        public_url: &PublicUrl,
+        migrate: bool,
+    ) -> Result<Self, Failure> {
+        let provider = config.provider(public_url)?;
         let (link_secret, link_secret_generated) = config.link_secret()?;
         let backend = Backend::connect(&config.database_url).await?;
         if migrate {
@@ -74,7 +87,7 @@ impl Composition {
                     provider.base_url.clone(),
                 );
                 sim_config.webhook = provider.webhook_secret.clone().map(|secret| WebhookTarget {
-                    url: config.public_url.join(PROVIDER_WEBHOOK_PATH),
+                    url: public_url.join(PROVIDER_WEBHOOK_PATH),
                     secret,
                     algorithm: DigestAlgorithm::Sha256,
                 });
@@ -133,6 +146,40 @@ impl Composition {
             clock,
         })
     }
+
+    /// The whole HTTP app: the adapter's router, with the simulator nested at `/sim/sumsub`
+    /// when it is on.
+    pub fn router(&self, config: &Config, public_url: &PublicUrl) -> Router {
+        let ports = HttpPorts {
+            service: self.service.clone(),
+            api_keys: self.stores.api_keys.clone(),
+            idempotency: self.stores.idempotency.clone(),
+            clock: self.clock.clone(),
+            readiness: Arc::new(DatabaseReadiness(self.backend.clone())),
+        };
+        let http_config = HttpConfig {
+            rate_limit_per_minute: config.rate_limit_per_minute,
+            rate_limit_per_day: config.rate_limit_per_day,
+            public_url: public_url.as_str().to_owned(),
+            ..HttpConfig::default()
+        };
+        let router = kyc_http::router(ports, http_config);
+        match &self.simulator {
+            Some(simulator) => router.nest(SIMULATOR_MOUNT, simulator.router()),
+            None => router,
+        }
+    }
+}
+
+/// `/readyz` for this process: the database answers and every migration this build knows has
+/// been applied.
+struct DatabaseReadiness(Backend);
+
+#[async_trait]
+impl Readiness for DatabaseReadiness {
+    async fn check(&self) -> Result<(), String> {
+        self.0.check_ready().await
+    }
 }
 
 /// Runs the recovery worker until `shutdown` fires. A pass that has started always finishes: the
@@ -185,14 +232,108 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves until SIGTERM or SIGINT.
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully.
 ///
 /// # Errors
 /// A configuration, database or bind failure, as one line.
 pub async fn serve(config: Config, migrate: bool) -> Result<(), Failure> {
-    let composition = Composition::build(&config, migrate).await?;
-    let _ = (DRAIN_TIMEOUT, composition);
-    Err(Failure::new(
-        "the HTTP adapter is not wired in this build yet",
-    ))
+    run_server(config, migrate, false).await
+}
+
+/// `demo`: serves with the simulator on (whatever the configuration says), after seeding a demo
+/// firm with credits, a compliance officer and an API key, and printing them with the URLs.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn demo(mut config: Config) -> Result<(), Failure> {
+    config.simulator = Some(true);
+    run_server(config, true, true).await
+}
+
+async fn run_server(config: Config, migrate: bool, seed_demo: bool) -> Result<(), Failure> {
+    // Settings first, so a missing one is reported before anything is opened.
+    config.check_serve()?;
+    let listener = TcpListener::bind(config.bind).await.map_err(|error| {
+        Failure::new(format!(
+            "KYC_BIND: cannot listen on {}: {error}",
+            config.bind
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|error| Failure::new(format!("KYC_BIND: {error}")))?;
+    let public_url = config.public_url(bound);
+    let composition = Composition::build(&config, &public_url, migrate).await?;
+    let app = composition.router(&config, &public_url);
+    if seed_demo {
+        let seed = crate::commands::seed_demo(&composition.stores).await?;
+        print_demo(&seed, &public_url);
+    }
+
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(recovery_worker(
+        composition.service.clone(),
+        shutdown.child_token(),
+    ));
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+
+    tracing::info!(address = %bound, public_url = %public_url.as_str(), "listening");
+    if composition.simulator.is_some() {
+        tracing::info!(
+            simulator = %public_url.join(SIMULATOR_MOUNT),
+            "provider simulator mounted"
+        );
+    }
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    // Once the signal has come, in-flight requests get DRAIN_TIMEOUT to finish.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    let served = tokio::select! {
+        result = server => result.map_err(|error| Failure::new(format!("the server stopped: {error}"))),
+        () = deadline => {
+            tracing::warn!("requests still running after the drain timeout were cut off");
+            Ok(())
+        }
+    };
+    // The server may also stop on its own (an accept error): stop the worker either way.
+    shutdown.cancel();
+    if worker.await.is_err() {
+        tracing::error!("the recovery worker panicked");
+    }
+    if let Some(simulator) = &composition.simulator {
+        simulator.shutdown();
+    }
+    composition.backend.close().await;
+    tracing::info!("stopped");
+    served
+}
+
+/// What a person needs to try the demo, on stdout.
+fn print_demo(seed: &crate::commands::DemoSeed, public_url: &PublicUrl) {
+    use crate::commands::{DEMO_EMAIL, DEMO_PASSWORD};
+    let key = seed.api_key.expose_secret();
+    println!(
+        "KYC demo is running (simulated Sumsub; press Ctrl-C to stop).\n\
+         \n  Firm           {firm} ({credits})\
+         \n  API key        {key}\
+         \n  Back office    {app}  login {DEMO_EMAIL} / {DEMO_PASSWORD}\
+         \n  CRM API        {api}\
+         \n  OpenAPI        {openapi}\
+         \n  Simulator      {sim}\
+         \n\nTry:\n  curl -H 'Authorization: Bearer {key}' {api}/customers\n",
+        firm = seed.firm,
+        credits = seed.available_credits,
+        app = public_url.join("/app"),
+        api = public_url.join("/api/v1"),
+        openapi = public_url.join("/api/v1/openapi.json"),
+        sim = public_url.join(SIMULATOR_MOUNT),
+    );
 }

@@ -565,3 +565,121 @@ fn user_create_without_password_stdin_refuses_to_take_a_password_another_way() {
     );
     assert!(only_line_failure(&output).contains("--password-stdin"));
 }
+
+/// A free port on the loopback interface (bound then released; the server binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.1; the status code, or `None` when nothing answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A running `serve`, killed if a test fails before it stops it.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(db: &Db, args: &[&str]) -> Self {
+        let port = free_port();
+        let child = binary()
+            .env("DATABASE_URL", db.url())
+            .env("KYC_BIND", format!("127.0.0.1:{port}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let server = Self { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while http_status(port, "/healthz") != Some(200) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/healthz never answered"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// Sends SIGTERM and waits for the exit; the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve_answers_health_and_readiness_and_exits_cleanly_on_sigterm(db: Db) {
+    let server = Server::start(&db, &["serve"]);
+    assert_eq!(http_status(server.port, "/readyz"), Some(200));
+    assert_eq!(http_status(server.port, "/api/v1/customers"), Some(401));
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+async fn serve_without_migrations_is_live_but_not_ready_until_migrated(db: Db) {
+    let server = Server::start(&db, &["serve", "--no-migrate"]);
+    assert_eq!(http_status(server.port, "/readyz"), Some(503));
+    assert!(server.terminate().success());
+
+    captured_nothing(&run(&db, &["migrate"], None));
+    let server = Server::start(&db, &["serve", "--no-migrate"]);
+    assert_eq!(http_status(server.port, "/readyz"), Some(200));
+    assert!(server.terminate().success());
+}
+
+/// Asserts success with nothing on stdout.
+fn captured_nothing(output: &Output) {
+    assert!(output.status.success(), "failed: {}", stderr(output));
+    assert!(output.stdout.is_empty(), "{}", stdout(output));
+}
+
+on_both_engines! {
+    serve_answers_health_and_readiness_and_exits_cleanly_on_sigterm =>
+        serve_answers_health_and_readiness_and_exits_cleanly_on_sigterm_on_sqlite,
+        serve_answers_health_and_readiness_and_exits_cleanly_on_sigterm_on_postgres;
+    serve_without_migrations_is_live_but_not_ready_until_migrated =>
+        serve_without_migrations_is_live_but_not_ready_until_migrated_on_sqlite,
+        serve_without_migrations_is_live_but_not_ready_until_migrated_on_postgres;
+}
