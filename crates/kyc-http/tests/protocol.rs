@@ -445,3 +445,68 @@ async fn the_openapi_document_lists_exactly_the_operations_the_router_serves() {
         reply.expect_error(404, "not_found");
     }
 }
+
+#[tokio::test]
+async fn refusals_are_kept_and_replayed_too_while_gets_ignore_the_header() {
+    let app = app().await;
+    let key = [("idempotency-key", "bad-email")];
+    let invalid = json!({"fullName": "Jane Doe", "email": "nope"});
+    let first = app
+        .call(
+            Method::POST,
+            CUSTOMERS,
+            Some(&app.key),
+            Some(&invalid),
+            &key,
+        )
+        .await;
+    first.expect_error(422, "validation_failed");
+    let again = app
+        .call(
+            Method::POST,
+            CUSTOMERS,
+            Some(&app.key),
+            Some(&invalid),
+            &key,
+        )
+        .await;
+    again.expect_error(422, "validation_failed");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    app.create("crm-1", "jane@example.com").await;
+    let patch_key = [("idempotency-key", "patch-1")];
+    let path = format!("{CUSTOMERS}/crm-1");
+    let patched = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.key),
+            Some(&json!({"phone": "+61400000011"})),
+            &patch_key,
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    app.patch(&path, &json!({"phone": "+61400000012"})).await;
+    let replayed = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.key),
+            Some(&json!({"phone": "+61400000011"})),
+            &patch_key,
+        )
+        .await;
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replayed.json["phone"], "+61400000011");
+    assert_eq!(
+        app.get(&path).await.json["phone"],
+        "+61400000012",
+        "a replay does not run again"
+    );
+    for _ in 0..2 {
+        let read = app
+            .call(Method::GET, &path, Some(&app.key), None, &patch_key)
+            .await;
+        assert_eq!(read.status, StatusCode::OK);
+        assert_eq!(read.header("idempotent-replayed"), None);
+    }
+}
