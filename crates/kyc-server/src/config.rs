@@ -1,15 +1,17 @@
 //! Configuration (api.md §7): one typed struct, read once from the environment, where every
 //! variable also has a `--flag`. Parsing checks the shape of each value; [`Config::provider`] and
-//! [`Config::link_secret`] check the combinations `serve` needs. Every failure is one line naming
+//! [`Config::check_serve`] check the combinations `serve` needs. Every failure is one line naming
 //! the setting, and never repeats a secret's value.
 
 use std::net::SocketAddr;
 
 use clap::{ArgAction, Args, ValueEnum};
+use hmac::{Hmac, Mac};
 use kyc_domain::risk::ProviderLevels;
 use kyc_domain::values::Credits;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
 use tracing_subscriber::EnvFilter;
 use url::Url;
 
@@ -129,7 +131,7 @@ pub struct Config {
     pub simulator: Option<bool>,
 
     /// The server secret verification link tokens are derived from (at least 32 characters).
-    /// Required with real Sumsub credentials; generated per process with the simulator.
+    /// Unset: derived from SUMSUB_SECRET_KEY, or generated per process when that is unset too.
     #[arg(
         long = "link-secret",
         env = "KYC_LINK_SECRET",
@@ -330,7 +332,7 @@ impl Config {
     }
 
     /// Checks, before anything is opened, that `serve` has what it needs: the Sumsub credentials
-    /// when the simulator is off, and the link secret.
+    /// when the simulator is off.
     ///
     /// # Errors
     /// One line naming the first missing setting.
@@ -347,7 +349,7 @@ impl Config {
                 }
             }
         }
-        self.link_secret().map(|_| ())
+        Ok(())
     }
 
     /// Resolves the provider: the simulator at `{public_url}/sim/sumsub` with shared secrets
@@ -394,21 +396,38 @@ impl Config {
         })
     }
 
-    /// The link secret: as configured; generated for this process with the simulator.
-    /// Returns whether it was generated.
-    ///
-    /// # Errors
-    /// One line naming `KYC_LINK_SECRET` when it is unset and real Sumsub is in use: links handed
-    /// to customers must survive a restart and agree across replicas.
-    pub fn link_secret(&self) -> Result<(SecretString, bool), Failure> {
-        match (&self.link_secret, self.simulator_on()) {
-            (Some(secret), _) => Ok((secret.clone(), false)),
-            (None, true) => Ok((random_secret(), true)),
-            (None, false) => Err(Failure::new(
-                "KYC_LINK_SECRET is required when KYC_SIMULATOR is off (at least 32 random characters)",
-            )),
+    /// The link secret and where it came from: `KYC_LINK_SECRET` when set; otherwise derived
+    /// from `SUMSUB_SECRET_KEY` when that is set (stable across restarts and shared by every
+    /// replica that talks to the same Sumsub account, with no extra setting to forget);
+    /// otherwise generated for this process.
+    pub fn link_secret(&self) -> (SecretString, LinkSecretSource) {
+        if let Some(secret) = &self.link_secret {
+            return (secret.clone(), LinkSecretSource::Configured);
         }
+        if let Some(key) = &self.sumsub_secret_key {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose_secret().as_bytes())
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+            // A separate purpose label: the derived secret says nothing about the signing key.
+            mac.update(b"kyc-server verification link secret v1");
+            let derived = hex::encode(mac.finalize().into_bytes());
+            return (
+                SecretString::from(derived),
+                LinkSecretSource::DerivedFromSumsubSecret,
+            );
+        }
+        (random_secret(), LinkSecretSource::Generated)
     }
+}
+
+/// Where the link secret came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkSecretSource {
+    /// `KYC_LINK_SECRET`.
+    Configured,
+    /// Derived from `SUMSUB_SECRET_KEY`.
+    DerivedFromSumsubSecret,
+    /// Random, for this process only.
+    Generated,
 }
 
 /// 32 random bytes as URL-safe text.
@@ -527,10 +546,7 @@ mod tests {
         let args = ["--sumsub-app-token", "tok", "--sumsub-secret-key", "key"];
         let config = parse(&args).unwrap();
         assert!(!config.simulator_on());
-        let missing = config.check_serve().unwrap_err().to_string();
-        assert!(missing.contains("KYC_LINK_SECRET"), "{missing}");
-        let secret = ["--link-secret", "0123456789abcdef0123456789abcdef"];
-        let config = parse(&[&args[..], &secret].concat()).unwrap();
+        config.check_serve().unwrap();
         let provider = config.provider(&url).unwrap();
         assert!(matches!(provider.mode, ProviderMode::Sumsub));
         assert_eq!(provider.base_url, "https://api.sumsub.com");
@@ -545,8 +561,29 @@ mod tests {
         let config = parse(&["--simulator", "off"]).unwrap();
         let error = config.check_serve().unwrap_err().to_string();
         assert!(error.starts_with("SUMSUB_APP_TOKEN is required"), "{error}");
-        let error = config.link_secret().unwrap_err().to_string();
-        assert!(error.starts_with("KYC_LINK_SECRET is required"), "{error}");
+    }
+
+    #[test]
+    fn the_link_secret_is_configured_or_derived_from_the_sumsub_key_or_generated() {
+        let configured = parse(&["--link-secret", "0123456789abcdef0123456789abcdef"]).unwrap();
+        let (secret, source) = configured.link_secret();
+        assert_eq!(source, LinkSecretSource::Configured);
+        assert_eq!(secret.expose_secret(), "0123456789abcdef0123456789abcdef");
+
+        let keyed = parse(&["--sumsub-secret-key", "signing-key"]).unwrap();
+        let (first, source) = keyed.link_secret();
+        assert_eq!(source, LinkSecretSource::DerivedFromSumsubSecret);
+        assert_eq!(first.expose_secret(), keyed.link_secret().0.expose_secret());
+        assert!(!first.expose_secret().contains("signing-key"));
+        let other = parse(&["--sumsub-secret-key", "another-key"]).unwrap();
+        assert_ne!(first.expose_secret(), other.link_secret().0.expose_secret());
+
+        let (generated, source) = parse(&[]).unwrap().link_secret();
+        assert_eq!(source, LinkSecretSource::Generated);
+        assert_ne!(
+            generated.expose_secret(),
+            parse(&[]).unwrap().link_secret().0.expose_secret()
+        );
     }
 
     #[test]

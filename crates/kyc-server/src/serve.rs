@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Failure;
 use crate::config::{
-    Config, PROVIDER_WEBHOOK_PATH, ProviderMode, ProviderSettings, PublicUrl, SIMULATOR_MOUNT,
+    Config, LinkSecretSource, PROVIDER_WEBHOOK_PATH, ProviderMode, ProviderSettings, PublicUrl,
+    SIMULATOR_MOUNT,
 };
 use crate::database::{Backend, Stores};
 use crate::system::{ServerIds, SystemClock};
@@ -64,7 +65,7 @@ impl Composition {
         migrate: bool,
     ) -> Result<Self, Failure> {
         let provider = config.provider(public_url)?;
-        let (link_secret, link_secret_generated) = config.link_secret()?;
+        let (link_secret, link_secret_source) = config.link_secret();
         let backend = Backend::connect(&config.database_url).await?;
         if migrate {
             backend.migrate().await?;
@@ -129,10 +130,14 @@ impl Composition {
                 "the simulator is on and these secrets were not configured: random ones were generated for this process"
             );
         }
-        if link_secret_generated {
-            tracing::warn!(
-                "KYC_LINK_SECRET is not set: a random one was generated for this process, so verification links derived after a restart differ from earlier ones; set it in production"
-            );
+        match link_secret_source {
+            LinkSecretSource::Configured => {}
+            LinkSecretSource::DerivedFromSumsubSecret => tracing::info!(
+                "KYC_LINK_SECRET is not set: verification links are keyed by a secret derived from SUMSUB_SECRET_KEY"
+            ),
+            LinkSecretSource::Generated => tracing::warn!(
+                "KYC_LINK_SECRET is not set: a random one was generated for this process, so links shown after a restart differ from earlier ones; set it in production"
+            ),
         }
         if matches!(provider.mode, ProviderMode::Sumsub) && provider.webhook_secret.is_none() {
             tracing::warn!("SUMSUB_WEBHOOK_SECRET is not set: provider webhooks will be refused");

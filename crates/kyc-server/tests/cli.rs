@@ -535,14 +535,14 @@ fn serve_with_the_simulator_off_and_no_credentials_names_the_missing_one() {
     let output = run_with(
         binary()
             .env("DATABASE_URL", &db)
-            .env("SUMSUB_APP_TOKEN", "app-token-value")
-            .env("SUMSUB_SECRET_KEY", "secret-key-value"),
+            .env("KYC_SIMULATOR", "off")
+            .env("SUMSUB_APP_TOKEN", "app-token-value"),
         &["serve"],
         None,
     );
     let line = only_line_failure(&output);
-    assert!(line.contains("KYC_LINK_SECRET"), "{line}");
-    assert!(!line.contains("secret-key-value") && !line.contains("app-token-value"));
+    assert!(line.contains("SUMSUB_SECRET_KEY"), "{line}");
+    assert!(!line.contains("app-token-value"), "{line}");
 }
 
 #[test]
@@ -592,27 +592,42 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// A running `serve`, killed if a test fails before it stops it.
+/// A running `serve`, killed if a test fails before it stops it. Its stdout and stderr go to
+/// files the test can read.
 struct Server {
     child: std::process::Child,
     port: u16,
+    output: tempfile::TempDir,
 }
 
 impl Server {
     fn start(db: &Db, args: &[&str]) -> Self {
+        Self::start_with(&mut binary(), db, args)
+    }
+
+    fn start_with(command: &mut Command, db: &Db, args: &[&str]) -> Self {
         let port = free_port();
-        let child = binary()
+        let output = tempfile::tempdir().unwrap();
+        let file = |name: &str| std::fs::File::create(output.path().join(name)).unwrap();
+        let child = command
             .env("DATABASE_URL", db.url())
             .env("KYC_BIND", format!("127.0.0.1:{port}"))
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(file("stdout"))
+            .stderr(file("stderr"))
             .spawn()
             .unwrap();
-        let server = Self { child, port };
+        let mut server = Self {
+            child,
+            port,
+            output,
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while http_status(port, "/healthz") != Some(200) {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("exited with {status}: {}", server.stderr());
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "/healthz never answered"
@@ -622,8 +637,16 @@ impl Server {
         server
     }
 
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.output.path().join("stdout")).unwrap()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.output.path().join("stderr")).unwrap()
+    }
+
     /// Sends SIGTERM and waits for the exit; the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    fn terminate(&mut self) -> std::process::ExitStatus {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -651,7 +674,7 @@ impl Drop for Server {
 }
 
 async fn serve_answers_health_and_readiness_and_exits_cleanly_on_sigterm(db: Db) {
-    let server = Server::start(&db, &["serve"]);
+    let mut server = Server::start(&db, &["serve"]);
     assert_eq!(http_status(server.port, "/readyz"), Some(200));
     assert_eq!(http_status(server.port, "/api/v1/customers"), Some(401));
     let status = server.terminate();
@@ -659,12 +682,12 @@ async fn serve_answers_health_and_readiness_and_exits_cleanly_on_sigterm(db: Db)
 }
 
 async fn serve_without_migrations_is_live_but_not_ready_until_migrated(db: Db) {
-    let server = Server::start(&db, &["serve", "--no-migrate"]);
+    let mut server = Server::start(&db, &["serve", "--no-migrate"]);
     assert_eq!(http_status(server.port, "/readyz"), Some(503));
     assert!(server.terminate().success());
 
     captured_nothing(&run(&db, &["migrate"], None));
-    let server = Server::start(&db, &["serve", "--no-migrate"]);
+    let mut server = Server::start(&db, &["serve", "--no-migrate"]);
     assert_eq!(http_status(server.port, "/readyz"), Some(200));
     assert!(server.terminate().success());
 }
@@ -682,4 +705,84 @@ on_both_engines! {
     serve_without_migrations_is_live_but_not_ready_until_migrated =>
         serve_without_migrations_is_live_but_not_ready_until_migrated_on_sqlite,
         serve_without_migrations_is_live_but_not_ready_until_migrated_on_postgres;
+}
+
+#[test]
+fn demo_seeds_a_firm_an_officer_and_a_working_key_and_reuses_them_on_a_second_run() {
+    let db = Db::sqlite();
+    let mut first = Server::start(&db, &["demo"]);
+    let printed = first.stdout();
+    let field = |text: &str, label: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {label} in {text}"))
+    };
+    let key = field(&printed, "API key");
+    let firm = field(&printed, "Firm");
+    assert!(key.starts_with("kyc_test_"), "{printed}");
+    assert!(printed.contains("officer@demo.example"), "{printed}");
+    assert!(printed.contains("(100 credits)"), "{printed}");
+    assert!(printed.contains(&format!("http://127.0.0.1:{}/sim/sumsub", first.port)));
+    assert_eq!(
+        http_status_with_key(first.port, "/api/v1/customers", &key),
+        Some(200)
+    );
+    assert!(first.terminate().success());
+
+    let mut second = Server::start(&db, &["demo"]);
+    let again = second.stdout();
+    assert_eq!(field(&again, "Firm"), firm, "the same demo firm");
+    assert!(
+        again.contains("(100 credits)"),
+        "the seed grant is not repeated: {again}"
+    );
+    assert_ne!(field(&again, "API key"), key, "a new key each run");
+    assert!(second.terminate().success());
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_never_show_configured_secrets() {
+    let db = Db::sqlite();
+    let secrets = [
+        ("SUMSUB_APP_TOKEN", "app-token-4f1c9e"),
+        ("SUMSUB_SECRET_KEY", "secret-key-77ab02"),
+        ("SUMSUB_WEBHOOK_SECRET", "webhook-secret-c3d5"),
+        ("KYC_LINK_SECRET", "link-secret-0123456789abcdef-0123456789"),
+    ];
+    let mut command = binary();
+    command
+        .env("KYC_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .env("KYC_SIMULATOR", "on");
+    for (name, value) in secrets {
+        command.env(name, value);
+    }
+    let mut server = Server::start_with(&mut command, &db, &["serve"]);
+    assert_eq!(http_status(server.port, "/readyz"), Some(200));
+    assert!(server.terminate().success());
+    let logs = server.stderr();
+    assert!(logs.lines().count() >= 3, "{logs}");
+    for line in logs.lines() {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(object.get("level").is_some(), "{line}");
+    }
+    assert!(logs.contains("listening"), "{logs}");
+    for (name, value) in secrets {
+        assert!(!logs.contains(value), "{name} leaked into the logs");
+    }
+}
+
+/// `GET path` with an API key; the status code.
+fn http_status_with_key(port: u16, path: &str, key: &str) -> Option<u16> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
 }
