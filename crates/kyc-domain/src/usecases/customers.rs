@@ -177,6 +177,14 @@ impl KycService {
                 by_external_id.as_ref(),
                 by_email.as_ref(),
             );
+            // The two reads are not one snapshot: a concurrent create of this very external id
+            // can commit between them and show up as an email match. Read again.
+            let raced = plan == UpsertPlan::Conflict
+                && by_email.as_ref().and_then(|c| c.external_id.as_ref())
+                    == input.external_id.as_ref();
+            if raced {
+                continue;
+            }
             let existing = by_external_id.or(by_email);
             let outcome = match (plan, existing) {
                 (UpsertPlan::Conflict, _) => return Err(UpsertError::EmailTaken),
