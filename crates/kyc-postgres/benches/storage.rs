@@ -208,11 +208,11 @@ fn postgres_baseline(
                 let customer = Uuid::now_v7();
                 let mut tx = pool.begin().await.unwrap();
                 sqlx::query(
-                    "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9)",
+                    "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)",
                 )
                 .bind(customer).bind(firm).bind(format!("b-{}", customer.simple())).bind(&p.email)
-                .bind("NOT_STARTED").bind("NOT_SCREENED").bind(at).bind(at).bind(Json(&p.state))
+                .bind("NOT_STARTED").bind("NOT_SCREENED").bind(at).bind(at).bind(Json(&p.state)).bind(None::<time::OffsetDateTime>)
                 .execute(&mut *tx).await.unwrap();
                 sqlx::query("INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                     .bind(Uuid::now_v7()).bind(firm).bind(customer).bind(at).bind(Json(&p.actor)).bind(Json(&p.change))
@@ -267,10 +267,10 @@ fn postgres_baseline(
                 let mut tx = pool.begin().await.unwrap();
                 let done = sqlx::query(
                     "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-                     updated_at = $5, version = version + 1, state = $6 WHERE id = $7 AND firm_id = $8 AND version = $9",
+                     updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 WHERE id = $8 AND firm_id = $9 AND version = $10",
                 )
                 .bind(external.as_str()).bind(&p.email).bind("NOT_STARTED").bind("NOT_SCREENED").bind(at)
-                .bind(Json(&p.state)).bind(id).bind(firm).bind(version.load(Ordering::Relaxed))
+                .bind(Json(&p.state)).bind(None::<time::OffsetDateTime>).bind(id).bind(firm).bind(version.load(Ordering::Relaxed))
                 .execute(&mut *tx).await.unwrap();
                 assert_eq!(done.rows_affected(), 1);
                 sqlx::query("INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
@@ -323,11 +323,11 @@ fn sqlite_baseline(
                 let customer = Uuid::now_v7();
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
                 sqlx::query(
-                    "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9)",
+                    "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)",
                 )
                 .bind(customer.to_string()).bind(&firm).bind(format!("b-{}", customer.simple())).bind(&p.email)
-                .bind("NOT_STARTED").bind("NOT_SCREENED").bind(at).bind(at).bind(&state)
+                .bind("NOT_STARTED").bind("NOT_SCREENED").bind(at).bind(at).bind(&state).bind(None::<i64>)
                 .execute(&mut *tx).await.unwrap();
                 sqlx::query("INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                     .bind(Uuid::now_v7().to_string()).bind(&firm).bind(customer.to_string()).bind(at).bind(&actor).bind(&change)
@@ -382,10 +382,10 @@ fn sqlite_baseline(
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
                 let done = sqlx::query(
                     "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-                     updated_at = $5, version = version + 1, state = $6 WHERE id = $7 AND firm_id = $8 AND version = $9",
+                     updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 WHERE id = $8 AND firm_id = $9 AND version = $10",
                 )
                 .bind(external.as_str()).bind(&p.email).bind("NOT_STARTED").bind("NOT_SCREENED").bind(at)
-                .bind(&state).bind(&id).bind(&firm).bind(version.load(Ordering::Relaxed))
+                .bind(&state).bind(None::<i64>).bind(&id).bind(&firm).bind(version.load(Ordering::Relaxed))
                 .execute(&mut *tx).await.unwrap();
                 assert_eq!(done.rows_affected(), 1);
                 sqlx::query("INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")

@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use kyc_domain::customer::{AttemptPhase, Customer, CustomerState};
 use kyc_domain::events::{Actor, DomainEvent, OutboxMessage};
-use kyc_domain::ids::{ApplicantId, CustomerId, ExternalUserId, FirmId};
+use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
-    AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, ListOrder, ListQuery,
-    SaveError,
+    AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, LinkLocation, ListOrder,
+    ListQuery, RECOVERY_LEASE, SaveError,
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
@@ -84,11 +84,13 @@ async fn write_children(
     }
     for attempt in &customer.attempts {
         sqlx::query(
-            "INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (customer_id, number) DO UPDATE SET applicant_id = excluded.applicant_id, phase = excluded.phase \
+            "INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at, link_token_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (customer_id, number) DO UPDATE \
+             SET applicant_id = excluded.applicant_id, phase = excluded.phase, link_token_hash = excluded.link_token_hash \
              WHERE verification_attempts.applicant_id IS DISTINCT FROM excluded.applicant_id \
-             OR verification_attempts.phase IS DISTINCT FROM excluded.phase",
+             OR verification_attempts.phase IS DISTINCT FROM excluded.phase \
+             OR verification_attempts.link_token_hash IS DISTINCT FROM excluded.link_token_hash",
         )
         .bind(firm)
         .bind(id)
@@ -97,6 +99,7 @@ async fn write_children(
         .bind(attempt.applicant_id.as_ref().map(ApplicantId::as_str))
         .bind(phase_str(attempt.phase))
         .bind(at_micros(attempt.claimed_at))
+        .bind(attempt.link_token_hash.as_deref())
         .execute(&mut **tx)
         .await
         .map_err(save_error)?;
@@ -202,8 +205,8 @@ impl CustomerStore for PostgresStore {
     ) -> Result<u64, SaveError> {
         let mut tx = self.pool.begin().await.map_err(infra)?;
         sqlx::query(
-            "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9)",
+            "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)",
         )
         .bind(customer.id.as_uuid())
         .bind(customer.firm_id.as_uuid())
@@ -214,6 +217,7 @@ impl CustomerStore for PostgresStore {
         .bind(at_micros(customer.created_at))
         .bind(at_micros(customer.updated_at))
         .bind(Json(customer.state()))
+        .bind(customer.aml.next_screening_due.map(at_micros))
         .execute(&mut *tx)
         .await
         .map_err(save_error)?;
@@ -234,8 +238,8 @@ impl CustomerStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(infra)?;
         let updated = sqlx::query(
             "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-             updated_at = $5, version = version + 1, state = $6 \
-             WHERE id = $7 AND firm_id = $8 AND version = $9",
+             updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 \
+             WHERE id = $8 AND firm_id = $9 AND version = $10",
         )
         .bind(customer.external_id.as_ref().map(ExternalId::as_str))
         .bind(customer.email.normalized())
@@ -243,6 +247,7 @@ impl CustomerStore for PostgresStore {
         .bind(customer.aml.status.as_str())
         .bind(at_micros(customer.updated_at))
         .bind(Json(customer.state()))
+        .bind(customer.aml.next_screening_due.map(at_micros))
         .bind(customer.id.as_uuid())
         .bind(customer.firm_id.as_uuid())
         .bind(expected)
@@ -403,27 +408,91 @@ impl CustomerStore for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, level = "debug", err)]
+    async fn locate_link<'a>(
+        &self,
+        token_hash: &'a str,
+    ) -> Result<Option<LinkLocation>, InfrastructureError> {
+        let row: Option<(Uuid, Uuid, i32)> = sqlx::query_as(
+            "SELECT firm_id, customer_id, number FROM verification_attempts WHERE link_token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(infra)?;
+        row.map(|(firm, customer, number)| {
+            Ok(LinkLocation {
+                firm_id: FirmId::from_uuid(firm),
+                customer_id: CustomerId::from_uuid(customer),
+                attempt: attempt_number(number)?,
+            })
+        })
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err)]
+    async fn due_for_rescreening(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(RESCREENING)
+            .bind(at_micros(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(infra)?;
+        Ok(rows.into_iter().map(location).collect())
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err)]
     async fn stuck_attempts(
         &self,
         claimed_before: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
-        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
-            "SELECT firm_id, customer_id FROM verification_attempts \
-             WHERE phase = 'starting' AND claimed_at < $1 ORDER BY claimed_at LIMIT $2",
+        let claimed_before = at_micros(claimed_before);
+        // One statement is one short transaction: the rows are chosen and locked (skipping those
+        // another worker is leasing right now) and their lease written before anyone else can
+        // choose them. A row whose lease a concurrent worker committed meanwhile is re-checked
+        // against the lease condition after the lock and dropped.
+        let mut rows: Vec<(Uuid, Uuid, OffsetDateTime)> = sqlx::query_as(
+            "WITH chosen AS ( \
+                 SELECT customer_id, number FROM verification_attempts \
+                 WHERE phase = 'starting' AND claimed_at < $1 \
+                 AND (recovery_lease_until IS NULL OR recovery_lease_until <= $1) \
+                 ORDER BY claimed_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) \
+             UPDATE verification_attempts AS attempt SET recovery_lease_until = $3 \
+             FROM chosen WHERE attempt.customer_id = chosen.customer_id AND attempt.number = chosen.number \
+             RETURNING attempt.firm_id, attempt.customer_id, attempt.claimed_at",
         )
-        .bind(at_micros(claimed_before))
+        .bind(claimed_before)
         .bind(i64::from(limit))
+        .bind(claimed_before + RECOVERY_LEASE)
         .fetch_all(&self.pool)
         .await
         .map_err(infra)?;
-        rows.iter()
-            .map(|(firm, customer)| {
-                Ok(AttemptLocation {
-                    firm_id: FirmId::from_uuid(*firm),
-                    customer_id: CustomerId::from_uuid(*customer),
-                })
-            })
-            .collect()
+        // RETURNING follows no order; the port promises the oldest claim first.
+        rows.sort_by_key(|(_, customer, claimed_at)| (*claimed_at, *customer));
+        Ok(rows
+            .into_iter()
+            .map(|(firm, customer, _)| location((firm, customer)))
+            .collect())
     }
+}
+
+/// The re-screening walk: `VERIFIED` customers due at or before `$1`, most overdue first.
+pub(crate) const RESCREENING: &str = "SELECT firm_id, id FROM customers \
+     WHERE kyc_status = 'VERIFIED' AND next_screening_due IS NOT NULL AND next_screening_due <= $1 \
+     ORDER BY next_screening_due, id LIMIT $2";
+
+fn location((firm, customer): (Uuid, Uuid)) -> AttemptLocation {
+    AttemptLocation {
+        firm_id: FirmId::from_uuid(firm),
+        customer_id: CustomerId::from_uuid(customer),
+    }
+}
+
+fn attempt_number(stored: i32) -> Result<AttemptNumber, InfrastructureError> {
+    AttemptNumber::new(fit::<u32, _>(stored)?).map_err(InfrastructureError::internal)
 }

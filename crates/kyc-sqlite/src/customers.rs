@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use kyc_domain::customer::{AttemptPhase, Customer, CustomerState};
 use kyc_domain::events::{Actor, DomainEvent, OutboxMessage};
-use kyc_domain::ids::{ApplicantId, CustomerId, ExternalUserId, FirmId};
+use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
-    AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, ListOrder, ListQuery,
-    SaveError,
+    AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, LinkLocation, ListOrder,
+    ListQuery, RECOVERY_LEASE, SaveError,
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
@@ -84,10 +84,12 @@ async fn write_children(
     }
     for attempt in &customer.attempts {
         sqlx::query(
-            "INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (customer_id, number) DO UPDATE SET applicant_id = excluded.applicant_id, phase = excluded.phase \
-             WHERE applicant_id IS NOT excluded.applicant_id OR phase IS NOT excluded.phase",
+            "INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at, link_token_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (customer_id, number) DO UPDATE \
+             SET applicant_id = excluded.applicant_id, phase = excluded.phase, link_token_hash = excluded.link_token_hash \
+             WHERE applicant_id IS NOT excluded.applicant_id OR phase IS NOT excluded.phase \
+             OR link_token_hash IS NOT excluded.link_token_hash",
         )
         .bind(&firm)
         .bind(&id)
@@ -96,6 +98,7 @@ async fn write_children(
         .bind(attempt.applicant_id.as_ref().map(ApplicantId::as_str))
         .bind(phase_str(attempt.phase))
         .bind(micros(attempt.claimed_at))
+        .bind(attempt.link_token_hash.as_deref())
         .execute(&mut **tx)
         .await
         .map_err(save_error)?;
@@ -202,8 +205,8 @@ impl CustomerStore for SqliteStore {
     ) -> Result<u64, SaveError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9)",
+            "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)",
         )
         .bind(customer.id.to_string())
         .bind(customer.firm_id.to_string())
@@ -214,6 +217,7 @@ impl CustomerStore for SqliteStore {
         .bind(micros(customer.created_at))
         .bind(micros(customer.updated_at))
         .bind(to_json(customer.state())?)
+        .bind(customer.aml.next_screening_due.map(micros))
         .execute(&mut *tx)
         .await
         .map_err(save_error)?;
@@ -234,8 +238,8 @@ impl CustomerStore for SqliteStore {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-             updated_at = $5, version = version + 1, state = $6 \
-             WHERE id = $7 AND firm_id = $8 AND version = $9",
+             updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 \
+             WHERE id = $8 AND firm_id = $9 AND version = $10",
         )
         .bind(customer.external_id.as_ref().map(ExternalId::as_str))
         .bind(customer.email.normalized())
@@ -243,6 +247,7 @@ impl CustomerStore for SqliteStore {
         .bind(customer.aml.status.as_str())
         .bind(micros(customer.updated_at))
         .bind(to_json(customer.state())?)
+        .bind(customer.aml.next_screening_due.map(micros))
         .bind(customer.id.to_string())
         .bind(customer.firm_id.to_string())
         .bind(expected)
@@ -403,27 +408,90 @@ impl CustomerStore for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, level = "debug", err)]
+    async fn locate_link<'a>(
+        &self,
+        token_hash: &'a str,
+    ) -> Result<Option<LinkLocation>, InfrastructureError> {
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT firm_id, customer_id, number FROM verification_attempts WHERE link_token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(infra)?;
+        row.map(|(firm, customer, number)| {
+            Ok(LinkLocation {
+                firm_id: FirmId::from_uuid(uuid(&firm)?),
+                customer_id: CustomerId::from_uuid(uuid(&customer)?),
+                attempt: u32::try_from(number)
+                    .map_err(InfrastructureError::internal)
+                    .and_then(|n| AttemptNumber::new(n).map_err(InfrastructureError::internal))?,
+            })
+        })
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err)]
+    async fn due_for_rescreening(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(RESCREENING)
+            .bind(micros(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(infra)?;
+        rows.iter()
+            .map(|(firm, customer)| location(firm, customer))
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err)]
     async fn stuck_attempts(
         &self,
         claimed_before: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT firm_id, customer_id FROM verification_attempts \
-             WHERE phase = 'starting' AND claimed_at < $1 ORDER BY claimed_at LIMIT $2",
+        let lease_until = micros(claimed_before + RECOVERY_LEASE);
+        let claimed_before = micros(claimed_before);
+        // One conditional UPDATE under the write lock: choosing the rows and writing their lease
+        // cannot interleave with another worker's, so a leased row fails everyone else's
+        // condition until its lease runs out.
+        let mut tx = self.begin_write().await?;
+        let mut rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "UPDATE verification_attempts SET recovery_lease_until = $3 \
+             WHERE (customer_id, number) IN ( \
+                 SELECT customer_id, number FROM verification_attempts \
+                 WHERE phase = 'starting' AND claimed_at < $1 \
+                 AND (recovery_lease_until IS NULL OR recovery_lease_until <= $1) \
+                 ORDER BY claimed_at LIMIT $2) \
+             RETURNING firm_id, customer_id, claimed_at",
         )
-        .bind(micros(claimed_before))
+        .bind(claimed_before)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .bind(lease_until)
+        .fetch_all(&mut *tx)
         .await
         .map_err(infra)?;
+        tx.commit().await.map_err(infra)?;
+        // RETURNING follows no order; the port promises the oldest claim first.
+        rows.sort_by(|a, b| (a.2, &a.1).cmp(&(b.2, &b.1)));
         rows.iter()
-            .map(|(firm, customer)| {
-                Ok(AttemptLocation {
-                    firm_id: FirmId::from_uuid(uuid(firm)?),
-                    customer_id: CustomerId::from_uuid(uuid(customer)?),
-                })
-            })
+            .map(|(firm, customer, _)| location(firm, customer))
             .collect()
     }
+}
+
+/// The re-screening walk: `VERIFIED` customers due at or before `$1`, most overdue first.
+pub(crate) const RESCREENING: &str = "SELECT firm_id, id FROM customers \
+     WHERE kyc_status = 'VERIFIED' AND next_screening_due IS NOT NULL AND next_screening_due <= $1 \
+     ORDER BY next_screening_due, id LIMIT $2";
+
+fn location(firm: &str, customer: &str) -> Result<AttemptLocation, InfrastructureError> {
+    Ok(AttemptLocation {
+        firm_id: FirmId::from_uuid(uuid(firm)?),
+        customer_id: CustomerId::from_uuid(uuid(customer)?),
+    })
 }

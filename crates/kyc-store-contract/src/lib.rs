@@ -12,6 +12,7 @@
 //! | [`tenancy`] | a firm's id never reaches another firm's rows |
 //! | [`idempotency`] | claim semantics under concurrency, replay, release, expiry and purge |
 //! | [`access`] | users, sessions, API keys, webhook endpoints and deliveries, the outbox |
+//! | [`workers`] | the link look-up, the re-screening walk, stuck attempts leased to one worker at a time |
 
 pub mod access;
 pub mod audit;
@@ -19,6 +20,7 @@ pub mod customers;
 pub mod idempotency;
 pub mod pagination;
 pub mod tenancy;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -40,6 +42,7 @@ pub use customers::*;
 pub use idempotency::*;
 pub use pagination::*;
 pub use tenancy::*;
+pub use workers::*;
 
 #[doc(hidden)]
 pub mod __private {
@@ -139,6 +142,10 @@ macro_rules! contract_tests {
             api_keys_are_found_by_hash_listed_and_revoked,
             webhook_endpoints_and_deliveries_round_trip,
             outbox_batches_are_disjoint_and_retries_come_back,
+            a_verification_link_leads_to_the_attempt_it_was_issued_for,
+            verified_customers_due_for_rescreening_are_listed_most_overdue_first,
+            concurrent_recovery_workers_lease_disjoint_sets_of_stuck_attempts,
+            stuck_attempts_come_oldest_claim_first,
         );
     };
     ($setup:path; $($name:ident),* $(,)?) => {

@@ -1,12 +1,12 @@
 //! Customer storage: the aggregate, its audit events and its outbox messages, saved atomically.
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use super::InfrastructureError;
 use crate::customer::Customer;
 use crate::events::{DomainEvent, OutboxMessage};
-use crate::ids::{ApplicantId, CustomerId, ExternalUserId, FirmId};
+use crate::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
 use crate::provider::{ProviderEvent, ProviderEventKey};
 use crate::status::{AmlStatus, KycStatus};
 use crate::values::{Email, ExternalId};
@@ -97,7 +97,7 @@ pub struct CustomerPage {
     pub total: Option<u64>,
 }
 
-/// Where a provider event belongs.
+/// A customer by firm and id: where a provider event belongs, or which customer a worker loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptLocation {
     /// The firm.
@@ -105,6 +105,22 @@ pub struct AttemptLocation {
     /// The customer.
     pub customer_id: CustomerId,
 }
+
+/// The attempt a verification link was issued for, found by the hash of its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkLocation {
+    /// The firm.
+    pub firm_id: FirmId,
+    /// The customer.
+    pub customer_id: CustomerId,
+    /// The attempt whose `link_token_hash` matched.
+    pub attempt: AttemptNumber,
+}
+
+/// How long [`CustomerStore::stuck_attempts`] keeps a returned attempt from every other caller.
+/// Long enough for one recovery of an attempt (a provider call and two saves), short enough that
+/// an attempt whose worker died is picked up again within a minute.
+pub const RECOVERY_LEASE: Duration = Duration::seconds(60);
 
 /// Storage of customers.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -209,11 +225,44 @@ pub trait CustomerStore: Send + Sync {
     async fn record_orphan_event(&self, event: &ProviderEvent)
     -> Result<bool, InfrastructureError>;
 
-    /// Customers with an attempt in `Starting` claimed before `claimed_before`: work for the
-    /// recovery worker. Adapters may lease the rows so that concurrent workers get disjoint sets.
+    /// The attempt whose verification link token hashes to `token_hash` (the attempt's
+    /// `link_token_hash`), in any firm: the link carries nothing else.
     ///
     /// # Errors
     /// [`InfrastructureError`] only.
+    async fn locate_link<'a>(
+        &self,
+        token_hash: &'a str,
+    ) -> Result<Option<LinkLocation>, InfrastructureError>;
+
+    /// Customers, in any firm, whose `kyc_status` is `VERIFIED` and whose
+    /// `aml.next_screening_due` is at or before `now`: work for the re-screening worker, most
+    /// overdue first, at most `limit`. Nothing is leased: a customer stays due until a save moves
+    /// its `next_screening_due` past `now` (or its status away from `VERIFIED`), so concurrent
+    /// workers may both see it and rely on optimistic saves.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn due_for_rescreening(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<AttemptLocation>, InfrastructureError>;
+
+    /// Customers with an attempt in `Starting` claimed before `claimed_before`, oldest claim
+    /// first, at most `limit`: work for the recovery worker. Each attempt returned is leased to
+    /// this caller for [`RECOVERY_LEASE`], atomically with being chosen, so concurrent calls (on
+    /// any number of replicas) get disjoint sets.
+    ///
+    /// The lease is measured on the caller's clock, through `claimed_before`: an attempt returned
+    /// by a call with `claimed_before = t` is returned again only by a call whose
+    /// `claimed_before` is at or after `t + RECOVERY_LEASE`. Workers computing `claimed_before`
+    /// as `now - stuck_after` with the same `stuck_after` therefore see a lease of
+    /// [`RECOVERY_LEASE`] of their own time; the store reads no clock of its own. A lease ends
+    /// only by running out: an attempt recovered in the meantime is simply no longer `Starting`.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only; on error nothing is leased.
     async fn stuck_attempts(
         &self,
         claimed_before: OffsetDateTime,

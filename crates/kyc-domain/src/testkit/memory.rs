@@ -17,10 +17,11 @@ use crate::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId}
 use crate::ports::{
     AmlScreening, Applicant, ApplicantRequest, AttemptLocation, Balance, Clock, CreditsLedger,
     CustomerPage, CustomerStore, EntryKind, Hold, HoldKey, HoldState, IdGenerator, IdempotencyKey,
-    IdentityProvider, InfrastructureError, IssuedToken, LedgerError, LedgerReceipt, ListOrder,
-    ListQuery, ProviderError, SaveError, StatementEntry, StatementPage,
+    IdentityProvider, InfrastructureError, IssuedToken, LedgerError, LedgerReceipt, LinkLocation,
+    ListOrder, ListQuery, ProviderError, RECOVERY_LEASE, SaveError, StatementEntry, StatementPage,
 };
 use crate::provider::{ProviderEvent, ProviderEventKey};
+use crate::status::KycStatus;
 use crate::values::{Credits, Email, ExternalId};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,6 +130,9 @@ struct StoreData {
     outbox: Vec<OutboxMessage>,
     inbound: HashSet<ProviderEventKey>,
     orphans: Vec<ProviderEvent>,
+    /// Recovery leases by attempt: the `claimed_before` from which the attempt may be returned
+    /// again, as the adapters keep them.
+    leases: HashMap<(CustomerId, AttemptNumber), OffsetDateTime>,
 }
 
 /// Customer storage in memory.
@@ -358,23 +362,83 @@ impl CustomerStore for MemoryStore {
         Ok(true)
     }
 
+    async fn locate_link<'a>(
+        &self,
+        token_hash: &'a str,
+    ) -> Result<Option<LinkLocation>, InfrastructureError> {
+        Ok(lock(&self.data).customers.values().find_map(|c| {
+            c.attempts
+                .iter()
+                .find(|a| a.link_token_hash.as_deref() == Some(token_hash))
+                .map(|a| LinkLocation {
+                    firm_id: c.firm_id,
+                    customer_id: c.id,
+                    attempt: a.number,
+                })
+        }))
+    }
+
+    async fn due_for_rescreening(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
+        let data = lock(&self.data);
+        let mut due: Vec<(OffsetDateTime, CustomerId, FirmId)> = data
+            .customers
+            .values()
+            .filter(|c| c.kyc_status == KycStatus::Verified)
+            .filter_map(|c| {
+                c.aml
+                    .next_screening_due
+                    .filter(|at| *at <= now)
+                    .map(|at| (at, c.id, c.firm_id))
+            })
+            .collect();
+        due.sort();
+        Ok(due
+            .into_iter()
+            .take(limit as usize)
+            .map(|(_, customer_id, firm_id)| AttemptLocation {
+                firm_id,
+                customer_id,
+            })
+            .collect())
+    }
+
     async fn stuck_attempts(
         &self,
         claimed_before: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
-        Ok(lock(&self.data)
+        let mut data = lock(&self.data);
+        let data = &mut *data;
+        let mut stuck: Vec<(OffsetDateTime, CustomerId, AttemptNumber, FirmId)> = data
             .customers
             .values()
-            .filter(|c| {
-                c.attempts.last().is_some_and(|a| {
-                    a.phase == AttemptPhase::Starting && a.claimed_at < claimed_before
-                })
+            .flat_map(|c| {
+                c.attempts
+                    .iter()
+                    .filter(|a| a.phase == AttemptPhase::Starting && a.claimed_at < claimed_before)
+                    .map(|a| (a.claimed_at, c.id, a.number, c.firm_id))
             })
-            .take(limit as usize)
-            .map(|c| AttemptLocation {
-                firm_id: c.firm_id,
-                customer_id: c.id,
+            .filter(|(_, id, number, _)| {
+                data.leases
+                    .get(&(*id, *number))
+                    .is_none_or(|until| *until <= claimed_before)
+            })
+            .collect();
+        stuck.sort();
+        stuck.truncate(limit as usize);
+        for (_, id, number, _) in &stuck {
+            data.leases
+                .insert((*id, *number), claimed_before + RECOVERY_LEASE);
+        }
+        Ok(stuck
+            .into_iter()
+            .map(|(_, customer_id, _, firm_id)| AttemptLocation {
+                firm_id,
+                customer_id,
             })
             .collect())
     }
