@@ -786,3 +786,97 @@ fn http_status_with_key(port: u16, path: &str, key: &str) -> Option<u16> {
     stream.read_to_string(&mut response).ok()?;
     response.split_whitespace().nth(1)?.parse().ok()
 }
+
+#[test]
+fn sigint_also_stops_the_server_cleanly() {
+    let db = Db::sqlite();
+    let mut server = Server::start_with(binary().env("RUST_LOG", "info"), &db, &["serve"]);
+    let sent = Command::new("kill")
+        .args(["-INT", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit after SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(server.stderr().contains("SIGINT received"));
+}
+
+#[test]
+fn a_request_in_flight_at_sigterm_is_finished_before_the_server_exits() {
+    use std::io::Read;
+    let db = Db::sqlite();
+    let firm = create_firm(&db);
+    let key = captured(&run(
+        &db,
+        &[
+            "api-key",
+            "create",
+            "--firm",
+            &firm,
+            "--label",
+            "crm",
+            "--scopes",
+            "customers:write",
+        ],
+        None,
+    ));
+    let mut server = Server::start(&db, &["serve"]);
+
+    // Headers and half the body now; the rest after the signal.
+    let body = r#"{"externalId":"crm-1","fullName":"Jane Doe","email":"jane@example.com"}"#;
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/customers HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        body.len()
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server must wait for the request in flight"
+    );
+    assert_ne!(
+        http_status(server.port, "/healthz"),
+        Some(200),
+        "no new connection is served after the signal"
+    );
+
+    stream.write_all(tail.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after the request finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
