@@ -139,6 +139,11 @@ impl Composition {
                 "KYC_LINK_SECRET is not set: a random one was generated for this process, so links shown after a restart differ from earlier ones; set it in production"
             ),
         }
+        if matches!(provider.mode, ProviderMode::Simulator)
+            && config.sumsub_base_url != kyc_sumsub::client::DEFAULT_BASE_URL
+        {
+            tracing::warn!("the simulator is on: SUMSUB_BASE_URL is ignored");
+        }
         if matches!(provider.mode, ProviderMode::Sumsub) && provider.webhook_secret.is_none() {
             tracing::warn!("SUMSUB_WEBHOOK_SECRET is not set: provider webhooks will be refused");
         }
