@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`config`] | the typed configuration of api.md §7 (environment variables and `--flags`) |
 //! | [`database`] | the engine chosen by `DATABASE_URL`, migrations, the storage ports, readiness |
+//! | [`metered`] | provider-call metrics around the provider ports |
 //! | [`system`] | the wall clock and the id and link-token generator |
 //! | [`commands`] | `firm create`, `user create`, `api-key create`, `credits grant` |
 //! | [`serve`] | the composition of the service, the HTTP server, workers and graceful shutdown |
@@ -17,6 +18,7 @@
 pub mod commands;
 pub mod config;
 pub mod database;
+pub mod metered;
 pub mod serve;
 pub mod system;
 pub mod telemetry;

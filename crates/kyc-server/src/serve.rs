@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use kyc_http::{HttpConfig, HttpPorts, Readiness};
+use kyc_http::{HttpConfig, HttpPorts, Metrics, Readiness};
 use tokio::net::TcpListener;
 
 use kyc_domain::usecases::{KycService, Ports, Settings};
@@ -23,6 +23,7 @@ use crate::config::{
     SIMULATOR_MOUNT,
 };
 use crate::database::{Backend, Stores};
+use crate::metered::MeteredProvider;
 use crate::system::{ServerIds, SystemClock};
 
 /// How often the recovery worker looks for attempts left between the phases of Start
@@ -50,6 +51,8 @@ pub struct Composition {
     pub simulator: Option<Simulator>,
     /// The clock the service uses.
     pub clock: Arc<SystemClock>,
+    /// The registry behind `/metrics`, shared with the metered provider ports.
+    pub metrics: Metrics,
 }
 
 impl Composition {
@@ -78,7 +81,8 @@ impl Composition {
             provider.secret_key.clone(),
         ))
         .map_err(|error| Failure::new(format!("SUMSUB_BASE_URL: {error}")))?;
-        let client = Arc::new(client);
+        let metrics = Metrics::new();
+        let client = Arc::new(MeteredProvider::new(Arc::new(client), metrics.clone()));
 
         let simulator = match provider.mode {
             ProviderMode::Simulator => {
@@ -154,6 +158,7 @@ impl Composition {
             provider,
             simulator,
             clock,
+            metrics,
         })
     }
 
@@ -173,7 +178,7 @@ impl Composition {
             public_url: public_url.as_str().to_owned(),
             ..HttpConfig::default()
         };
-        let router = kyc_http::router(ports, http_config);
+        let router = kyc_http::router_with_metrics(ports, http_config, self.metrics.clone());
         match &self.simulator {
             Some(simulator) => router.nest(SIMULATOR_MOUNT, simulator.router()),
             None => router,

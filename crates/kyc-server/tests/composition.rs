@@ -58,6 +58,27 @@ async fn without_credentials_the_provider_port_reaches_the_simulator_mounted_on_
         "the hosted flow is on this server: {link}"
     );
 
+    let metrics = get(&public_url, "/metrics").await;
+    assert!(
+        metrics.contains(r#"provider_calls_total{operation="create_applicant",outcome="ok"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"provider_calls_total{operation="verification_link",outcome="ok"} 1"#)
+    );
+
     server.abort();
     composition.backend.close().await;
+}
+
+/// The body of `GET path` on the server, over plain HTTP/1.1.
+async fn get(public_url: &PublicUrl, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = public_url.as_str().trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
 }
