@@ -154,7 +154,7 @@ impl KycService {
     ///
     /// # Errors
     /// [`UpsertError`].
-    #[instrument(skip_all, fields(firm_id = %firm), err)]
+    #[instrument(skip_all, fields(firm_id = %firm), err(level = "info"))]
     pub async fn upsert_customer(
         &self,
         firm: FirmId,
@@ -286,7 +286,7 @@ impl KycService {
     /// # Errors
     /// [`UpsertError::Forbidden`] for a role that may not; [`UpsertError::Refused`] when the
     /// external id is taken; [`UpsertError::Infrastructure`].
-    #[instrument(skip_all, fields(firm_id = %firm), err)]
+    #[instrument(skip_all, fields(firm_id = %firm), err(level = "info"))]
     pub async fn create_customer_manually(
         &self,
         firm: FirmId,
@@ -321,7 +321,7 @@ impl KycService {
     /// # Errors
     /// [`CommandError::NotFound`], [`CommandError::Refused`] (identity frozen), and the rest of
     /// [`CommandError`].
-    #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err)]
+    #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err(level = "info"))]
     pub async fn patch_customer(
         &self,
         firm: FirmId,
@@ -344,7 +344,7 @@ impl KycService {
     ///
     /// # Errors
     /// [`CommandError`].
-    #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err)]
+    #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err(level = "info"))]
     pub async fn confirm_risk(
         &self,
         firm: FirmId,

@@ -79,7 +79,7 @@ impl KycService {
     ///
     /// # Errors
     /// [`ProviderEventError`]; the caller answers non-2xx so the provider redelivers.
-    #[instrument(skip_all, fields(event_type = event.kind.name()), err)]
+    #[instrument(skip_all, fields(event_type = event.kind.name()), err(level = "info"))]
     pub async fn apply_provider_event(
         &self,
         event: &ProviderEvent,
@@ -134,7 +134,7 @@ impl KycService {
     ///
     /// # Errors
     /// [`LinkError`].
-    #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err)]
+    #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err(level = "info"))]
     pub async fn open_link(
         &self,
         firm: FirmId,
@@ -175,7 +175,7 @@ impl KycService {
     ///
     /// # Errors
     /// [`ScreeningError`]; the job is retried later.
-    #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err)]
+    #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err(level = "info"))]
     pub async fn run_screening(
         &self,
         firm: FirmId,

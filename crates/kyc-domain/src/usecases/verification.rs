@@ -194,7 +194,7 @@ impl KycService {
     ///
     /// # Errors
     /// [`StartError`]; every error but `ProviderUnavailable` leaves nothing reserved or charged.
-    #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err)]
+    #[instrument(skip_all, fields(firm_id = %firm, customer_id = %id), err(level = "info"))]
     pub async fn start_verification(
         &self,
         firm: FirmId,
@@ -367,7 +367,7 @@ impl KycService {
     /// # Errors
     /// [`StartError::Infrastructure`] when storage or the ledger cannot be read; per-attempt
     /// failures are counted as deferred.
-    #[instrument(skip_all, err)]
+    #[instrument(skip_all, err(level = "info"))]
     pub async fn recover_stuck_attempts(&self, limit: u32) -> Result<RecoveryReport, StartError> {
         let mut report = RecoveryReport::default();
         let before = self.ports.clock.now() - self.settings.stuck_after;
