@@ -9,10 +9,13 @@
 use std::str::FromStr;
 
 use futures::FutureExt as _;
+use kyc_domain::ids::{AttemptNumber, FirmId};
+use kyc_domain::ports::{AttemptLocation, CustomerStore, LinkLocation};
 use kyc_postgres::PostgresStore;
-use kyc_store_contract::{Harness, Stores, insert_customer, new_firm};
+use kyc_store_contract::{Harness, Stores, insert_customer, new_firm, now, verified_customer};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
 
 /// The server's URL, or `None` (with a visible message) when tests should be skipped.
 fn database_url() -> Option<String> {
@@ -32,6 +35,13 @@ fn database_url() -> Option<String> {
 
 /// A freshly created, migrated database on the server, and the admin pool that will drop it.
 async fn fresh_database() -> Option<(PgPool, PgPool, String)> {
+    let (pool, admin, name) = empty_database().await?;
+    kyc_postgres::migrate(&pool).await.expect("migrate");
+    Some((pool, admin, name))
+}
+
+/// A freshly created database with no schema, and the admin pool that will drop it.
+async fn empty_database() -> Option<(PgPool, PgPool, String)> {
     let url = database_url()?;
     let admin = kyc_postgres::connect(&url)
         .await
@@ -49,7 +59,6 @@ async fn fresh_database() -> Option<(PgPool, PgPool, String)> {
         .connect_with(options)
         .await
         .expect("connect");
-    kyc_postgres::migrate(&pool).await.expect("migrate");
     Some((pool, admin, name))
 }
 
@@ -71,7 +80,7 @@ async fn setup() -> Option<Harness> {
 
 kyc_store_contract::contract_tests!(setup);
 
-/// Runs `test` on a fresh database and drops it afterwards, pass or fail.
+/// Runs `test` on a fresh migrated database and drops it afterwards, pass or fail.
 async fn with_database<F, Fut>(test: F)
 where
     F: FnOnce(PgPool) -> Fut,
@@ -80,6 +89,15 @@ where
     let Some((pool, admin, name)) = fresh_database().await else {
         return;
     };
+    run_and_drop(pool, admin, name, test).await;
+}
+
+/// Runs `test` on `pool`'s database and drops it afterwards, pass or fail.
+async fn run_and_drop<F, Fut>(pool: PgPool, admin: PgPool, name: String, test: F)
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let outcome = std::panic::AssertUnwindSafe(test(pool.clone()))
         .catch_unwind()
         .await;
@@ -126,4 +144,87 @@ async fn migrating_twice_changes_nothing_and_tolerates_the_ledgers_migrations() 
         kyc_postgres::migrate(&pool).await.expect("second migrate");
     })
     .await;
+}
+
+#[tokio::test]
+async fn migrating_from_the_first_schema_fills_the_new_columns_from_the_stored_state() {
+    let Some((pool, admin, name)) = empty_database().await else {
+        return;
+    };
+    run_and_drop(pool, admin, name, |pool| async move {
+        let mut first = sqlx::migrate!("./migrations/postgres");
+        first.migrations = first
+            .migrations
+            .iter()
+            .filter(|m| m.version == 1)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        first.run(&pool).await.expect("migrate to 0001");
+
+        // A row as the first schema stored it; the due time has digits past the microsecond and a
+        // non-UTC offset.
+        let firm = FirmId::from_uuid(uuid::Uuid::now_v7());
+        let due = (now() + time::Duration::nanoseconds(123_456_789))
+            .to_offset(time::macros::offset!(+9));
+        let due_stored = now_truncated(due);
+        let hash = format!("{:064x}", uuid::Uuid::new_v4().as_u128());
+        let customer = verified_customer(firm, &hash, due);
+        let attempt = customer.latest_attempt().unwrap();
+        sqlx::query("INSERT INTO firms (id, name, created_at) VALUES ($1, 'f', now())")
+            .bind(firm.as_uuid())
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state) \
+             VALUES ($1, $2, NULL, $3, 'VERIFIED', 'CLEAR', now(), now(), 1, $4)",
+        )
+        .bind(customer.id.as_uuid())
+        .bind(firm.as_uuid())
+        .bind(customer.email.normalized())
+        .bind(Json(customer.state()))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at) \
+             VALUES ($1, $2, 1, $3, $4, 'open', now())",
+        )
+        .bind(firm.as_uuid())
+        .bind(customer.id.as_uuid())
+        .bind(attempt.external_user_id.as_str())
+        .bind(attempt.applicant_id.as_ref().unwrap().as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+
+        kyc_postgres::migrate(&pool).await.expect("migrate to the latest");
+        let store = PostgresStore::new(pool.clone());
+        assert_eq!(
+            store.locate_link(&hash).await.unwrap(),
+            Some(LinkLocation {
+                firm_id: firm,
+                customer_id: customer.id,
+                attempt: AttemptNumber::FIRST,
+            })
+        );
+        // Cut to the microsecond, not rounded up: due exactly at the cut time.
+        assert_eq!(
+            store.due_for_rescreening(due_stored, 10).await.unwrap(),
+            vec![AttemptLocation {
+                firm_id: firm,
+                customer_id: customer.id,
+            }]
+        );
+        let just_before = due_stored - time::Duration::microseconds(1);
+        assert!(store.due_for_rescreening(just_before, 10).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+/// A time cut to the microsecond, as both backends keep it.
+fn now_truncated(at: time::OffsetDateTime) -> time::OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap()
 }

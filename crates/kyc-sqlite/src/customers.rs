@@ -61,7 +61,8 @@ fn provider_key<'a>(
     }
 }
 
-/// Writes everything that goes with a customer row: attempts, events, outbox, inbound key.
+/// Writes everything that goes with a customer row: attempts, events, outbox, inbound key. The
+/// outbox rows and the inbound key are stamped with the time of the move (see [`move_time`]).
 async fn write_children(
     tx: &mut Transaction<'static, Sqlite>,
     customer: &Customer,
@@ -77,7 +78,7 @@ async fn write_children(
         )
         .bind(key.as_str())
         .bind(&firm)
-        .bind(micros(OffsetDateTime::now_utc()))
+        .bind(micros(move_time(customer, events)))
         .execute(&mut **tx)
         .await
         .map_err(save_error)?;
@@ -120,7 +121,7 @@ async fn write_children(
         .await
         .map_err(save_error)?;
     }
-    let now = micros(OffsetDateTime::now_utc());
+    let now = micros(move_time(customer, events));
     for message in outbox {
         sqlx::query("INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) VALUES ($1, $2, $3, $3)")
             .bind(&firm)
@@ -131,6 +132,17 @@ async fn write_children(
             .map_err(save_error)?;
     }
     Ok(())
+}
+
+/// When the move being saved happened, on the caller's clock: its newest event, or (a save with no
+/// event) the customer's last visible change. Outbox rows fall due from this time, so a delivery
+/// worker reading the same clock as the use cases sees them due at once.
+fn move_time(customer: &Customer, events: &[DomainEvent]) -> OffsetDateTime {
+    events
+        .iter()
+        .map(|event| event.at)
+        .max()
+        .unwrap_or(customer.updated_at)
 }
 
 /// Appends the filters (not the cursor) of a list query.
@@ -400,6 +412,8 @@ impl CustomerStore for SqliteStore {
         )
         .bind(event.key.as_str())
         .bind(to_json(event)?)
+        // The port passes no time, and the provider's created_at is not when the event reached
+        // us; the moment of recording is only kept for people reading the table.
         .bind(micros(OffsetDateTime::now_utc()))
         .execute(&self.pool)
         .await

@@ -1,8 +1,10 @@
 //! The shared storage contract, run against a fresh SQLite file per test, plus what only this
 //! backend can show: the schema itself refuses changes to recorded events.
 
+use kyc_domain::ids::{AttemptNumber, FirmId};
+use kyc_domain::ports::{AttemptLocation, CustomerStore, LinkLocation};
 use kyc_sqlite::SqliteStore;
-use kyc_store_contract::{Harness, Stores, insert_customer, new_firm};
+use kyc_store_contract::{Harness, Stores, insert_customer, new_firm, now, verified_customer};
 
 async fn fresh() -> (SqliteStore, std::path::PathBuf) {
     let path = std::env::temp_dir().join(format!("kyc-sqlite-{}.db", uuid::Uuid::new_v4()));
@@ -68,4 +70,93 @@ async fn migrating_twice_changes_nothing_and_tolerates_other_crates_migrations()
         .expect("second migrate");
     store.pool().close().await;
     let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn migrating_from_the_first_schema_fills_the_new_columns_from_the_stored_state() {
+    let path = std::env::temp_dir().join(format!("kyc-sqlite-{}.db", uuid::Uuid::new_v4()));
+    let pool = kyc_sqlite::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open sqlite");
+    let mut first = sqlx::migrate!("./migrations/sqlite");
+    first.migrations = first
+        .migrations
+        .iter()
+        .filter(|m| m.version == 1)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    first.run(&pool).await.expect("migrate to 0001");
+
+    // A row as the first schema stored it. The due time has digits past the microsecond and a
+    // non-UTC offset, both of which the backfill must read as the adapter would.
+    let firm = FirmId::from_uuid(uuid::Uuid::now_v7());
+    let due_utc = now() + time::Duration::nanoseconds(123_456_789);
+    let due = due_utc.to_offset(time::macros::offset!(-5:30));
+    let due_stored = due_utc
+        .replace_nanosecond(due_utc.nanosecond() / 1_000 * 1_000)
+        .unwrap();
+    let hash = format!("{:064x}", uuid::Uuid::new_v4().as_u128());
+    let customer = verified_customer(firm, &hash, due);
+    let attempt = customer.latest_attempt().unwrap();
+    sqlx::query("INSERT INTO firms (id, name, created_at) VALUES ($1, 'f', 0)")
+        .bind(firm.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state) \
+         VALUES ($1, $2, NULL, $3, 'VERIFIED', 'CLEAR', 0, 0, 1, $4)",
+    )
+    .bind(customer.id.to_string())
+    .bind(firm.to_string())
+    .bind(customer.email.normalized())
+    .bind(serde_json::to_string(customer.state()).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at) \
+         VALUES ($1, $2, 1, $3, $4, 'open', 0)",
+    )
+    .bind(firm.to_string())
+    .bind(customer.id.to_string())
+    .bind(attempt.external_user_id.as_str())
+    .bind(attempt.applicant_id.as_ref().unwrap().as_str())
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    kyc_sqlite::migrate(&pool)
+        .await
+        .expect("migrate to the latest");
+    let store = SqliteStore::new(pool.clone());
+    assert_eq!(
+        store.locate_link(&hash).await.unwrap(),
+        Some(LinkLocation {
+            firm_id: firm,
+            customer_id: customer.id,
+            attempt: AttemptNumber::FIRST,
+        })
+    );
+    // Cut to the microsecond, not rounded up: due exactly at the cut time.
+    assert_eq!(
+        store.due_for_rescreening(due_stored, 10).await.unwrap(),
+        vec![AttemptLocation {
+            firm_id: firm,
+            customer_id: customer.id,
+        }]
+    );
+    let just_before = due_stored - time::Duration::microseconds(1);
+    assert!(
+        store
+            .due_for_rescreening(just_before, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    pool.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
 }

@@ -12,7 +12,7 @@
 //! | [`tenancy`] | a firm's id never reaches another firm's rows |
 //! | [`idempotency`] | claim semantics under concurrency, replay, release, expiry and purge |
 //! | [`access`] | users, sessions, API keys, webhook endpoints and deliveries, the outbox |
-//! | [`workers`] | the link look-up, the re-screening walk, stuck attempts leased to one worker at a time |
+//! | [`workers`] | the link look-up, the re-screening walk, stuck attempts leased to one worker at a time, outbox rows due at their move's time |
 
 pub mod access;
 pub mod audit;
@@ -146,6 +146,7 @@ macro_rules! contract_tests {
             verified_customers_due_for_rescreening_are_listed_most_overdue_first,
             concurrent_recovery_workers_lease_disjoint_sets_of_stuck_attempts,
             stuck_attempts_come_oldest_claim_first,
+            outbox_messages_fall_due_at_the_time_of_their_move,
         );
     };
     ($setup:path; $($name:ident),* $(,)?) => {

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use kyc_domain::customer::Customer;
-use kyc_domain::events::Actor;
+use kyc_domain::events::{Actor, outbox_for};
 use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, FirmId};
 use kyc_domain::ports::{AttemptLocation, LinkLocation, RECOVERY_LEASE};
 use kyc_domain::risk::{ProviderLevels, RiskAnswers};
@@ -335,4 +335,120 @@ pub async fn stuck_attempts_come_oldest_claim_first(stores: Stores) {
         .await
         .unwrap();
     assert_eq!(rest, order[2..]);
+}
+
+/// A customer of `firm`, not stored, as the lifecycle leaves one: its first attempt open with a
+/// link whose token hashes to `token_hash`, `VERIFIED`, re-screening due at `due`. For tests that
+/// write rows by hand, such as a migration's backfill.
+pub fn verified_customer(firm: FirmId, token_hash: &str, due: OffsetDateTime) -> Customer {
+    let email = format!("{}@example.com", Uuid::new_v4().simple());
+    let (mut customer, _, _) = crate::new_customer(firm, None, &email);
+    let person = staff();
+    let answers = RiskAnswers {
+        is_designated_service: true,
+        handles_cash_or_crypto: false,
+        is_new_customer: true,
+    };
+    customer.confirm_risk(answers, &person, now()).unwrap();
+    let (attempt, _) = customer
+        .begin_verification(&person, Credits::new(1), &ProviderLevels::default(), now())
+        .unwrap();
+    let applicant = ApplicantId::new(format!("{:024x}", Uuid::new_v4().as_u128() >> 32)).unwrap();
+    customer
+        .complete_verification(
+            attempt,
+            applicant,
+            token_hash.to_owned(),
+            &Actor::system("test"),
+            now(),
+        )
+        .unwrap();
+    let mut state = customer.into_state();
+    state.kyc_status = KycStatus::Verified;
+    state.aml.next_screening_due = Some(due);
+    Customer::restore(state)
+}
+
+/// Outbox messages are stamped with the time of the move they come from, on the caller's clock:
+/// a delivery worker reading the same clock as the use cases sees them due at once, even when
+/// that clock is far from the database's (a test clock, a skewed replica).
+pub async fn outbox_messages_fall_due_at_the_time_of_their_move(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let yesterday = now() - Duration::days(1);
+    let (mut customer, events) = Customer::create(
+        CustomerId::from_uuid(Uuid::now_v7()),
+        firm,
+        kyc_domain::customer::NewCustomer {
+            external_id: None,
+            full_name: kyc_domain::values::FullName::new("Jane Doe").unwrap(),
+            email: kyc_domain::values::Email::new("jane@example.com").unwrap(),
+            phone: None,
+            customer_type: kyc_domain::values::CustomerType::Individual,
+        },
+        kyc_domain::values::AddedVia::Integration,
+        &crate::crm(),
+        yesterday,
+    );
+    let outbox = outbox_for(firm, customer.id, &events);
+    assert!(!outbox.is_empty());
+    let version = stores
+        .customers
+        .insert(&customer, &events, &outbox)
+        .await
+        .unwrap();
+    customer.saved_at_version(version);
+    let lease = Duration::minutes(1);
+    let due = stores
+        .outbox
+        .claim_batch(yesterday, yesterday + lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
+        outbox
+    );
+    assert!(due.iter().all(|entry| entry.created_at == yesterday));
+    for entry in due {
+        stores
+            .outbox
+            .mark_delivered(entry.id, yesterday)
+            .await
+            .unwrap();
+    }
+
+    // A move an hour ahead of this process's clock is not due before its own time.
+    let later = now() + Duration::hours(1);
+    let phone = kyc_domain::values::Phone::new("+442000000001").unwrap();
+    let events = customer
+        .update_contact(
+            kyc_domain::customer::ContactUpdate {
+                phone: Some(phone),
+                ..Default::default()
+            },
+            &crate::crm(),
+            later,
+        )
+        .unwrap();
+    let outbox = outbox_for(firm, customer.id, &events);
+    assert!(!outbox.is_empty());
+    stores
+        .customers
+        .save(&customer, &events, &outbox, None)
+        .await
+        .unwrap();
+    let early = stores
+        .outbox
+        .claim_batch(now(), now() + lease, 10)
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "due before its move: {early:?}");
+    let due = stores
+        .outbox
+        .claim_batch(later, later + lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.into_iter().map(|e| e.message).collect::<Vec<_>>(),
+        outbox
+    );
 }

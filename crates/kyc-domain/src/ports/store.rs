@@ -127,7 +127,8 @@ pub const RECOVERY_LEASE: Duration = Duration::seconds(60);
 #[async_trait]
 pub trait CustomerStore: Send + Sync {
     /// Stores a new customer (version 0) with its events and outbox messages, atomically. Returns
-    /// the stored version (1).
+    /// the stored version (1). The outbox messages fall due at the time of the move: the newest
+    /// event's `at`, else `customer.updated_at` (the store reads no clock of its own here).
     ///
     /// # Errors
     /// [`SaveError::DuplicateExternalId`] when the firm already has a customer with this external
@@ -142,7 +143,9 @@ pub trait CustomerStore: Send + Sync {
 
     /// Saves the customer if it is still at `customer.version`, with its events and outbox
     /// messages, atomically; when `inbound` is given, also records that provider event as seen in
-    /// the same transaction. Returns the new version (`customer.version + 1`).
+    /// the same transaction. Returns the new version (`customer.version + 1`). The outbox
+    /// messages fall due, and `inbound` counts as recorded, at the time of the move, taken as
+    /// [`CustomerStore::insert`] takes it.
     ///
     /// # Errors
     /// [`SaveError::VersionConflict`] when the stored version differs;

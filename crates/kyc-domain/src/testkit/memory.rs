@@ -977,3 +977,135 @@ impl World {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The fake keeps what the storage contract demands of the real adapters for the worker
+    //! look-ups, so domain tests that rely on it see the same leases and walks.
+
+    use time::Duration;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::customer::NewCustomer;
+    use crate::events::{Actor, Person, Role};
+    use crate::ids::UserId;
+    use crate::risk::{ProviderLevels, RiskAnswers};
+    use crate::values::{AddedVia, CustomerType, FullName};
+
+    fn t0() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    /// A customer with a starting attempt claimed at `claimed_at`.
+    fn starting(firm: FirmId, claimed_at: OffsetDateTime, n: u128) -> Customer {
+        let person = Person {
+            id: UserId::from_uuid(Uuid::from_u128(1)),
+            email: Email::new("staff@firm.example").unwrap(),
+            role: Role::Staff,
+        };
+        let (mut customer, _) = Customer::create(
+            CustomerId::from_uuid(Uuid::from_u128(100 + n)),
+            firm,
+            NewCustomer {
+                external_id: None,
+                full_name: FullName::new("Jane Doe").unwrap(),
+                email: Email::new("jane@example.com").unwrap(),
+                phone: None,
+                customer_type: CustomerType::Individual,
+            },
+            AddedVia::Integration,
+            &Actor::system("test"),
+            claimed_at,
+        );
+        let answers = RiskAnswers {
+            is_designated_service: true,
+            handles_cash_or_crypto: false,
+            is_new_customer: true,
+        };
+        customer.confirm_risk(answers, &person, claimed_at).unwrap();
+        customer
+            .begin_verification(
+                &person,
+                Credits::new(1),
+                &ProviderLevels::default(),
+                claimed_at,
+            )
+            .unwrap();
+        customer
+    }
+
+    #[tokio::test]
+    async fn stuck_attempts_are_leased_oldest_first_until_the_lease_runs_out() {
+        let store = MemoryStore::default();
+        let firm = FirmId::from_uuid(Uuid::from_u128(50));
+        let mut order = Vec::new();
+        for n in 0..3_i64 {
+            let customer = starting(firm, t0() + Duration::seconds(n), n.unsigned_abs().into());
+            store.insert(&customer, &[], &[]).await.unwrap();
+            order.push(customer.id);
+        }
+        let ids = |found: Vec<AttemptLocation>| -> Vec<CustomerId> {
+            found.into_iter().map(|l| l.customer_id).collect()
+        };
+        let before = t0() + Duration::minutes(5);
+        let first = store.stuck_attempts(before, 2).await.unwrap();
+        assert_eq!(ids(first), order[..2]);
+        let second = store.stuck_attempts(before, 2).await.unwrap();
+        assert_eq!(ids(second), order[2..]);
+        let within = before + RECOVERY_LEASE - Duration::seconds(1);
+        assert!(store.stuck_attempts(within, 10).await.unwrap().is_empty());
+        let after = store
+            .stuck_attempts(before + RECOVERY_LEASE, 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(after), order);
+    }
+
+    #[tokio::test]
+    async fn links_and_due_rescreenings_are_found_across_firms() {
+        let store = MemoryStore::default();
+        let firm = FirmId::from_uuid(Uuid::from_u128(50));
+        let mut customer = starting(firm, t0(), 0);
+        let attempt = customer.latest_attempt().unwrap().number;
+        customer
+            .complete_verification(
+                attempt,
+                ApplicantId::new("0123456789abcdef01234567").unwrap(),
+                "hash-of-the-token".to_owned(),
+                &Actor::system("test"),
+                t0(),
+            )
+            .unwrap();
+        let mut state = customer.into_state();
+        state.kyc_status = KycStatus::Verified;
+        state.aml.next_screening_due = Some(t0() + Duration::days(365));
+        let customer = Customer::restore(state);
+        store.insert(&customer, &[], &[]).await.unwrap();
+
+        assert_eq!(
+            store.locate_link("hash-of-the-token").await.unwrap(),
+            Some(LinkLocation {
+                firm_id: firm,
+                customer_id: customer.id,
+                attempt,
+            })
+        );
+        assert_eq!(store.locate_link("another-hash").await.unwrap(), None);
+        let due = t0() + Duration::days(365);
+        assert!(
+            store
+                .due_for_rescreening(due - Duration::seconds(1), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.due_for_rescreening(due, 10).await.unwrap(),
+            vec![AttemptLocation {
+                firm_id: firm,
+                customer_id: customer.id,
+            }]
+        );
+    }
+}

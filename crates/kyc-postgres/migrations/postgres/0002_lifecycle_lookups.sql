@@ -15,9 +15,7 @@ ALTER TABLE customers ADD COLUMN next_screening_due timestamptz;
 CREATE INDEX customers_rescreening_idx
     ON customers (next_screening_due, id) WHERE kyc_status = 'VERIFIED' AND next_screening_due IS NOT NULL;
 
--- Rows written before this migration: copy the fields from the stored state. Times in the state
--- read "2026-01-31 12:00:00.123456789 +00:00:00"; digits past the microsecond are cut, as the
--- adapter cuts them, rather than rounded.
+-- Rows written before this migration: copy the fields from the stored state.
 UPDATE verification_attempts AS attempt
 SET link_token_hash = stored.value ->> 'link_token_hash'
 FROM customers AS customer
@@ -26,6 +24,16 @@ WHERE customer.id = attempt.customer_id
   AND (stored.value ->> 'number')::integer = attempt.number
   AND stored.value ->> 'link_token_hash' IS NOT NULL;
 
+-- A time in the state is the array [year, day of year, hour, minute, second, nanosecond,
+-- offset hours, offset minutes, offset seconds] (the offset parts carry its sign). Nanoseconds
+-- are cut to microseconds, as the adapter cuts them, rather than rounded.
 UPDATE customers
-SET next_screening_due = regexp_replace(state -> 'aml' ->> 'next_screening_due', '(\.\d{6})\d+', '\1')::timestamptz
-WHERE state -> 'aml' ->> 'next_screening_due' IS NOT NULL;
+SET next_screening_due = (
+        (make_date((due ->> 0)::integer, 1, 1) + ((due ->> 1)::integer - 1))::timestamp
+        + make_interval(hours => (due ->> 2)::integer, mins => (due ->> 3)::integer)
+        + ((due ->> 4)::bigint * 1000000 + (due ->> 5)::bigint / 1000) * interval '1 microsecond'
+        - make_interval(hours => (due ->> 6)::integer, mins => (due ->> 7)::integer)
+        - (due ->> 8)::integer * interval '1 second'
+    ) AT TIME ZONE 'UTC'
+FROM (SELECT id, state -> 'aml' -> 'next_screening_due' AS due FROM customers) AS stored
+WHERE stored.id = customers.id AND jsonb_typeof(stored.due) = 'array';

@@ -23,17 +23,17 @@ SET link_token_hash = (
       AND json_extract(stored.value, '$.number') = verification_attempts.number
 );
 
--- Times in the state read "2026-01-31 12:00:00.123456789 +00:00:00" (subsecond digits: one or
--- more). Stored times are integer microseconds UTC: whole seconds from the first 19 characters,
--- minus the offset (the last 9), plus the first six subsecond digits.
+-- A time in the state is the array [year, day of year, hour, minute, second, nanosecond,
+-- offset hours, offset minutes, offset seconds] (the offset parts carry its sign); stored times
+-- are integer microseconds UTC.
 UPDATE customers
 SET next_screening_due = (
-    SELECT (CAST(strftime('%s', substr(due, 1, 19)) AS INTEGER)
-            - (CASE substr(due, -9, 1) WHEN '-' THEN -1 ELSE 1 END)
-              * (CAST(substr(due, -8, 2) AS INTEGER) * 3600
-                 + CAST(substr(due, -5, 2) AS INTEGER) * 60
-                 + CAST(substr(due, -2, 2) AS INTEGER))) * 1000000
-           + CAST(substr(substr(due, 21, length(due) - 30) || '000000', 1, 6) AS INTEGER)
-    FROM (SELECT json_extract(state, '$.aml.next_screening_due') AS due)
+    SELECT (CAST(strftime('%s', printf('%04d-01-01', json_extract(due, '$[0]')),
+                          '+' || (json_extract(due, '$[1]') - 1) || ' days') AS INTEGER)
+            + json_extract(due, '$[2]') * 3600 + json_extract(due, '$[3]') * 60 + json_extract(due, '$[4]')
+            - json_extract(due, '$[6]') * 3600 - json_extract(due, '$[7]') * 60 - json_extract(due, '$[8]'))
+           * 1000000
+           + json_extract(due, '$[5]') / 1000
+    FROM (SELECT json_extract(customers.state, '$.aml.next_screening_due') AS due)
 )
-WHERE json_extract(state, '$.aml.next_screening_due') IS NOT NULL;
+WHERE json_type(state, '$.aml.next_screening_due') = 'array';
