@@ -14,6 +14,7 @@
 //! | [`commands`] | `firm create`, `user create`, `api-key create`, `credits grant` |
 //! | [`serve`] | the composition of the service, the HTTP server, workers and graceful shutdown |
 //! | [`telemetry`] | log output (text or JSON on stderr) |
+//! | [`workers`] | outbox delivery, AML re-screening, the idempotency purge |
 
 pub mod commands;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod metered;
 pub mod serve;
 pub mod system;
 pub mod telemetry;
+pub mod workers;
 
 use std::fmt;
 use std::io::Read;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use axum::Router;
 use kyc_http::{HttpConfig, HttpPorts, Metrics, Readiness};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use kyc_domain::usecases::{KycService, Ports, Settings};
 use kyc_sumsub::simulator::WebhookTarget;
@@ -25,6 +26,7 @@ use crate::config::{
 use crate::database::{Backend, Stores};
 use crate::metered::MeteredProvider;
 use crate::system::{ServerIds, SystemClock};
+use crate::workers::{OutboxWorker, idempotency_purge_worker, outbox_worker, rescreening_worker};
 
 /// How often the recovery worker looks for attempts left between the phases of Start
 /// Verification.
@@ -186,6 +188,51 @@ impl Composition {
     }
 }
 
+impl Composition {
+    /// Starts every background worker on its own task, each stopping when `shutdown` fires
+    /// (after finishing the pass it is in): recovery of interrupted starts, outbox delivery,
+    /// re-screening, and the idempotency purge. Returns them by name, to be awaited on shutdown.
+    pub fn spawn_workers(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Vec<(&'static str, JoinHandle<()>)> {
+        let outbox = OutboxWorker::new(
+            self.service.clone(),
+            self.stores.outbox.clone(),
+            self.metrics.clone(),
+        );
+        vec![
+            (
+                "recovery",
+                tokio::spawn(recovery_worker(
+                    self.service.clone(),
+                    shutdown.child_token(),
+                )),
+            ),
+            (
+                "outbox",
+                tokio::spawn(outbox_worker(outbox, shutdown.child_token())),
+            ),
+            (
+                "re-screening",
+                tokio::spawn(rescreening_worker(
+                    self.service.clone(),
+                    self.stores.customers.clone(),
+                    shutdown.child_token(),
+                )),
+            ),
+            (
+                "idempotency purge",
+                tokio::spawn(idempotency_purge_worker(
+                    self.stores.idempotency.clone(),
+                    self.clock.clone(),
+                    shutdown.child_token(),
+                )),
+            ),
+        ]
+    }
+}
+
 /// `/readyz` for this process: the database answers and every migration this build knows has
 /// been applied.
 struct DatabaseReadiness(Backend);
@@ -286,10 +333,7 @@ async fn run_server(config: Config, migrate: bool, seed_demo: bool) -> Result<()
     }
 
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(recovery_worker(
-        composition.service.clone(),
-        shutdown.child_token(),
-    ));
+    let workers = composition.spawn_workers(&shutdown);
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -320,8 +364,10 @@ async fn run_server(config: Config, migrate: bool, seed_demo: bool) -> Result<()
     };
     // The server may also stop on its own (an accept error): stop the worker either way.
     shutdown.cancel();
-    if worker.await.is_err() {
-        tracing::error!("the recovery worker panicked");
+    for (name, worker) in workers {
+        if worker.await.is_err() {
+            tracing::error!(worker = name, "a background worker panicked");
+        }
     }
     if let Some(simulator) = &composition.simulator {
         simulator.shutdown();
