@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use kyc_domain::error::LifecycleError;
 use kyc_domain::ports::InfrastructureError;
-use kyc_domain::usecases::{CommandError, UpsertError};
+use kyc_domain::usecases::{CommandError, StartError, UpsertError};
 use kyc_domain::values::ValidationError;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -35,6 +35,36 @@ pub enum ApiError {
         /// The scope the route needs, in the contract's spelling.
         required: &'static str,
     },
+    /// 401 `unauthorized` on a back-office route: no session, or it ended (logout, idle expiry).
+    #[error("Log in to the back office first: the session is missing or has expired.")]
+    SessionRequired,
+    /// 401 `unauthorized` from the login route: the email or the password is wrong. One message
+    /// for both, so the answer never tells whether an account exists.
+    #[error("The email or password is incorrect.")]
+    BadCredentials,
+    /// 403 `forbidden`: the logged-in person's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 403 `csrf_failed`: a state-changing back-office request without the session's
+    /// `X-CSRF-Token`.
+    #[error("The X-CSRF-Token header is missing or does not match the session.")]
+    CsrfFailed,
+    /// 402 `insufficient_credits`: not enough credits, or the firm's daily spend cap is reached;
+    /// nothing changed.
+    #[error("{0}")]
+    InsufficientCredits(String),
+    /// 409 `not_startable`: the lifecycle does not allow Start Verification now (the message
+    /// says why), or the price changed since the person saw it.
+    #[error("{0}")]
+    NotStartable(String),
+    /// 502 `provider_refused`: the identity provider definitely refused to create the applicant;
+    /// nothing was charged and the customer stays `NOT_STARTED`.
+    #[error("{0}")]
+    ProviderRefused(String),
+    /// 503 `provider_unavailable`, with `Retry-After`: the identity provider could not be
+    /// reached; nothing was charged, and retrying completes the same attempt.
+    #[error("{0}")]
+    ProviderUnavailable(String),
     /// 403 `human_required`: verification is started only by a person in the back office.
     #[error("Verification can only be started by a person in the back office.")]
     HumanRequired,
@@ -108,8 +138,17 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::InsufficientScope { .. } | Self::HumanRequired => StatusCode::FORBIDDEN,
+            Self::Unauthorized | Self::SessionRequired | Self::BadCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::InsufficientScope { .. }
+            | Self::HumanRequired
+            | Self::Forbidden(_)
+            | Self::CsrfFailed => StatusCode::FORBIDDEN,
+            Self::InsufficientCredits(_) => StatusCode::PAYMENT_REQUIRED,
+            Self::NotStartable(_) => StatusCode::CONFLICT,
+            Self::ProviderRefused(_) => StatusCode::BAD_GATEWAY,
+            Self::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::IdempotencyConflict | Self::IdempotencyInProgress => {
@@ -126,7 +165,13 @@ impl ApiError {
     /// The `error.code` string of the contract.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::SessionRequired | Self::BadCredentials => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::CsrfFailed => "csrf_failed",
+            Self::InsufficientCredits(_) => "insufficient_credits",
+            Self::NotStartable(_) => "not_startable",
+            Self::ProviderRefused(_) => "provider_refused",
+            Self::ProviderUnavailable(_) => "provider_unavailable",
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::HumanRequired => "human_required",
             Self::NotFound(_) => "not_found",
@@ -219,7 +264,9 @@ impl IntoResponse for ApiError {
             Self::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            Self::Unavailable(_) | Self::ProviderUnavailable(_) => {
+                Some(UNAVAILABLE_RETRY_AFTER_SECS)
+            }
             _ => None,
         };
         if let Some(secs) = retry_after {
@@ -260,7 +307,8 @@ impl From<LifecycleError> for ApiError {
                 "externalId",
                 "externalId is already set and cannot be changed",
             ),
-            // The CRM API makes no other move; should one surface, the state refused it.
+            forbidden @ LifecycleError::Forbidden { .. } => Self::Forbidden(forbidden.to_string()),
+            // Any other refusal: the state does not allow the move now.
             other => Self::Conflict(other.to_string()),
         }
     }
@@ -273,10 +321,8 @@ impl From<UpsertError> for ApiError {
                 "A customer with this email already exists with a different externalId.".into(),
             ),
             UpsertError::Refused(refused) => refused.into(),
-            // Not reachable over the API (no person acts here), but never a success.
-            UpsertError::Forbidden => Self::InsufficientScope {
-                required: "customers:write",
-            },
+            // Only a person's role can be refused (the back office); never a success.
+            forbidden @ UpsertError::Forbidden => Self::Forbidden(forbidden.to_string()),
             // Writers kept colliding: transient, so a 503 whose idempotency claim is released.
             UpsertError::Contended => Self::Unavailable(None),
             UpsertError::Infrastructure(infra) => infra.into(),
@@ -295,6 +341,28 @@ impl From<CommandError> for ApiError {
     }
 }
 
+impl From<StartError> for ApiError {
+    fn from(error: StartError) -> Self {
+        match error {
+            StartError::NotFound => Self::customer_not_found(),
+            forbidden @ StartError::Forbidden => Self::Forbidden(forbidden.to_string()),
+            StartError::NotStartable(reason) => Self::NotStartable(reason.to_string()),
+            changed @ StartError::PriceChanged { .. } => Self::NotStartable(changed.to_string()),
+            short @ (StartError::InsufficientCredits { .. }
+            | StartError::DailyCapReached { .. }) => Self::InsufficientCredits(short.to_string()),
+            refused @ StartError::ProviderRefused { .. } => {
+                Self::ProviderRefused(refused.to_string())
+            }
+            unavailable @ StartError::ProviderUnavailable { .. } => {
+                Self::ProviderUnavailable(unavailable.to_string())
+            }
+            StartError::Contended => Self::Unavailable(None),
+            StartError::Infrastructure(infra) => infra.into(),
+            ledger @ StartError::Ledger(_) => Self::Internal(Box::new(ledger)),
+        }
+    }
+}
+
 /// Outermost middleware: any non-2xx answer that is not already our JSON envelope (axum's 405,
 /// tower's 413, a 404 from a nested router…) is rewritten into it, keeping its status and headers
 /// such as `Allow`.
@@ -304,12 +372,13 @@ pub(crate) async fn envelope_guard(request: Request, next: Next) -> Response {
     if status.is_success() || status.is_redirection() || status.is_informational() {
         return response;
     }
-    let is_json = response
+    // JSON is already the envelope; HTML is a page meant for a person (the verification link).
+    let is_own = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if is_own {
         return response;
     }
     let (code, message) = match status {
@@ -378,6 +447,26 @@ mod tests {
             (ApiError::invalid("email", "bad"), 422, "validation_failed"),
             (ApiError::PayloadTooLarge, 413, "payload_too_large"),
             (ApiError::Unavailable(None), 503, "unavailable"),
+            (ApiError::SessionRequired, 401, "unauthorized"),
+            (ApiError::BadCredentials, 401, "unauthorized"),
+            (ApiError::Forbidden("x".into()), 403, "forbidden"),
+            (ApiError::CsrfFailed, 403, "csrf_failed"),
+            (
+                ApiError::InsufficientCredits("x".into()),
+                402,
+                "insufficient_credits",
+            ),
+            (ApiError::NotStartable("x".into()), 409, "not_startable"),
+            (
+                ApiError::ProviderRefused("x".into()),
+                502,
+                "provider_refused",
+            ),
+            (
+                ApiError::ProviderUnavailable("x".into()),
+                503,
+                "provider_unavailable",
+            ),
         ];
         for (error, status, code) in cases {
             assert_eq!(error.status().as_u16(), status, "{code}");

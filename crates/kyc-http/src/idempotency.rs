@@ -1,4 +1,5 @@
-//! `Idempotency-Key` on POST and PATCH. The key is unique within (firm, method, path) and kept 24
+//! `Idempotency-Key` on POST and PATCH of the CRM API, and on Start Verification in the back
+//! office (where it is required). The key is unique within (firm, method, path) and kept 24
 //! hours. The first request claims it and runs; its answer (status, content type, body) is
 //! stored. A repeat with the same body gets that answer verbatim plus `Idempotent-Replayed: true`;
 //! with a different body, 409 `idempotency_conflict`; while the first still runs, 409
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::backoffice::session::Staff;
 use crate::error::ApiError;
 
 /// The request header.
@@ -96,7 +98,21 @@ fn replay(stored: StoredResponse) -> Response {
     response
 }
 
-/// Middleware on the POST and PATCH routes of the CRM API. Runs after authentication and the
+/// Middleware on routes where a repeat must never act twice (Start Verification): a request
+/// without an `Idempotency-Key` is refused with 422 before it can do anything.
+pub(crate) async fn require_idempotency_key(request: Request, next: Next) -> Response {
+    if request.headers().contains_key(&IDEMPOTENCY_KEY) {
+        next.run(request).await
+    } else {
+        ApiError::invalid(
+            "Idempotency-Key",
+            "Idempotency-Key is required: send a fresh unique value per click, and the same value when retrying",
+        )
+        .into_response()
+    }
+}
+
+/// Middleware on the POST and PATCH routes of the CRM API, and on Start Verification. Runs after authentication and the
 /// scope check, so only requests that may run at all can claim a key.
 pub(crate) async fn idempotent(
     State(state): State<AppState>,
@@ -113,10 +129,17 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
         return Ok(next.run(request).await);
     };
     let key = parse_key(value).map_err(IntoResponse::into_response)?;
-    let caller = request
+    // Keys are scoped per firm, whoever the caller is: a CRM's API key or a person's session.
+    let firm_id = request
         .extensions()
         .get::<Caller>()
-        .cloned()
+        .map(|caller| caller.firm_id)
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<Staff>()
+                .map(|staff| staff.firm_id)
+        })
         .ok_or_else(|| ApiError::Unauthorized.into_response())?;
     let (parts, body) = request.into_parts();
     let bytes = match Limited::new(body, state.config.body_limit_bytes)
@@ -134,7 +157,7 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
         }
     };
     let scope = IdempotencyScope {
-        firm_id: caller.firm_id,
+        firm_id,
         method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
         key,

@@ -1,17 +1,23 @@
 //! # kyc-http
 //!
 //! The driving HTTP adapter (axum): the CRM API under `/api/v1`, a compatible implementation of
-//! the published Instant Compliance v1 customer API, with its OpenAPI document, plus the
+//! the published Instant Compliance v1 customer API, with its OpenAPI document; the back-office
+//! JSON API under `/api/backoffice` (session login, CSRF, roles); the provider webhook
+//! `POST /webhooks/sumsub`; the customer's verification link `GET /v/{token}`; and the
 //! operations endpoints `/healthz`, `/readyz` and `/metrics`.
 //!
-//! The crate is composed by the binary through three items: [`HttpPorts`] (what it drives),
-//! [`HttpConfig`] (settings read once by the binary) and [`router`] (the whole app). [`Metrics`] is
-//! the registry behind `/metrics`; pass your own to [`router_with_metrics`] to record webhook
-//! deliveries, outbox depth, provider calls and credits charged from elsewhere in the process.
+//! The crate is composed by the binary through [`HttpPorts`] (what the CRM API drives),
+//! [`BackOfficePorts`] (what the back office and the provider webhook drive), [`HttpConfig`]
+//! (settings read once by the binary) and [`router_with`] (the whole app); [`router`] and
+//! [`router_with_metrics`] build the app without the back office. [`Metrics`] is the registry
+//! behind `/metrics`; pass your own to record webhook deliveries, outbox depth, provider calls and
+//! credits charged from elsewhere in the process.
 //!
 //! | Module | Holds |
 //! |---|---|
 //! | [`crm`] | the CRM routes, their request/response DTOs and list cursors |
+//! | [`backoffice`] | the back-office JSON routes, sessions, CSRF and login limits |
+//! | [`provider`] | the provider webhook and the verification link |
 //! | [`auth`] | API-key authentication and scope checks |
 //! | [`error`] | [`ApiError`], the one mapping of errors to status and code |
 //! | `idempotency` | `Idempotency-Key` claim, replay and release |
@@ -20,11 +26,13 @@
 //! | [`openapi`] | the generated OpenAPI 3.1 document |
 
 pub mod auth;
+pub mod backoffice;
 pub mod crm;
 pub mod error;
 pub(crate) mod idempotency;
 pub mod openapi;
 pub mod ops;
+pub mod provider;
 pub(crate) mod rate_limit;
 
 use std::sync::Arc;
@@ -33,11 +41,12 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use kyc_domain::ports::{ApiKeyStore, Clock, IdempotencyStore};
+use kyc_domain::ports::{ApiKeyStore, AuditLog, Clock, IdempotencyStore, SessionStore, UserStore};
 use kyc_domain::usecases::KycService;
 
 pub use error::ApiError;
 pub use ops::Metrics;
+pub use provider::{ProviderWebhooks, WebhookRejection};
 
 /// Whether the service can take traffic: the database is reachable and its migrations are
 /// current. Implemented by the binary, which knows the database; `/readyz` calls it.
@@ -65,6 +74,22 @@ pub struct HttpPorts {
     pub readiness: Arc<dyn Readiness>,
 }
 
+/// What the back office and the provider webhook drive, beyond [`HttpPorts`]. Passed to
+/// [`router_with`]; without it the back-office routes are not mounted and provider webhooks
+/// answer 503.
+#[derive(Clone)]
+pub struct BackOfficePorts {
+    /// Back-office users, found by email at login and by id on every request.
+    pub users: Arc<dyn UserStore>,
+    /// Sessions, stored by the SHA-256 of their cookie token.
+    pub sessions: Arc<dyn SessionStore>,
+    /// The audit trail: a customer's history and the firm's export.
+    pub audit: Arc<dyn AuditLog>,
+    /// Verifies and reads provider webhooks; `None` when no webhook secret is configured, and
+    /// then every delivery answers 503 so the provider keeps it for later.
+    pub webhooks: Option<Arc<dyn ProviderWebhooks>>,
+}
+
 /// Settings of the HTTP adapter, read once by the binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
@@ -76,16 +101,33 @@ pub struct HttpConfig {
     pub public_url: String,
     /// The largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
+    /// A back-office session ends after this long without a request.
+    pub session_idle_timeout_secs: u64,
+    /// A back-office session ends this long after login, however active.
+    pub session_lifetime_secs: u64,
+    /// Failed logins allowed per account (email) within [`HttpConfig::login_window_secs`].
+    pub login_failures_per_account: u32,
+    /// Failed logins allowed per client address within [`HttpConfig::login_window_secs`].
+    pub login_failures_per_address: u32,
+    /// The window of the login limits.
+    pub login_window_secs: u64,
 }
 
 impl Default for HttpConfig {
-    /// The contract's defaults: 60/minute, 10,000/day, 1 MiB bodies, `http://127.0.0.1:8080`.
+    /// The contract's defaults: 60/minute, 10,000/day, 1 MiB bodies, `http://127.0.0.1:8080`;
+    /// sessions idle out after 30 minutes and end after 12 hours; 5 failed logins per account and
+    /// 20 per address per 15 minutes.
     fn default() -> Self {
         Self {
             rate_limit_per_minute: 60,
             rate_limit_per_day: 10_000,
             public_url: "http://127.0.0.1:8080".to_owned(),
             body_limit_bytes: 1024 * 1024,
+            session_idle_timeout_secs: 30 * 60,
+            session_lifetime_secs: 12 * 60 * 60,
+            login_failures_per_account: 5,
+            login_failures_per_address: 20,
+            login_window_secs: 15 * 60,
         }
     }
 }
@@ -98,6 +140,8 @@ pub(crate) struct AppState {
     pub(crate) limiter: Arc<rate_limit::RateLimiter>,
     pub(crate) metrics: Metrics,
     pub(crate) openapi_json: Arc<String>,
+    pub(crate) back_office: Option<BackOfficePorts>,
+    pub(crate) logins: Arc<backoffice::session::LoginLimiter>,
 }
 
 /// The whole app: the CRM API under `/api/v1`, `/api/v1/openapi.json`, `/healthz`, `/readyz`
@@ -109,6 +153,20 @@ pub fn router(ports: HttpPorts, config: HttpConfig) -> Router {
 /// [`router`] with a [`Metrics`] registry the caller keeps, to record its own figures (webhook
 /// deliveries, outbox depth, provider calls, credits charged) on the same `/metrics` page.
 pub fn router_with_metrics(ports: HttpPorts, config: HttpConfig, metrics: Metrics) -> Router {
+    router_with(ports, None, config, metrics)
+}
+
+/// The whole app with the back office: [`router_with_metrics`] plus the back-office JSON API
+/// under `/api/backoffice` when `back_office` is given. `POST /webhooks/sumsub` and
+/// `GET /v/{token}` are always mounted; the webhook answers 503 without a
+/// [`BackOfficePorts::webhooks`].
+pub fn router_with(
+    ports: HttpPorts,
+    back_office: Option<BackOfficePorts>,
+    config: HttpConfig,
+    metrics: Metrics,
+) -> Router {
+    let logins = Arc::new(backoffice::session::LoginLimiter::new(&config));
     let limiter = Arc::new(rate_limit::RateLimiter::new(
         config.rate_limit_per_minute,
         config.rate_limit_per_day,
@@ -121,10 +179,16 @@ pub fn router_with_metrics(ports: HttpPorts, config: HttpConfig, metrics: Metric
         limiter,
         metrics: metrics.clone(),
         openapi_json,
+        back_office: back_office.clone(),
+        logins,
     };
-    Router::new()
+    let mut app = Router::new()
         .merge(crm::routes(state.clone()))
-        .merge(ops::routes())
+        .merge(provider::routes());
+    if back_office.is_some() {
+        app = app.merge(backoffice::routes(state.clone()));
+    }
+    app.merge(ops::routes())
         .fallback(ops::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))

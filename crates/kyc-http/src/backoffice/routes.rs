@@ -1,0 +1,544 @@
+//! The back-office handlers. Each one turns the request into domain input, calls one use case
+//! for the session's firm and person, and answers with DTOs; every error goes through
+//! [`ApiError`]. A customer of another firm is simply not found (404).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use kyc_domain::aml::HitKey;
+use kyc_domain::customer::Customer;
+use kyc_domain::ports::{CustomerFilter, ListOrder, ListQuery, PagePosition};
+use kyc_domain::status::{AmlStatus, KycStatus};
+use kyc_domain::usecases::CustomerRef;
+use kyc_domain::values::Credits;
+
+use super::dto::{
+    CreateCustomerRequest, CreditsDto, CustomerDetailDto, CustomerPageDto, DecisionRequest,
+    DispositionRequest, QuoteDto, RestartRequest, RiskRequest, StartRequest, StartedDto, read,
+};
+use super::session::Staff;
+use crate::AppState;
+use crate::crm::cursor;
+use crate::crm::dto::{CustomerDto, JsonObject};
+use crate::error::ApiError;
+
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 100;
+/// Customers read from storage per step of a search walk.
+const SEARCH_BATCH: u32 = 100;
+/// Statement lines per credits page.
+const STATEMENT_LIMIT: u32 = 50;
+/// Audit events read per step of the export.
+const EXPORT_BATCH: u32 = 500;
+
+async fn find(state: &AppState, staff: &Staff, id: &str) -> Result<Customer, ApiError> {
+    let reference = CustomerRef::parse(id).map_err(|_| ApiError::customer_not_found())?;
+    state
+        .ports
+        .service
+        .find_customer(staff.firm_id, &reference)
+        .await?
+        .ok_or_else(ApiError::customer_not_found)
+}
+
+fn back_office(state: &AppState) -> Result<&crate::BackOfficePorts, ApiError> {
+    state
+        .back_office
+        .as_ref()
+        .ok_or(ApiError::NotFound("No such route."))
+}
+
+/// The customer's link: `{public_url}/v/{token}`. The token is re-derived from the attempt (the
+/// generator is deterministic per attempt), so it is never stored in plain text.
+fn verification_url(state: &AppState, token: &str) -> String {
+    format!(
+        "{}/v/{token}",
+        state.config.public_url.trim_end_matches('/')
+    )
+}
+
+/// The link of the customer's open attempt while they still have something to do there.
+fn current_link(state: &AppState, customer: &Customer) -> Option<String> {
+    let waiting = matches!(
+        customer.kyc_status,
+        KycStatus::Pending | KycStatus::InProgress | KycStatus::AwaitingResubmission
+    );
+    let attempt = customer
+        .latest_attempt()
+        .filter(|a| a.phase == kyc_domain::customer::AttemptPhase::Open)
+        .filter(|a| a.link_token_hash.is_some())?;
+    waiting.then(|| {
+        let token = state
+            .ports
+            .service
+            .ports()
+            .ids
+            .link_token(&attempt.external_user_id)
+            .token;
+        verification_url(state, &token)
+    })
+}
+
+struct ListParams {
+    filter: CustomerFilter,
+    search: Option<String>,
+    limit: u32,
+    cursor: Option<String>,
+}
+
+fn parse_list_params(pairs: Vec<(String, String)>) -> Result<ListParams, ApiError> {
+    let mut params = ListParams {
+        filter: CustomerFilter::default(),
+        search: None,
+        limit: DEFAULT_LIMIT,
+        cursor: None,
+    };
+    for (name, value) in pairs {
+        match name.as_str() {
+            "status" => {
+                params.filter.kyc_status = Some(KycStatus::parse(&value).ok_or_else(|| {
+                    ApiError::invalid("status", "status must be a kyc_status such as PENDING")
+                })?);
+            }
+            "aml_status" => {
+                params.filter.aml_status = Some(AmlStatus::parse(&value).ok_or_else(|| {
+                    ApiError::invalid(
+                        "aml_status",
+                        "aml_status must be an aml.status such as NEEDS_REVIEW",
+                    )
+                })?);
+            }
+            "q" => params.search = Some(value.trim().to_lowercase()).filter(|q| !q.is_empty()),
+            "limit" => {
+                params.limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid("limit", "limit must be an integer from 1 to 100")
+                    })?;
+            }
+            "cursor" => params.cursor = Some(value).filter(|c| !c.is_empty()),
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!(
+                        "unknown query parameter {other}; expected status, aml_status, q, limit or cursor"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(params)
+}
+
+/// Whether the customer's name, email or external id contains `search` (lowercase).
+fn matches_search(customer: &Customer, search: &str) -> bool {
+    customer.full_name.as_str().to_lowercase().contains(search)
+        || customer.email.as_str().to_lowercase().contains(search)
+        || customer
+            .external_id
+            .as_ref()
+            .is_some_and(|e| e.as_str().to_lowercase().contains(search))
+}
+
+fn position_of(customer: &Customer) -> PagePosition {
+    PagePosition {
+        sort_key: customer.created_at,
+        id: customer.id,
+    }
+}
+
+/// The firm's customers, newest-created last, with `status`, `aml_status` and a search `q` over
+/// name, email and external id.
+///
+/// # Responses
+/// 200 a page; 422 for a bad filter or a cursor issued for other filters.
+pub(crate) async fn list_customers(
+    State(state): State<AppState>,
+    staff: Staff,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<CustomerPageDto>, ApiError> {
+    let Query(pairs) =
+        query.map_err(|_| ApiError::invalid_request("The query string could not be parsed."))?;
+    let params = parse_list_params(pairs)?;
+    let mut after = params
+        .cursor
+        .as_deref()
+        .map(|text| cursor::decode(text, staff.firm_id, &params.filter))
+        .transpose()?;
+    // Storage has no text search: walk the filtered list in order and keep the matches. The
+    // cursor is the position of the last customer returned, so the next page resumes right after
+    // it and nothing is skipped or repeated.
+    let batch = if params.search.is_some() {
+        SEARCH_BATCH
+    } else {
+        params.limit
+    };
+    let mut found: Vec<Customer> = Vec::new();
+    let mut has_more = false;
+    'walk: loop {
+        let page = state
+            .ports
+            .service
+            .list_customers(
+                staff.firm_id,
+                &ListQuery {
+                    filter: params.filter.clone(),
+                    after: after.clone(),
+                    limit: batch,
+                    include_total: false,
+                },
+            )
+            .await?;
+        let last = page.customers.last().map(position_of);
+        for customer in page.customers {
+            let wanted = params
+                .search
+                .as_deref()
+                .is_none_or(|search| matches_search(&customer, search));
+            if !wanted {
+                continue;
+            }
+            if found.len() == params.limit as usize {
+                has_more = true;
+                break 'walk;
+            }
+            found.push(customer);
+        }
+        if !page.has_more {
+            break;
+        }
+        if params.search.is_none() {
+            has_more = true;
+            break;
+        }
+        after = last;
+    }
+    let next_cursor = found
+        .last()
+        .filter(|_| has_more)
+        .map(|last| cursor::encode(staff.firm_id, &params.filter, &position_of(last)));
+    debug_assert_eq!(params.filter.order(), ListOrder::CreatedAt);
+    Ok(Json(CustomerPageDto {
+        data: found.iter().map(CustomerDto::from).collect(),
+        has_more,
+        next_cursor,
+        limit: params.limit,
+    }))
+}
+
+/// Create a customer by hand (`added_via = ADMIN_MANUAL`).
+///
+/// # Responses
+/// 201 the customer; 403 `forbidden` for a role that may not; 422 for an invalid field or an
+/// external id another customer has.
+pub(crate) async fn create_customer(
+    State(state): State<AppState>,
+    staff: Staff,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let request: CreateCustomerRequest = read(
+        body,
+        "The body must be {full_name, email, external_id?, phone?, type?}",
+    )?;
+    let customer = state
+        .ports
+        .service
+        .create_customer_manually(staff.firm_id, &staff.person, request.try_into_domain()?)
+        .await?;
+    Ok((StatusCode::CREATED, Json(CustomerDto::from(&customer))).into_response())
+}
+
+/// Everything the customer page shows.
+///
+/// # Responses
+/// 200 the detail; 404 for an unknown customer or another firm's.
+pub(crate) async fn customer_detail(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> Result<Json<CustomerDetailDto>, ApiError> {
+    let customer = find(&state, &staff, &id).await?;
+    detail(&state, &staff, &customer).await
+}
+
+/// Confirm the risk answers.
+///
+/// # Responses
+/// 200 the detail; 404; 409 `conflict` when the status does not allow it; 422 for a bad body.
+pub(crate) async fn confirm_risk(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<CustomerDetailDto>, ApiError> {
+    let answers: RiskRequest = read(
+        body,
+        "The body must be {is_designated_service, handles_cash_or_crypto, is_new_customer}, all booleans",
+    )?;
+    let customer = find(&state, &staff, &id).await?;
+    let customer = state
+        .ports
+        .service
+        .confirm_risk(
+            staff.firm_id,
+            customer.id,
+            &staff.person,
+            answers.into_domain(),
+        )
+        .await?;
+    detail(&state, &staff, &customer).await
+}
+
+async fn detail(
+    state: &AppState,
+    staff: &Staff,
+    customer: &Customer,
+) -> Result<Json<CustomerDetailDto>, ApiError> {
+    let audit = back_office(state)?
+        .audit
+        .customer_trail(staff.firm_id, customer.id)
+        .await?;
+    let link = current_link(state, customer);
+    Ok(Json(CustomerDetailDto::of(customer, link, &audit)))
+}
+
+/// The price of a verification and the firm's balance.
+///
+/// # Responses
+/// 200 `{cost_credits, balance_credits}`; 404.
+pub(crate) async fn quote(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> Result<Json<QuoteDto>, ApiError> {
+    let customer = find(&state, &staff, &id).await?;
+    let quote = state
+        .ports
+        .service
+        .quote(staff.firm_id, customer.id)
+        .await?;
+    Ok(Json(QuoteDto {
+        cost_credits: quote.cost_credits.get(),
+        balance_credits: quote.balance_credits.get(),
+    }))
+}
+
+/// Start Verification: the billable step. `Idempotency-Key` is required; a repeat replays the
+/// first answer.
+///
+/// # Responses
+/// 200 `{kyc_status, verification_url, charged_credits, balance_credits}`; 402
+/// `insufficient_credits` (balance or daily cap; nothing changed); 404; 409 `not_startable` (the
+/// reason says why, including a changed price); 409 `idempotency_*`; 422 for a bad body or a
+/// missing key; 502 `provider_refused` (nothing charged, still `NOT_STARTED`); 503
+/// `provider_unavailable` (nothing charged; retry with the same key).
+pub(crate) async fn start_verification(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<StartedDto>, ApiError> {
+    let request: StartRequest = read(
+        body,
+        "The body must be {\"confirm_cost_credits\": n}, the cost shown by the quote",
+    )?;
+    let customer = find(&state, &staff, &id).await?;
+    let started = state
+        .ports
+        .service
+        .start_verification(
+            staff.firm_id,
+            customer.id,
+            &staff.person,
+            Credits::new(request.confirm_cost_credits),
+        )
+        .await?;
+    Ok(Json(StartedDto {
+        kyc_status: started.customer.kyc_status.as_str(),
+        verification_url: verification_url(&state, &started.link_token.token),
+        charged_credits: started.charged_credits.get(),
+        balance_credits: started.balance.available.get(),
+    }))
+}
+
+/// A compliance officer's disposition on one hit.
+///
+/// # Responses
+/// 200 the detail; 403 `forbidden`; 404 (customer); 409 `conflict` (unknown hit or a status that
+/// does not allow it); 422.
+pub(crate) async fn set_disposition(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path((id, hit_id)): Path<(String, String)>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<CustomerDetailDto>, ApiError> {
+    let request: DispositionRequest = read(
+        body,
+        "The body must be {\"disposition\": \"FALSE_POSITIVE\"|\"TRUE_MATCH\", \"note\": string}",
+    )?;
+    let (disposition, note) = request.try_into_domain()?;
+    let customer = find(&state, &staff, &id).await?;
+    let customer = state
+        .ports
+        .service
+        .set_hit_disposition(
+            staff.firm_id,
+            customer.id,
+            &staff.person,
+            &HitKey::new(hit_id),
+            disposition,
+            note,
+        )
+        .await?;
+    detail(&state, &staff, &customer).await
+}
+
+/// A compliance officer's final AML decision.
+///
+/// # Responses
+/// 200 the detail (`aml.status` `RESOLVED`); 403; 404; 409 while hits lack a disposition; 422.
+pub(crate) async fn record_decision(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<CustomerDetailDto>, ApiError> {
+    let request: DecisionRequest = read(
+        body,
+        "The body must be {\"decision\": \"PROCEED\"|\"DECLINE\", \"rationale\": string}",
+    )?;
+    let (decision, rationale) = request.try_into_domain()?;
+    let customer = find(&state, &staff, &id).await?;
+    let customer = state
+        .ports
+        .service
+        .record_aml_decision(
+            staff.firm_id,
+            customer.id,
+            &staff.person,
+            decision,
+            rationale,
+        )
+        .await?;
+    detail(&state, &staff, &customer).await
+}
+
+/// A compliance officer restarts a failed verification.
+///
+/// # Responses
+/// 200 the detail (`NOT_STARTED`); 403; 404; 409 unless `FAILED`; 422.
+pub(crate) async fn restart(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<CustomerDetailDto>, ApiError> {
+    let request: RestartRequest = read(body, "The body must be {\"reason\": string}")?;
+    let reason = request.try_into_domain()?;
+    let customer = find(&state, &staff, &id).await?;
+    let customer = state
+        .ports
+        .service
+        .restart_verification(staff.firm_id, customer.id, &staff.person, reason)
+        .await?;
+    detail(&state, &staff, &customer).await
+}
+
+/// The firm's credits: balance, holds, and a page of the statement (`?cursor=` for older lines).
+///
+/// # Responses
+/// 200 `{available_credits, held_credits, spent_credits, statement, next_cursor}`.
+pub(crate) async fn credits(
+    State(state): State<AppState>,
+    staff: Staff,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<CreditsDto>, ApiError> {
+    let cursor = query
+        .iter()
+        .find(|(name, _)| name == "cursor")
+        .map(|(_, value)| value.as_str());
+    let ledger = &state.ports.service.ports().ledger;
+    let balance = ledger.balance(staff.firm_id).await.map_err(ledger_error)?;
+    let page = ledger
+        .statement(staff.firm_id, cursor, STATEMENT_LIMIT)
+        .await
+        .map_err(ledger_error)?;
+    Ok(Json(CreditsDto::of(
+        balance,
+        &page.entries,
+        page.next_cursor,
+    )))
+}
+
+fn ledger_error(error: kyc_domain::ports::LedgerError) -> ApiError {
+    match error {
+        kyc_domain::ports::LedgerError::Infrastructure(infra) => infra.into(),
+        other => ApiError::Internal(Box::new(other)),
+    }
+}
+
+/// The firm's whole audit trail as JSON lines, oldest first, streamed page by page so an export
+/// of years of history never sits in memory at once.
+///
+/// # Responses
+/// 200 `application/x-ndjson`; 403 `forbidden` unless compliance officer.
+pub(crate) async fn audit_export(
+    State(state): State<AppState>,
+    staff: Staff,
+) -> Result<Response, ApiError> {
+    let audit = back_office(&state)?.audit.clone();
+    let firm = staff.firm_id;
+    // The first page is read before answering, so a database that is down is a clean 503
+    // rather than a 200 cut short.
+    let first = audit.firm_export(firm, None, EXPORT_BATCH).await?;
+    let stream = futures::stream::unfold(Some(Ok(first)), move |pending| {
+        let audit = audit.clone();
+        async move {
+            let entries = match pending? {
+                Ok(entries) => entries,
+                // The answer has started: the only honest way left to fail is to break the
+                // body, so the client sees an error rather than a short export that looks whole.
+                Err(error) => {
+                    tracing::error!(%error, "audit export stopped part way");
+                    return Some((
+                        Err(std::io::Error::other("audit export stopped part way")),
+                        None,
+                    ));
+                }
+            };
+            if entries.is_empty() {
+                return None;
+            }
+            let last = entries.last().map(|e| e.sequence);
+            let mut chunk = Vec::new();
+            for entry in &entries {
+                let line = super::dto::AuditDto::from(entry);
+                if serde_json::to_writer(&mut chunk, &line).is_ok() {
+                    chunk.push(b'\n');
+                }
+            }
+            let next = if entries.len() < EXPORT_BATCH as usize {
+                None
+            } else {
+                Some(audit.firm_export(firm, last, EXPORT_BATCH).await)
+            };
+            Some((Ok::<Bytes, std::io::Error>(Bytes::from(chunk)), next))
+        }
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"audit.jsonl\""),
+    );
+    Ok(response)
+}
