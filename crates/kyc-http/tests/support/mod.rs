@@ -12,16 +12,106 @@ use axum::body::Body;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use kyc_domain::ports::{
-    ApiKeyRecord, ApiKeyStore, Clock, CreditsLedger, CustomerStore, Firm, FirmStore, IdempotencyKey,
+    ApiKeyRecord, ApiKeyStore, Clock, CreditsLedger, CustomerStore, Firm, FirmStore, IdGenerator,
+    IdempotencyKey, IssuedToken, User, UserStore,
 };
 use kyc_domain::prelude::*;
 use kyc_domain::testkit::memory::{FakeProvider, Faults, ManualClock, MemoryLedger, SequentialIds};
 use kyc_domain::testkit::strategies::{EPOCH, person};
 use kyc_domain::usecases::{KycService, Ports, Settings};
-use kyc_http::{HttpConfig, HttpPorts, Readiness};
+use kyc_http::{
+    BackOfficePorts, HttpConfig, HttpPorts, Metrics, ProviderWebhooks, Readiness, WebhookRejection,
+};
 use kyc_sqlite::SqliteStore;
 use serde_json::Value;
 use tower::ServiceExt;
+
+/// The webhook secret of the test provider.
+pub const WEBHOOK_SECRET: &str = "whsec-test";
+
+/// Sequential customer ids (as the domain's fake) and link tokens whose hash is the real SHA-256
+/// of the token, as the production generator makes them, so `/v/{token}` can find the attempt.
+#[derive(Default)]
+pub struct TestIds(SequentialIds);
+
+impl IdGenerator for TestIds {
+    fn customer_id(&self) -> CustomerId {
+        self.0.customer_id()
+    }
+
+    fn link_token(&self, attempt: &ExternalUserId) -> IssuedToken {
+        use sha2::Digest;
+        let token = hex::encode(&sha2::Sha256::digest(format!("link:{attempt}"))[..16]);
+        IssuedToken {
+            token_hash: hex::encode(sha2::Sha256::digest(token.as_bytes())),
+            token,
+        }
+    }
+}
+
+/// A provider webhook check as simple as the real one: `X-Payload-Digest` is the hex
+/// HMAC-SHA256 of the body; the body is `{type, externalUserId, createdAt (RFC 3339),
+/// reviewAnswer?}`.
+pub struct TestWebhooks;
+
+impl ProviderWebhooks for TestWebhooks {
+    fn verify_and_parse(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<ProviderEvent, WebhookRejection> {
+        use hmac::Mac;
+        let digest = headers
+            .get("x-payload-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| hex::decode(v).ok())
+            .ok_or_else(|| WebhookRejection::Unauthenticated("missing digest".into()))?;
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+        mac.update(body);
+        mac.verify_slice(&digest)
+            .map_err(|_| WebhookRejection::Unauthenticated("digest mismatch".into()))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| WebhookRejection::Malformed(e.to_string()))?;
+        let text = |name: &str| value[name].as_str().map(str::to_owned);
+        let created_at = text("createdAt")
+            .and_then(|t| {
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .ok_or_else(|| WebhookRejection::Malformed("createdAt".into()))?;
+        let kind = match (text("type").as_deref(), text("reviewAnswer").as_deref()) {
+            (Some("applicantReviewed"), Some("GREEN")) => {
+                ProviderEventKind::Reviewed(ReviewVerdict {
+                    answer: ReviewAnswer::Green,
+                    reject_type: None,
+                    reject_labels: vec![],
+                })
+            }
+            (Some("applicantPending"), _) => ProviderEventKind::Pending,
+            (Some(other), _) => ProviderEventKind::Other {
+                event_type: other.to_owned(),
+            },
+            (None, _) => return Err(WebhookRejection::Malformed("type".into())),
+        };
+        Ok(ProviderEvent {
+            key: ProviderEventKey::new(hex::encode(sha2::Digest::finalize(
+                <sha2::Sha256 as sha2::Digest>::new_with_prefix(body),
+            ))),
+            applicant_id: None,
+            external_user_id: text("externalUserId").map(ExternalUserId::from_provider),
+            created_at,
+            kind,
+        })
+    }
+}
+
+/// Signs a webhook body as [`TestWebhooks`] checks it.
+pub fn sign(body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
 
 /// A readiness probe the test can flip.
 #[derive(Default)]
@@ -85,12 +175,12 @@ pub async fn app_built(config: HttpConfig, customers: Option<Arc<dyn CustomerSto
             provider: provider.clone(),
             screening: provider.clone(),
             clock: clock.clone(),
-            ids: Arc::new(SequentialIds::default()),
+            ids: Arc::new(TestIds::default()),
         },
         Settings::default(),
     );
     let ready = Arc::new(Switch(AtomicBool::new(true)));
-    let router = kyc_http::router(
+    let router = kyc_http::router_with(
         HttpPorts {
             service: service.clone(),
             api_keys: Arc::new(store.clone()),
@@ -98,7 +188,14 @@ pub async fn app_built(config: HttpConfig, customers: Option<Arc<dyn CustomerSto
             clock: clock.clone(),
             readiness: ready.clone(),
         },
+        Some(BackOfficePorts {
+            users: Arc::new(store.clone()),
+            sessions: Arc::new(store.clone()),
+            audit: Arc::new(store.clone()),
+            webhooks: Some(Arc::new(TestWebhooks)),
+        }),
         config,
+        Metrics::new(),
     );
     let firm = FirmId::from_uuid(uuid::Uuid::new_v4());
     let mut app = App {
@@ -155,6 +252,83 @@ impl App {
             .await
             .unwrap();
         (key, id)
+    }
+
+    /// Stores a back-office user with `password` (argon2id at a low cost, to keep tests quick;
+    /// verification reads the cost from the hash).
+    pub async fn add_user(&self, firm: FirmId, email: &str, role: Role, password: &str) -> UserId {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+        let hasher =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::encode_b64(b"test-salt-16byte").unwrap();
+        let hash = hasher
+            .hash_password(password.as_bytes(), &salt)
+            .unwrap()
+            .to_string();
+        let id = UserId::from_uuid(uuid::Uuid::new_v4());
+        self.store
+            .create_user(&User {
+                id,
+                firm_id: firm,
+                email: Email::new(email).unwrap(),
+                role,
+                password_hash: hash,
+                created_at: EPOCH,
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Logs in and returns the session.
+    pub async fn login(&self, email: &str, password: &str) -> Login {
+        let reply = self
+            .call(
+                Method::POST,
+                "/api/backoffice/session",
+                None,
+                Some(&serde_json::json!({"email": email, "password": password})),
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let cookie = reply.header("set-cookie").unwrap().to_owned();
+        let token = cookie.split(';').next().unwrap().trim().to_owned();
+        Login {
+            cookie: token,
+            csrf: reply.json["csrf_token"].as_str().unwrap().to_owned(),
+            set_cookie: cookie,
+            body: reply.json,
+        }
+    }
+
+    /// A back-office request with the session's cookie and CSRF token.
+    pub async fn bo(
+        &self,
+        method: Method,
+        uri: &str,
+        login: &Login,
+        body: Option<&Value>,
+    ) -> Reply {
+        self.bo_with(method, uri, login, body, &[]).await
+    }
+
+    /// [`App::bo`] with more headers.
+    pub async fn bo_with(
+        &self,
+        method: Method,
+        uri: &str,
+        login: &Login,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut all = vec![
+            ("cookie", login.cookie.as_str()),
+            ("x-csrf-token", login.csrf.as_str()),
+        ];
+        all.extend_from_slice(headers);
+        self.call(method, uri, None, body, &all).await
     }
 
     pub async fn add_key(&self, firm: FirmId, scopes: &[&str]) -> String {
@@ -269,6 +443,18 @@ impl App {
         self.provider.set_hits(hits);
         self.service.run_screening(self.firm, id).await.unwrap();
     }
+}
+
+/// A back-office session.
+pub struct Login {
+    /// `kyc_session=<token>`, for the `Cookie` header.
+    pub cookie: String,
+    /// The CSRF token.
+    pub csrf: String,
+    /// The whole `Set-Cookie` of the login.
+    pub set_cookie: String,
+    /// The login's answer.
+    pub body: Value,
 }
 
 pub struct Reply {
