@@ -14,6 +14,7 @@
 //! | [`commands`] | `firm create`, `user create`, `api-key create`, `credits grant` |
 //! | [`serve`] | the composition of the service, the HTTP server, workers and graceful shutdown |
 //! | [`telemetry`] | log output (text or JSON on stderr) |
+//! | [`webhooks`] | provider webhooks verified and read with the Sumsub adapter |
 //! | [`workers`] | outbox delivery, AML re-screening, the idempotency purge |
 
 pub mod commands;
@@ -23,6 +24,7 @@ pub mod metered;
 pub mod serve;
 pub mod system;
 pub mod telemetry;
+pub mod webhooks;
 pub mod workers;
 
 use std::fmt;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use kyc_http::{HttpConfig, HttpPorts, Metrics, Readiness};
+use kyc_http::{BackOfficePorts, HttpConfig, HttpPorts, Metrics, ProviderWebhooks, Readiness};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -26,6 +26,7 @@ use crate::config::{
 use crate::database::{Backend, Stores};
 use crate::metered::MeteredProvider;
 use crate::system::{ServerIds, SystemClock};
+use crate::webhooks::SumsubWebhooks;
 use crate::workers::{OutboxWorker, idempotency_purge_worker, outbox_worker, rescreening_worker};
 
 /// How often the recovery worker looks for attempts left between the phases of Start
@@ -164,8 +165,8 @@ impl Composition {
         })
     }
 
-    /// The whole HTTP app: the adapter's router, with the simulator nested at `/sim/sumsub`
-    /// when it is on.
+    /// The whole HTTP app: the adapter's router (CRM API, back office, provider webhook,
+    /// verification links, operations), with the simulator nested at `/sim/sumsub` when it is on.
     pub fn router(&self, config: &Config, public_url: &PublicUrl) -> Router {
         let ports = HttpPorts {
             service: self.service.clone(),
@@ -180,7 +181,19 @@ impl Composition {
             public_url: public_url.as_str().to_owned(),
             ..HttpConfig::default()
         };
-        let router = kyc_http::router_with_metrics(ports, http_config, self.metrics.clone());
+        let back_office =
+            BackOfficePorts {
+                users: self.stores.users.clone(),
+                sessions: self.stores.sessions.clone(),
+                audit: self.stores.audit.clone(),
+                // With the simulator on this is the secret it signs with; without a secret, provider
+                // webhooks answer 503 and Sumsub keeps them for later.
+                webhooks: self.provider.webhook_secret.clone().map(|secret| {
+                    Arc::new(SumsubWebhooks::new(secret)) as Arc<dyn ProviderWebhooks>
+                }),
+            };
+        let router =
+            kyc_http::router_with(ports, Some(back_office), http_config, self.metrics.clone());
         match &self.simulator {
             Some(simulator) => router.nest(SIMULATOR_MOUNT, simulator.router()),
             None => router,
