@@ -291,6 +291,47 @@ impl Server {
         ])
     }
 
+    /// A new back-office user of `firm` with `role`; returns the user id.
+    pub fn create_user(&self, firm: &str, email: &str, role: &str, password: &str) -> String {
+        let output = self.cli(
+            &[
+                "user",
+                "create",
+                "--firm",
+                firm,
+                "--email",
+                email,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            Some(password),
+        );
+        assert!(
+            output.status.success(),
+            "kyc-server user create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .expect("UTF-8")
+            .trim()
+            .to_owned()
+    }
+
+    /// Grants `credits` to `firm` once per `reference`.
+    pub fn grant_credits(&self, firm: &str, credits: u64, reference: &str) {
+        self.cli_ok(&[
+            "credits",
+            "grant",
+            "--firm",
+            firm,
+            "--credits",
+            &credits.to_string(),
+            "--reference",
+            reference,
+        ]);
+    }
+
     /// A client for the server.
     pub fn client(&self) -> reqwest::Client {
         reqwest::Client::new()
