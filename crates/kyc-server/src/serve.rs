@@ -17,6 +17,7 @@ use kyc_sumsub::simulator::WebhookTarget;
 use kyc_sumsub::{DigestAlgorithm, Simulator, SimulatorConfig, SumsubClient, SumsubConfig};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::Failure;
 use crate::config::{
@@ -342,7 +343,7 @@ async fn run_server(config: Config, migrate: bool, seed_demo: bool) -> Result<()
     let app = composition.router(&config, &public_url);
     if seed_demo {
         let seed = crate::commands::seed_demo(&composition.stores).await?;
-        print_demo(&seed, &public_url);
+        print_demo(&seed, &public_url, config.verification_cost_credits);
     }
 
     let shutdown = CancellationToken::new();
@@ -390,24 +391,65 @@ async fn run_server(config: Config, migrate: bool, seed_demo: bool) -> Result<()
     served
 }
 
-/// What a person needs to try the demo, on stdout.
-fn print_demo(seed: &crate::commands::DemoSeed, public_url: &PublicUrl) {
+/// What a person needs to try the demo, on stdout: the logins and URLs, then the tour of the
+/// lifecycle as shell commands to paste, from a CRM pushing a customer in to AML `CLEAR`. Each run
+/// uses a fresh external id and email, so the tour also works on a demo database reused from an
+/// earlier run.
+fn print_demo(seed: &crate::commands::DemoSeed, public_url: &PublicUrl, cost_credits: u64) {
     use crate::commands::{DEMO_EMAIL, DEMO_PASSWORD};
     let key = seed.api_key.expose_secret();
+    let run = &Uuid::now_v7().simple().to_string()[24..];
     println!(
         "KYC demo is running (simulated Sumsub; press Ctrl-C to stop).\n\
          \n  Firm           {firm} ({credits})\
          \n  API key        {key}\
-         \n  Back office    {app}  login {DEMO_EMAIL} / {DEMO_PASSWORD}\
+         \n  Back office    {backoffice}  login {DEMO_EMAIL} / {DEMO_PASSWORD} (compliance officer)\
          \n  CRM API        {api}\
          \n  OpenAPI        {openapi}\
          \n  Simulator      {sim}\
-         \n\nTry:\n  curl -H 'Authorization: Bearer {key}' {api}/customers\n",
+         \n  Metrics        {metrics}\
+         \n\nWalk a customer through the lifecycle: paste each step into a shell (curl only).\n\
+         \n  # 1. The firm's CRM pushes a customer in. This never starts KYC and never charges.\
+         \n  KYC={base}\
+         \n  KEY={key}\
+         \n  ID=$(curl -s -X POST \"$KYC/api/v1/customers\" -H \"Authorization: Bearer $KEY\" \\\
+         \n    -H 'Content-Type: application/json' \\\
+         \n    -d '{{\"externalId\":\"crm-{run}\",\"fullName\":\"Jane Doe\",\"email\":\"jane.{run}@example.com\"}}' \\\
+         \n    | grep -o '\"id\":\"[^\"]*\"' | head -n 1 | cut -d'\"' -f4); echo \"customer $ID\"\
+         \n\
+         \n  # 2. A person logs in to the back office: a session cookie and a CSRF token.\
+         \n  CSRF=$(curl -s -c kyc-demo.cookies -X POST \"$KYC/api/backoffice/session\" \\\
+         \n    -H 'Content-Type: application/json' \\\
+         \n    -d '{{\"email\":\"{DEMO_EMAIL}\",\"password\":\"{DEMO_PASSWORD}\"}}' \\\
+         \n    | grep -o '\"csrf_token\":\"[^\"]*\"' | cut -d'\"' -f4)\
+         \n\
+         \n  # 3. They confirm the risk answers, see the price, and start verification: the one\
+         \n  #    billable step, which only a person can take.\
+         \n  curl -s -b kyc-demo.cookies -X PUT \"$KYC/api/backoffice/customers/$ID/risk\" \\\
+         \n    -H \"X-CSRF-Token: $CSRF\" -H 'Content-Type: application/json' \\\
+         \n    -d '{{\"is_designated_service\":true,\"handles_cash_or_crypto\":false,\"is_new_customer\":true}}' >/dev/null\
+         \n  curl -s -b kyc-demo.cookies \"$KYC/api/backoffice/customers/$ID/verification/quote\"; echo\
+         \n  URL=$(curl -s -b kyc-demo.cookies -X POST \"$KYC/api/backoffice/customers/$ID/verification\" \\\
+         \n    -H \"X-CSRF-Token: $CSRF\" -H 'Idempotency-Key: demo-start-{run}' \\\
+         \n    -H 'Content-Type: application/json' -d '{{\"confirm_cost_credits\":{cost_credits}}}' \\\
+         \n    | grep -o '\"verification_url\":\"[^\"]*\"' | cut -d'\"' -f4); echo \"link $URL\"\
+         \n\
+         \n  # 4. The customer opens the link: IN_PROGRESS, then a redirect to the provider's hosted\
+         \n  #    page (the simulator's). Open $URL in a browser and press Approve, or from the shell:\
+         \n  PAGE=$(curl -s -o /dev/null -w '%{{redirect_url}}' \"$URL\")\
+         \n  curl -s -X POST \"$PAGE/approve\" -d action=approve >/dev/null\
+         \n\
+         \n  # 5. The CRM reads the result: VERIFIED, and AML CLEAR once screening has run (a second).\
+         \n  sleep 2; curl -s \"$KYC/api/v1/customers/$ID\" -H \"Authorization: Bearer $KEY\"; echo\
+         \n  curl -s -b kyc-demo.cookies \"$KYC/api/backoffice/credits\"; echo\
+         \n",
         firm = seed.firm,
         credits = seed.available_credits,
-        app = public_url.join("/app"),
+        base = public_url.as_str(),
+        backoffice = public_url.join("/api/backoffice"),
         api = public_url.join("/api/v1"),
         openapi = public_url.join("/api/v1/openapi.json"),
         sim = public_url.join(SIMULATOR_MOUNT),
+        metrics = public_url.join("/metrics"),
     );
 }

@@ -741,6 +741,50 @@ fn demo_seeds_a_firm_an_officer_and_a_working_key_and_reuses_them_on_a_second_ru
     assert!(second.terminate().success());
 }
 
+/// The tour `demo` prints is followed literally, as a new user would paste it: a CRM pushes a
+/// customer in, the officer logs in, confirms the risk, starts verification, the customer approves
+/// on the simulator's page, and the CRM reads VERIFIED and CLEAR with one credit spent.
+#[test]
+fn the_demo_walkthrough_pasted_into_a_shell_ends_verified_and_clear_with_one_charge() {
+    let db = Db::sqlite();
+    let mut demo = Server::start(&db, &["demo"]);
+    let printed = demo.stdout();
+    let script: String = printed
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("# 1."))
+        .map(|line| format!("{}\n", line.trim_start()))
+        .collect();
+    assert!(script.contains("curl"), "{printed}");
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .output()
+        .expect("bash and curl are installed");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains(r#""cost_credits":1,"balance_credits":100"#),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("link http://127.0.0.1:{}/v/", demo.port)),
+        "{said}"
+    );
+    assert!(said.contains(r#""kyc_status":"VERIFIED""#), "{said}");
+    assert!(said.contains(r#""aml":{"status":"CLEAR""#), "{said}");
+    assert!(
+        said.contains(r#""available_credits":99,"held_credits":0,"spent_credits":1"#),
+        "{said}"
+    );
+    assert!(demo.terminate().success());
+}
+
 #[test]
 fn json_logs_are_one_object_per_line_and_never_show_configured_secrets() {
     let db = Db::sqlite();
