@@ -426,6 +426,82 @@ both_backends! {
         assert_eq!(credits_figures(&officer.credits().await), (4, 0, 1), "one attempt, one charge");
     }
 
+    async fn pep_hits_wait_for_review_and_the_officers_dispositions_and_decision_resolve_them(server: &Server) {
+        let firm = Firm::new(server, "Acme Wealth", 5);
+        let officer = firm.person("compliance_officer").await;
+        // The simulator's sandbox name for an exact PEP match: approval ends RED + FINAL with
+        // AML labels only, so identity is verified and the hits go to the firm's review.
+        let id = firm.ingest("crm-pep", "Joelamltest Testpep").await;
+        officer.confirm_risk(&id, true).await;
+        let (status, body) = officer.start(&id, "start-pep", 1).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let hosted = open_link(server, body["verification_url"].as_str().expect("url")).await;
+        press(server, &hosted, "approve").await;
+        let view = firm
+            .wait_for(&id, "VERIFIED and NEEDS_REVIEW", |v| {
+                v["kyc_status"] == "VERIFIED" && v["aml"]["status"] == "NEEDS_REVIEW"
+            })
+            .await;
+        assert_eq!(view["crm"]["onboarding"], "BLOCKED");
+        assert_eq!(view["crm"]["next_action"], "WAIT");
+        assert_eq!(view["aml"]["flags"]["pep"], true, "{view}");
+
+        let detail_path = format!("/api/backoffice/customers/{id}");
+        let (_, detail) = officer.get(&detail_path).await;
+        let hits: Vec<String> = detail["aml_hits"]
+            .as_array()
+            .expect("aml_hits")
+            .iter()
+            .map(|hit| hit["id"].as_str().expect("hit id").to_owned())
+            .collect();
+        assert!(!hits.is_empty(), "{detail}");
+
+        // No decision while a hit waits for a disposition.
+        let decision = json!({"decision": "PROCEED", "rationale": "PEP of low influence; senior sign-off"});
+        let (status, body) = officer
+            .post(&format!("{detail_path}/aml/decision"), decision.clone())
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(firm.crm_view(&id).await["aml"]["status"], "NEEDS_REVIEW");
+
+        for hit in &hits {
+            let (status, body) = officer
+                .post(
+                    &format!("{detail_path}/aml/hits/{hit}/disposition"),
+                    json!({"disposition": "TRUE_MATCH", "note": "same person, confirmed by date of birth"}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let (status, body) = officer
+            .post(&format!("{detail_path}/aml/decision"), decision)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let view = firm.crm_view(&id).await;
+        assert_eq!(view["aml"]["status"], "RESOLVED");
+        assert_eq!(view["crm"]["label"], "Final decision recorded.");
+        assert_eq!(view["crm"]["onboarding"], "FIRM_DECISION");
+        assert!(view["aml"]["last_reviewed_at"].is_string(), "{view}");
+
+        // The firm's audit trail records every step, as JSON lines.
+        let response = server
+            .client()
+            .get(server.url("/api/backoffice/audit/export"))
+            .header("cookie", &officer.cookie)
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(response.status(), StatusCode::OK);
+        let export = response.text().await.expect("text");
+        let lines: Vec<Value> = export
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+            .collect();
+        assert!(lines.len() >= 6, "{export}");
+        assert!(export.contains(&id), "the customer's events are in the export");
+        assert_eq!(credits_figures(&officer.credits().await), (4, 0, 1));
+    }
+
     async fn not_required_is_never_charged_and_insufficient_credits_change_nothing(server: &Server) {
         let firm = Firm::new(server, "Acme Realty", 3);
         let officer = firm.person("staff").await;
