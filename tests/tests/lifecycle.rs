@@ -3,6 +3,9 @@
 //! sees the price and starts verification (twenty times at once, exactly one charge), the customer
 //! opens the link and approves on the simulator's hosted page, the provider's webhook lands, AML
 //! screening runs from the outbox, and the CRM reads `CLEAR` (api.md §1, §3–§5; product.md §2–§4).
+//! Also: RED-RETRY and resubmission, AML review to `RESOLVED`, nothing charged for `NOT_REQUIRED`
+//! or without credits, hand-signed webhooks (duplicates, late older verdicts, GREEN turned RED),
+//! and the refusals (forged signature, API key, staff role, another firm).
 
 use std::time::{Duration, Instant};
 
@@ -593,4 +596,127 @@ both_backends! {
         assert_eq!(credits_figures(&stranger.credits().await), (5, 0, 0));
         assert_eq!(credits_figures(&officer.credits().await), (4, 0, 1));
     }
+}
+
+/// The webhook secret of the servers that receive hand-signed webhooks below.
+const WEBHOOK_SECRET: &str = "e2e-webhook-secret";
+
+/// `createdAtMs` as Sumsub writes it: UTC, milliseconds.
+fn created_at_ms(at: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]"
+    );
+    at.format(&format).expect("formattable")
+}
+
+/// Posts a webhook signed with [`WEBHOOK_SECRET`]; the status.
+async fn deliver(server: &Server, body: &str) -> StatusCode {
+    server
+        .client()
+        .post(server.url("/webhooks/sumsub"))
+        .header("X-Payload-Digest-Alg", "HMAC_SHA256_HEX")
+        .header(
+            "X-Payload-Digest",
+            hmac_sha256_hex(WEBHOOK_SECRET.as_bytes(), body.as_bytes()),
+        )
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("webhook")
+        .status()
+}
+
+fn reviewed(external: &ExternalUserId, at: time::OffsetDateTime, result: Value) -> String {
+    json!({
+        "type": "applicantReviewed",
+        "externalUserId": external.as_str(),
+        "levelName": "basic-kyc-level",
+        "reviewStatus": "completed",
+        "createdAtMs": created_at_ms(at),
+        "reviewResult": result,
+    })
+    .to_string()
+}
+
+/// Webhooks signed with the configured `SUMSUB_WEBHOOK_SECRET` are applied before the 200; a
+/// duplicate has no second effect; an older verdict arriving late changes nothing; a newer RED
+/// turns a GREEN into FAILED; a signed body that is not JSON is 400.
+async fn signed_webhooks_apply_once_in_creation_order(backend: kyc_e2e::Backend) {
+    let Some(server) = Server::start(backend, &[("SUMSUB_WEBHOOK_SECRET", WEBHOOK_SECRET)]).await
+    else {
+        return;
+    };
+    let firm = Firm::new(&server, "Acme Partners", 5);
+    let officer = firm.person("staff").await;
+    let (id, _url) = started(&firm, &officer, "crm-webhooks").await;
+    let external = ExternalUserId::for_attempt(
+        CustomerId::parse(&id).expect("customer id"),
+        AttemptNumber::FIRST,
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let green = reviewed(&external, now, json!({"reviewAnswer": "GREEN"}));
+    let red = |at| {
+        reviewed(
+            &external,
+            at,
+            json!({"reviewAnswer": "RED", "reviewRejectType": "FINAL", "rejectLabels": ["FORGERY"]}),
+        )
+    };
+
+    assert_eq!(deliver(&server, &green).await, StatusCode::OK);
+    assert_eq!(
+        firm.crm_view(&id).await["kyc_status"],
+        "VERIFIED",
+        "applied before the 200"
+    );
+    let detail_path = format!("/api/backoffice/customers/{id}");
+    let provider_entries = |detail: &Value| {
+        detail["audit"]
+            .as_array()
+            .expect("audit")
+            .iter()
+            .filter(|entry| entry["actor"]["kind"] == "provider")
+            .count()
+    };
+    let recorded = provider_entries(&officer.get(&detail_path).await.1);
+    assert!(recorded > 0, "the verdict is in the customer's history");
+    assert_eq!(
+        deliver(&server, &green).await,
+        StatusCode::OK,
+        "a duplicate is acknowledged"
+    );
+    assert_eq!(
+        provider_entries(&officer.get(&detail_path).await.1),
+        recorded,
+        "a duplicate has no second effect"
+    );
+    let older_red = red(now - time::Duration::seconds(5));
+    assert_eq!(deliver(&server, &older_red).await, StatusCode::OK);
+    assert_eq!(
+        firm.crm_view(&id).await["kyc_status"],
+        "VERIFIED",
+        "an older verdict changes nothing"
+    );
+
+    let newer_red = red(now + time::Duration::seconds(5));
+    assert_eq!(deliver(&server, &newer_red).await, StatusCode::OK);
+    let view = firm.crm_view(&id).await;
+    assert_eq!(view["kyc_status"], "FAILED", "{view}");
+    assert_eq!(view["crm"]["label"], "Rejected.");
+    assert_eq!(view["crm"]["next_action"], "DO_NOT_ONBOARD");
+
+    assert_eq!(deliver(&server, "{not json").await, StatusCode::BAD_REQUEST);
+    assert_eq!(credits_figures(&officer.credits().await), (4, 0, 1));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_apply_once_in_creation_order_on_sqlite() {
+    signed_webhooks_apply_once_in_creation_order(kyc_e2e::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_apply_once_in_creation_order_on_postgres() {
+    signed_webhooks_apply_once_in_creation_order(kyc_e2e::Backend::Postgres).await;
 }
