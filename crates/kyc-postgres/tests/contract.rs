@@ -228,3 +228,38 @@ fn now_truncated(at: time::OffsetDateTime) -> time::OffsetDateTime {
     at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
         .unwrap()
 }
+
+#[tokio::test]
+async fn states_are_stored_without_null_members_and_rows_stored_with_them_read_the_same() {
+    with_database(|pool| async move {
+        let stores = Stores::from_adapter(PostgresStore::new(pool.clone()));
+        let firm = new_firm(&stores).await;
+        let mut customer = verified_customer(firm, "link-hash", now());
+        stores.customers.insert(&customer, &[], &[]).await.unwrap();
+        customer.saved_at_version(1);
+        let stored: String = sqlx::query_scalar("SELECT state::text FROM customers WHERE id = $1")
+            .bind(customer.id.as_uuid())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(
+            !stored.contains("null"),
+            "a null member was stored: {stored}"
+        );
+        let read = stores.customers.get(firm, customer.id).await.unwrap();
+        assert_eq!(read.as_ref().map(|c| c.state()), Some(customer.state()));
+
+        // The form written before nulls were left out: every member present.
+        let with_nulls = serde_json::to_value(customer.state()).unwrap();
+        assert!(with_nulls.to_string().contains(":null"));
+        sqlx::query("UPDATE customers SET state = $1 WHERE id = $2")
+            .bind(Json(&with_nulls))
+            .bind(customer.id.as_uuid())
+            .execute(&pool)
+            .await
+            .unwrap();
+        let read = stores.customers.get(firm, customer.id).await.unwrap();
+        assert_eq!(read.as_ref().map(|c| c.state()), Some(customer.state()));
+    })
+    .await;
+}

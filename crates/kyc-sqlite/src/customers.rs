@@ -16,7 +16,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{SqliteStore, from_json, infra, is_unique_violation, micros, to_json, uuid};
+use crate::{
+    SqliteStore, from_json, infra, is_unique_violation, micros, state_json, to_json, uuid,
+};
 
 pub(crate) const COLUMNS: &str = "SELECT version, state FROM customers";
 
@@ -40,10 +42,13 @@ fn save_error(error: sqlx::Error) -> SaveError {
     }
 }
 
+/// A customer from a row of [`COLUMNS`]. The columns are read by position, and the state is parsed
+/// from the text borrowed from the row rather than from a copy of it: on a page of customers the
+/// parse is most of the adapter's cost, and the copy was pure overhead on top of it.
 fn row_to_customer(row: &sqlx::sqlite::SqliteRow) -> Result<Customer, InfrastructureError> {
-    let version: i64 = row.try_get("version").map_err(infra)?;
-    let state: String = row.try_get("state").map_err(infra)?;
-    let mut state: CustomerState = from_json(&state)?;
+    let version: i64 = row.try_get(0).map_err(infra)?;
+    let state: &str = row.try_get(1).map_err(infra)?;
+    let mut state: CustomerState = from_json(state)?;
     state.version = u64::try_from(version).map_err(InfrastructureError::internal)?;
     Ok(Customer::restore(state))
 }
@@ -228,7 +233,7 @@ impl CustomerStore for SqliteStore {
         .bind(customer.aml.status.as_str())
         .bind(micros(customer.created_at))
         .bind(micros(customer.updated_at))
-        .bind(to_json(customer.state())?)
+        .bind(state_json(customer.state())?)
         .bind(customer.aml.next_screening_due.map(micros))
         .execute(&mut *tx)
         .await
@@ -258,7 +263,7 @@ impl CustomerStore for SqliteStore {
         .bind(customer.kyc_status.as_str())
         .bind(customer.aml.status.as_str())
         .bind(micros(customer.updated_at))
-        .bind(to_json(customer.state())?)
+        .bind(state_json(customer.state())?)
         .bind(customer.aml.next_screening_due.map(micros))
         .bind(customer.id.to_string())
         .bind(customer.firm_id.to_string())
@@ -335,13 +340,15 @@ impl CustomerStore for SqliteStore {
         firm: FirmId,
         query: &ListQuery,
     ) -> Result<CustomerPage, InfrastructureError> {
-        let limit = query.limit.clamp(1, 100);
+        let limit = query.limit.clamp(1, 100) as usize;
         let mut builder = page_statement(COLUMNS, firm, query);
+        // All rows first, then the parse: parsing each row as the driver hands it over (as the
+        // Postgres adapter does) measured no faster here, the rows coming from an in-process file.
         let rows = builder.build().fetch_all(&self.pool).await.map_err(infra)?;
-        let has_more = rows.len() > limit as usize;
+        let has_more = rows.len() > limit;
         let customers = rows
             .iter()
-            .take(limit as usize)
+            .take(limit)
             .map(row_to_customer)
             .collect::<Result<Vec<_>, _>>()?;
         let total = if query.include_total {

@@ -160,3 +160,38 @@ async fn migrating_from_the_first_schema_fills_the_new_columns_from_the_stored_s
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+#[tokio::test]
+async fn states_are_stored_without_null_members_and_rows_stored_with_them_read_the_same() {
+    let (store, path) = fresh().await;
+    let stores = Stores::from_adapter(store.clone());
+    let firm = new_firm(&stores).await;
+    let mut customer = verified_customer(firm, "link-hash", now());
+    stores.customers.insert(&customer, &[], &[]).await.unwrap();
+    customer.saved_at_version(1);
+    let stored: String = sqlx::query_scalar("SELECT state FROM customers WHERE id = $1")
+        .bind(customer.id.to_string())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        !stored.contains("null"),
+        "a null member was stored: {stored}"
+    );
+    let read = stores.customers.get(firm, customer.id).await.unwrap();
+    assert_eq!(read.as_ref().map(|c| c.state()), Some(customer.state()));
+
+    // The form written before nulls were left out: every member present.
+    let with_nulls = serde_json::to_string(customer.state()).unwrap();
+    assert!(with_nulls.contains(":null"));
+    sqlx::query("UPDATE customers SET state = $1 WHERE id = $2")
+        .bind(&with_nulls)
+        .bind(customer.id.to_string())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let read = stores.customers.get(firm, customer.id).await.unwrap();
+    assert_eq!(read.as_ref().map(|c| c.state()), Some(customer.state()));
+    store.pool().close().await;
+    let _ = std::fs::remove_file(path);
+}
