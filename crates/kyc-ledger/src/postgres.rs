@@ -376,7 +376,7 @@ fn statement_entry(row: &PgRow) -> Result<StatementEntry, LedgerError> {
 
 #[async_trait]
 impl CreditsLedger for PgLedger {
-    #[instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn grant(
         &self,
         firm: FirmId,
@@ -387,7 +387,7 @@ impl CreditsLedger for PgLedger {
         engine::grant(self, &*self.clock, firm, credits, reference, key).await
     }
 
-    #[instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %hold.customer))]
+    #[instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %hold.customer))]
     async fn reserve(
         &self,
         firm: FirmId,
@@ -398,7 +398,7 @@ impl CreditsLedger for PgLedger {
         engine::reserve(self, &*self.clock, firm, hold, credits, key).await
     }
 
-    #[instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %hold.customer))]
+    #[instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %hold.customer))]
     async fn post(
         &self,
         firm: FirmId,
@@ -408,7 +408,7 @@ impl CreditsLedger for PgLedger {
         engine::resolve(self, &*self.clock, firm, hold, HoldState::Posted, key).await
     }
 
-    #[instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %hold.customer))]
+    #[instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %hold.customer))]
     async fn void(
         &self,
         firm: FirmId,
@@ -418,7 +418,7 @@ impl CreditsLedger for PgLedger {
         engine::resolve(self, &*self.clock, firm, hold, HoldState::Voided, key).await
     }
 
-    #[instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %hold.customer))]
+    #[instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %hold.customer))]
     async fn refund(
         &self,
         firm: FirmId,

@@ -417,7 +417,7 @@ fn statement_entry(row: &SqliteRow) -> Result<StatementEntry, LedgerError> {
 
 #[async_trait]
 impl CreditsLedger for SqliteLedger {
-    #[instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn grant(
         &self,
         firm: FirmId,
@@ -428,7 +428,7 @@ impl CreditsLedger for SqliteLedger {
         engine::grant(self, &*self.clock, firm, credits, reference, key).await
     }
 
-    #[instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %hold.customer))]
+    #[instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %hold.customer))]
     async fn reserve(
         &self,
         firm: FirmId,
@@ -439,7 +439,7 @@ impl CreditsLedger for SqliteLedger {
         engine::reserve(self, &*self.clock, firm, hold, credits, key).await
     }
 
-    #[instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %hold.customer))]
+    #[instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %hold.customer))]
     async fn post(
         &self,
         firm: FirmId,
@@ -449,7 +449,7 @@ impl CreditsLedger for SqliteLedger {
         engine::resolve(self, &*self.clock, firm, hold, HoldState::Posted, key).await
     }
 
-    #[instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %hold.customer))]
+    #[instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %hold.customer))]
     async fn void(
         &self,
         firm: FirmId,
@@ -459,7 +459,7 @@ impl CreditsLedger for SqliteLedger {
         engine::resolve(self, &*self.clock, firm, hold, HoldState::Voided, key).await
     }
 
-    #[instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %hold.customer))]
+    #[instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %hold.customer))]
     async fn refund(
         &self,
         firm: FirmId,

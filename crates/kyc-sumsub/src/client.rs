@@ -392,7 +392,7 @@ fn is_success(answer: &Answer) -> bool {
 
 #[async_trait]
 impl IdentityProvider for SumsubClient {
-    #[instrument(skip_all, err, fields(level = %request.level_name))]
+    #[instrument(skip_all, err(level = "debug"), fields(level = %request.level_name))]
     async fn create_applicant(
         &self,
         request: &ApplicantRequest,
@@ -444,7 +444,7 @@ impl IdentityProvider for SumsubClient {
         }
     }
 
-    #[instrument(skip_all, err)]
+    #[instrument(skip_all, err(level = "debug"))]
     async fn find_applicant(
         &self,
         external_user_id: &ExternalUserId,
@@ -463,7 +463,7 @@ impl IdentityProvider for SumsubClient {
         Self::applicant_from(&answer, external_user_id).map(Some)
     }
 
-    #[instrument(skip_all, err, fields(level = %level_name, ttl_secs))]
+    #[instrument(skip_all, err(level = "debug"), fields(level = %level_name, ttl_secs))]
     async fn verification_link(
         &self,
         external_user_id: &ExternalUserId,
@@ -497,7 +497,7 @@ impl IdentityProvider for SumsubClient {
         Ok(link.url)
     }
 
-    #[instrument(skip_all, err, fields(applicant_id = %applicant_id))]
+    #[instrument(skip_all, err(level = "debug"), fields(applicant_id = %applicant_id))]
     async fn verified_identity(
         &self,
         applicant_id: &ApplicantId,
@@ -587,7 +587,7 @@ struct AmlHitReview {
 
 #[async_trait]
 impl AmlScreening for SumsubClient {
-    #[instrument(skip_all, err, fields(applicant_id = %applicant_id, hits))]
+    #[instrument(skip_all, err(level = "debug"), fields(applicant_id = %applicant_id, hits))]
     async fn fetch_hits(&self, applicant_id: &ApplicantId) -> Result<Vec<AmlHit>, ProviderError> {
         let path = format!(
             "/resources/api/applicants/{}/amlCase",
@@ -634,7 +634,7 @@ impl AmlScreening for SumsubClient {
         Ok(hits)
     }
 
-    #[instrument(skip_all, err, fields(applicant_id = %applicant_id))]
+    #[instrument(skip_all, err(level = "debug"), fields(applicant_id = %applicant_id))]
     async fn request_rescreen(&self, applicant_id: &ApplicantId) -> Result<(), ProviderError> {
         let path = format!(
             "/resources/applicants/{}/recheck/aml",
