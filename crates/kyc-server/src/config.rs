@@ -16,6 +16,7 @@ use tracing_subscriber::EnvFilter;
 use url::Url;
 
 use crate::Failure;
+use crate::failpoint::Failpoint;
 
 /// Every setting of the server and its commands.
 #[derive(Debug, Clone, Args)]
@@ -193,6 +194,55 @@ pub struct Config {
         global = true
     )]
     pub log_format: LogFormat,
+
+    /// Test support: seconds between passes of the recovery worker.
+    #[arg(
+        long = "recovery-interval-secs",
+        env = "KYC_RECOVERY_INTERVAL_SECS",
+        value_name = "KYC_RECOVERY_INTERVAL_SECS",
+        default_value = "30",
+        value_parser = clap::value_parser!(u64).range(1..),
+        help_heading = "Test support",
+        global = true
+    )]
+    pub recovery_interval_secs: u64,
+
+    /// Test support: how old a half-done Start Verification must be before the recovery worker
+    /// takes it over, in seconds. Keep it longer than the slowest start can take.
+    #[arg(
+        long = "stuck-after-secs",
+        env = "KYC_STUCK_AFTER_SECS",
+        value_name = "KYC_STUCK_AFTER_SECS",
+        default_value = "120",
+        value_parser = clap::value_parser!(u64).range(1..),
+        help_heading = "Test support",
+        global = true
+    )]
+    pub stuck_after_secs: u64,
+
+    /// Test support, never in production: stop every Start Verification forever at this point,
+    /// so a test can kill the process there. Refused unless KYC_ALLOW_FAILPOINTS is on.
+    #[arg(
+        long = "failpoint",
+        env = "KYC_FAILPOINT",
+        value_name = "KYC_FAILPOINT",
+        help_heading = "Test support",
+        global = true
+    )]
+    pub failpoint: Option<Failpoint>,
+
+    /// Test support: confirms that KYC_FAILPOINT is meant (`on`/`off`).
+    #[arg(
+        long = "allow-failpoints",
+        env = "KYC_ALLOW_FAILPOINTS",
+        value_name = "KYC_ALLOW_FAILPOINTS",
+        value_parser = parse_switch,
+        action = ArgAction::Set,
+        default_value = "off",
+        help_heading = "Test support",
+        global = true
+    )]
+    pub allow_failpoints: bool,
 }
 
 /// The shape of log lines.
@@ -312,6 +362,16 @@ impl Config {
         }
     }
 
+    /// How often the recovery worker runs.
+    pub fn recovery_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.recovery_interval_secs)
+    }
+
+    /// How old a half-done start must be before recovery takes it over.
+    pub fn stuck_after(&self) -> time::Duration {
+        time::Duration::seconds(i64::try_from(self.stuck_after_secs).unwrap_or(i64::MAX))
+    }
+
     /// The price of one attempt.
     pub fn verification_cost(&self) -> Credits {
         Credits::new(self.verification_cost_credits)
@@ -332,11 +392,19 @@ impl Config {
     }
 
     /// Checks, before anything is opened, that `serve` has what it needs: the Sumsub credentials
-    /// when the simulator is off.
+    /// when the simulator is off, and an explicit confirmation for a failpoint.
     ///
     /// # Errors
     /// One line naming the first missing setting.
     pub fn check_serve(&self) -> Result<(), Failure> {
+        if let Some(failpoint) = self.failpoint
+            && !self.allow_failpoints
+        {
+            return Err(Failure::new(format!(
+                "KYC_FAILPOINT={} stops every Start Verification and is for tests only; set KYC_ALLOW_FAILPOINTS=on to confirm",
+                failpoint.name()
+            )));
+        }
         if !self.simulator_on() {
             for (value, name) in [
                 (&self.sumsub_app_token, "SUMSUB_APP_TOKEN"),
@@ -584,6 +652,41 @@ mod tests {
             generated.expose_secret(),
             parse(&[]).unwrap().link_secret().0.expose_secret()
         );
+    }
+
+    #[test]
+    fn a_failpoint_is_refused_unless_explicitly_allowed() {
+        let config = parse(&["--failpoint", "hold-before-post"]).unwrap();
+        let error = config.check_serve().unwrap_err().to_string();
+        assert!(error.contains("KYC_ALLOW_FAILPOINTS"), "{error}");
+        let config = parse(&[
+            "--failpoint",
+            "hold-after-reserve",
+            "--allow-failpoints",
+            "on",
+        ])
+        .unwrap();
+        config.check_serve().unwrap();
+        assert_eq!(config.failpoint, Some(Failpoint::HoldAfterReserve));
+        assert!(parse(&["--failpoint", "explode"]).is_err());
+    }
+
+    #[test]
+    fn recovery_timings_default_to_production_values() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(
+            config.recovery_interval(),
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(config.stuck_after(), time::Duration::minutes(2));
+        assert_eq!(config.failpoint, None);
+        let config = parse(&["--recovery-interval-secs", "1", "--stuck-after-secs", "2"]).unwrap();
+        assert_eq!(
+            config.recovery_interval(),
+            std::time::Duration::from_secs(1)
+        );
+        assert_eq!(config.stuck_after(), time::Duration::seconds(2));
+        assert!(parse(&["--stuck-after-secs", "0"]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | Module | Holds |
 //! |---|---|
 //! | [`config`] | the typed configuration of api.md §7 (environment variables and `--flags`) |
+//! | [`failpoint`] | test-only fault injection around the credits ledger (`KYC_FAILPOINT`) |
 //! | [`database`] | the engine chosen by `DATABASE_URL`, migrations, the storage ports, readiness |
 //! | [`metered`] | provider-call metrics around the provider ports |
 //! | [`system`] | the wall clock and the id and link-token generator |
@@ -20,6 +21,7 @@
 pub mod commands;
 pub mod config;
 pub mod database;
+pub mod failpoint;
 pub mod metered;
 pub mod serve;
 pub mod system;

@@ -12,6 +12,7 @@ use kyc_http::{BackOfficePorts, HttpConfig, HttpPorts, Metrics, ProviderWebhooks
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use kyc_domain::ports::CreditsLedger;
 use kyc_domain::usecases::{KycService, Ports, Settings};
 use kyc_sumsub::simulator::WebhookTarget;
 use kyc_sumsub::{DigestAlgorithm, Simulator, SimulatorConfig, SumsubClient, SumsubConfig};
@@ -25,14 +26,11 @@ use crate::config::{
     SIMULATOR_MOUNT,
 };
 use crate::database::{Backend, Stores};
+use crate::failpoint::FailpointLedger;
 use crate::metered::MeteredProvider;
 use crate::system::{ServerIds, SystemClock};
 use crate::webhooks::SumsubWebhooks;
 use crate::workers::{OutboxWorker, idempotency_purge_worker, outbox_worker, rescreening_worker};
-
-/// How often the recovery worker looks for attempts left between the phases of Start
-/// Verification.
-pub const RECOVERY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How many stuck attempts one recovery pass takes on.
 const RECOVERY_BATCH: u32 = 100;
@@ -57,6 +55,8 @@ pub struct Composition {
     pub clock: Arc<SystemClock>,
     /// The registry behind `/metrics`, shared with the metered provider ports.
     pub metrics: Metrics,
+    /// How often the recovery worker runs.
+    pub recovery_interval: Duration,
 }
 
 impl Composition {
@@ -105,12 +105,23 @@ impl Composition {
             ProviderMode::Sumsub => None,
         };
 
+        let ledger = match config.failpoint {
+            Some(failpoint) => {
+                tracing::warn!(
+                    failpoint = failpoint.name(),
+                    "KYC_FAILPOINT is set: every Start Verification stops there; this process is for tests only"
+                );
+                Arc::new(FailpointLedger::new(stores.ledger.clone(), failpoint))
+                    as Arc<dyn CreditsLedger>
+            }
+            None => stores.ledger.clone(),
+        };
         let clock = Arc::new(SystemClock);
         let ids = Arc::new(ServerIds::new(link_secret.expose_secret().as_bytes()));
         let service = KycService::new(
             Ports {
                 customers: stores.customers.clone(),
-                ledger: stores.ledger.clone(),
+                ledger,
                 provider: client.clone(),
                 screening: client,
                 clock: clock.clone(),
@@ -119,6 +130,7 @@ impl Composition {
             Settings {
                 verification_cost: config.verification_cost(),
                 levels: config.levels(),
+                stuck_after: config.stuck_after(),
                 ..Settings::default()
             },
         );
@@ -163,6 +175,7 @@ impl Composition {
             simulator,
             clock,
             metrics,
+            recovery_interval: config.recovery_interval(),
         })
     }
 
@@ -220,6 +233,7 @@ impl Composition {
                 "recovery",
                 tokio::spawn(recovery_worker(
                     self.service.clone(),
+                    self.recovery_interval,
                     shutdown.child_token(),
                 )),
             ),
@@ -258,10 +272,11 @@ impl Readiness for DatabaseReadiness {
     }
 }
 
-/// Runs the recovery worker until `shutdown` fires. A pass that has started always finishes: the
-/// token is only looked at between passes.
-pub async fn recovery_worker(service: KycService, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(RECOVERY_INTERVAL);
+/// Runs the recovery worker until `shutdown` fires, a pass every `interval` (`KYC_RECOVERY_INTERVAL_SECS`,
+/// 30 s by default). A pass that has started always finishes: the token is only looked at between
+/// passes.
+pub async fn recovery_worker(service: KycService, interval: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
