@@ -391,3 +391,111 @@ macro_rules! both_backends {
         )*
     };
 }
+
+/// A free port on the loopback interface, for a server or a simulator to bind next.
+pub fn free_loopback_port() -> u16 {
+    free_port()
+}
+
+/// One `kyc-server serve` process on a database the test owns, bound to a port the test chose,
+/// so several processes can share one database and a process can be killed and started again on
+/// the same database and port. Killed (SIGKILL) when dropped; the database is left alone.
+pub struct ServerProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`
+    pub base_url: String,
+}
+
+impl ServerProcess {
+    /// Starts `serve` on `database_url` and `port` with rate limits off and `extra_env`, and
+    /// waits until `/healthz` answers.
+    pub async fn start(database_url: &str, port: u16, extra_env: &[(&str, &str)]) -> Self {
+        let base_url = format!("http://127.0.0.1:{port}");
+        let mut command = Command::new(server_binary());
+        command
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("KYC_BIND", format!("127.0.0.1:{port}"))
+            .env("KYC_PUBLIC_URL", &base_url)
+            .env("KYC_RATE_LIMIT_PER_MINUTE", "0")
+            .env("KYC_RATE_LIMIT_PER_DAY", "0")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("kyc-server starts");
+        let mut process = Self { child, base_url };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = client.get(process.url("/healthz")).send().await
+                && response.status().is_success()
+            {
+                return process;
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("kyc-server exited before becoming healthy: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kyc-server did not become healthy at {}",
+                process.base_url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `base_url` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Kills the process with SIGKILL, as a crash or an OOM kill would, and reaps it: nothing
+    /// of it runs afterwards, no shutdown code, no pending write.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a `kyc-server` administrative command on `database_url`, with `stdin` piped in; its
+/// stdout, trimmed. Panics with the stderr when it fails.
+pub fn run_cli(database_url: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = Command::new(server_binary())
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kyc-server CLI runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().expect("CLI output");
+    assert!(
+        output.status.success(),
+        "kyc-server {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}
