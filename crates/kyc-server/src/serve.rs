@@ -376,6 +376,8 @@ async fn run_server(config: Config, migrate: bool, seed_demo: bool) -> Result<()
             "provider simulator mounted"
         );
     }
+    // The peer address feeds the back office's per-address login limit.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
