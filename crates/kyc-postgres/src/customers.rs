@@ -20,7 +20,9 @@ use uuid::Uuid;
 use crate::{PostgresStore, at_micros, fit, infra, is_unique_violation, state_json};
 use sqlx::types::Json;
 
-pub(crate) const COLUMNS: &str = "SELECT version, state FROM customers";
+/// What every read of customers selects: the version and id first, to look the decoded state up
+/// in the cache, then the stored state, parsed only when the cache misses.
+pub(crate) const COLUMNS: &str = "SELECT version, state, id FROM customers";
 
 /// The stored spelling of an attempt phase.
 pub(crate) fn phase_str(phase: AttemptPhase) -> &'static str {
@@ -42,13 +44,40 @@ fn save_error(error: sqlx::Error) -> SaveError {
     }
 }
 
-/// A customer from a row of [`COLUMNS`], read by position. sqlx parses the `jsonb` state straight
-/// from the row's buffer (`serde_json::from_slice`), with no intermediate text.
-fn row_to_customer(row: &sqlx::postgres::PgRow) -> Result<Customer, InfrastructureError> {
-    let version: i64 = row.try_get(0).map_err(infra)?;
-    let Json(mut state): Json<CustomerState> = row.try_get(1).map_err(infra)?;
-    state.version = u64::try_from(version).map_err(InfrastructureError::internal)?;
-    Ok(Customer::restore(state))
+impl PostgresStore {
+    /// A customer from a row of [`COLUMNS`], read for `firm` (the statement filtered by it). The
+    /// decoded state comes from the cache when it holds this customer at the row's version;
+    /// otherwise sqlx parses the `jsonb` state straight from the row's buffer
+    /// (`serde_json::from_slice`, no intermediate text) and it is remembered.
+    fn row_to_customer(
+        &self,
+        firm: FirmId,
+        row: &sqlx::postgres::PgRow,
+    ) -> Result<Customer, InfrastructureError> {
+        let version: i64 = row.try_get(0).map_err(infra)?;
+        let version = u64::try_from(version).map_err(InfrastructureError::internal)?;
+        let id: Uuid = row.try_get(2).map_err(infra)?;
+        let id = CustomerId::from_uuid(id);
+        if let Some(state) = self.states.get(firm, id, version) {
+            return Ok(Customer::restore(state));
+        }
+        let Json(mut state): Json<CustomerState> = row.try_get(1).map_err(infra)?;
+        state.version = version;
+        if self.states.enabled() {
+            self.states.put(firm, id, state.clone());
+        }
+        Ok(Customer::restore(state))
+    }
+
+    /// Remembers the state just committed for `customer`, now at `version`, so the next read of it
+    /// skips the parse.
+    fn remember(&self, customer: &Customer, version: u64) {
+        if self.states.enabled() {
+            let mut state = customer.state().clone();
+            state.version = version;
+            self.states.put(customer.firm_id, customer.id, state);
+        }
+    }
 }
 
 /// The provider event that caused an audit event, if one did.
@@ -238,6 +267,7 @@ impl CustomerStore for PostgresStore {
         .map_err(save_error)?;
         write_children(&mut tx, customer, events, outbox, None).await?;
         tx.commit().await.map_err(save_error)?;
+        self.remember(customer, 1);
         Ok(1)
     }
 
@@ -274,6 +304,7 @@ impl CustomerStore for PostgresStore {
         }
         write_children(&mut tx, customer, events, outbox, inbound).await?;
         tx.commit().await.map_err(save_error)?;
+        self.remember(customer, customer.version + 1);
         Ok(customer.version + 1)
     }
 
@@ -290,7 +321,7 @@ impl CustomerStore for PostgresStore {
             .await
             .map_err(infra)?
             .as_ref()
-            .map(row_to_customer)
+            .map(|row| self.row_to_customer(firm, row))
             .transpose()
     }
 
@@ -309,7 +340,7 @@ impl CustomerStore for PostgresStore {
         .await
         .map_err(infra)?
         .as_ref()
-        .map(row_to_customer)
+        .map(|row| self.row_to_customer(firm, row))
         .transpose()
     }
 
@@ -328,7 +359,7 @@ impl CustomerStore for PostgresStore {
         .await
         .map_err(infra)?
         .as_ref()
-        .map(row_to_customer)
+        .map(|row| self.row_to_customer(firm, row))
         .transpose()
     }
 
@@ -349,7 +380,7 @@ impl CustomerStore for PostgresStore {
             // The statement asks for one row more than the page, only to learn whether more follow;
             // it is read to the end so the connection goes back to the pool idle.
             if customers.len() < limit {
-                customers.push(row_to_customer(&row)?);
+                customers.push(self.row_to_customer(firm, &row)?);
             } else {
                 has_more = true;
             }

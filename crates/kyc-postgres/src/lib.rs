@@ -16,7 +16,9 @@ mod delivery;
 mod idempotency;
 #[cfg(test)]
 mod plans;
+mod state_cache;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kyc_domain::customer::CustomerState;
@@ -24,6 +26,9 @@ use kyc_domain::ports::InfrastructureError;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use time::OffsetDateTime;
+
+pub use crate::state_cache::DEFAULT_STATE_CACHE_ENTRIES;
+use crate::state_cache::StateCache;
 
 /// Connects a pool to the database at `url` (`postgres://user@host:5432/db`).
 ///
@@ -57,12 +62,28 @@ pub async fn migrate(pool: &PgPool) -> Result<(), InfrastructureError> {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Decoded customer states, shared by the clones of this value (not by other values).
+    states: Arc<StateCache>,
 }
 
 impl PostgresStore {
-    /// Wraps a pool from [`connect`] (migrated with [`migrate`]).
+    /// Wraps a pool from [`connect`] (migrated with [`migrate`]), with a cache of up to
+    /// [`DEFAULT_STATE_CACHE_ENTRIES`] decoded customer states.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self::with_state_cache(pool, DEFAULT_STATE_CACHE_ENTRIES)
+    }
+
+    /// Wraps a pool with a cache of up to `entries` decoded customer states (`0` turns it off).
+    ///
+    /// Reads look a customer up by firm, id and the version its row carries, and parse the stored
+    /// JSON only on a miss; a state never changes at a given version, so a hit is what the parse
+    /// would give, and a customer saved through another store on the same database is read at its
+    /// new version. A typical entry takes 1–2 KiB: 10 000 entries hold roughly 10–20 MiB.
+    pub fn with_state_cache(pool: PgPool, entries: usize) -> Self {
+        Self {
+            pool,
+            states: Arc::new(StateCache::new(entries)),
+        }
     }
 
     /// The pool, for health checks and tests.

@@ -246,7 +246,9 @@ async fn states_are_stored_without_null_members_and_rows_stored_with_them_read_t
             !stored.contains("null"),
             "a null member was stored: {stored}"
         );
-        let read = stores.customers.get(firm, customer.id).await.unwrap();
+        // Read through a store with no state cache, so both reads parse the stored form.
+        let uncached = PostgresStore::with_state_cache(pool.clone(), 0);
+        let read = uncached.get(firm, customer.id).await.unwrap();
         assert_eq!(read.as_ref().map(|c| c.state()), Some(customer.state()));
 
         // The form written before nulls were left out: every member present.
@@ -258,8 +260,48 @@ async fn states_are_stored_without_null_members_and_rows_stored_with_them_read_t
             .execute(&pool)
             .await
             .unwrap();
-        let read = stores.customers.get(firm, customer.id).await.unwrap();
+        let read = uncached.get(firm, customer.id).await.unwrap();
         assert_eq!(read.as_ref().map(|c| c.state()), Some(customer.state()));
+    })
+    .await;
+}
+
+/// Two stores on one database, each with its own state cache (the second with `entries`), as two
+/// server replicas would be.
+fn two_stores(pool: &PgPool, entries: usize) -> (Stores, Stores) {
+    (
+        Stores::from_adapter(PostgresStore::new(pool.clone())),
+        Stores::from_adapter(PostgresStore::with_state_cache(pool.clone(), entries)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_saved_through_another_store_is_read_at_its_new_version() {
+    with_database(|pool| async move {
+        let (here, there) = two_stores(&pool, kyc_postgres::DEFAULT_STATE_CACHE_ENTRIES);
+        kyc_store_contract::a_customer_saved_through_another_store_is_read_at_its_new_version(
+            here, there,
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_state_cache_never_crosses_firms() {
+    with_database(|pool| async move {
+        let (stores, _) = two_stores(&pool, 0);
+        kyc_store_contract::the_state_cache_never_crosses_firms(stores).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_are_identical_with_the_state_cache_disabled() {
+    with_database(|pool| async move {
+        let (cached, uncached) = two_stores(&pool, 0);
+        kyc_store_contract::reads_are_identical_with_the_state_cache_disabled(cached, uncached)
+            .await;
     })
     .await;
 }

@@ -20,7 +20,9 @@ use crate::{
     SqliteStore, from_json, infra, is_unique_violation, micros, state_json, to_json, uuid,
 };
 
-pub(crate) const COLUMNS: &str = "SELECT version, state FROM customers";
+/// What every read of customers selects: the version and id first, to look the decoded state up
+/// in the cache, then the stored state, parsed only when the cache misses.
+pub(crate) const COLUMNS: &str = "SELECT version, state, id FROM customers";
 
 /// The stored spelling of an attempt phase.
 pub(crate) fn phase_str(phase: AttemptPhase) -> &'static str {
@@ -42,15 +44,41 @@ fn save_error(error: sqlx::Error) -> SaveError {
     }
 }
 
-/// A customer from a row of [`COLUMNS`]. The columns are read by position, and the state is parsed
-/// from the text borrowed from the row rather than from a copy of it: on a page of customers the
-/// parse is most of the adapter's cost, and the copy was pure overhead on top of it.
-fn row_to_customer(row: &sqlx::sqlite::SqliteRow) -> Result<Customer, InfrastructureError> {
-    let version: i64 = row.try_get(0).map_err(infra)?;
-    let state: &str = row.try_get(1).map_err(infra)?;
-    let mut state: CustomerState = from_json(state)?;
-    state.version = u64::try_from(version).map_err(InfrastructureError::internal)?;
-    Ok(Customer::restore(state))
+impl SqliteStore {
+    /// A customer from a row of [`COLUMNS`], read for `firm` (the statement filtered by it). The
+    /// decoded state comes from the cache when it holds this customer at the row's version;
+    /// otherwise the state is parsed from the text borrowed from the row (no copy: on a page of
+    /// customers the parse is most of the adapter's cost) and remembered.
+    fn row_to_customer(
+        &self,
+        firm: FirmId,
+        row: &sqlx::sqlite::SqliteRow,
+    ) -> Result<Customer, InfrastructureError> {
+        let version: i64 = row.try_get(0).map_err(infra)?;
+        let version = u64::try_from(version).map_err(InfrastructureError::internal)?;
+        let id: &str = row.try_get(2).map_err(infra)?;
+        let id = CustomerId::from_uuid(uuid(id)?);
+        if let Some(state) = self.states.get(firm, id, version) {
+            return Ok(Customer::restore(state));
+        }
+        let state: &str = row.try_get(1).map_err(infra)?;
+        let mut state: CustomerState = from_json(state)?;
+        state.version = version;
+        if self.states.enabled() {
+            self.states.put(firm, id, state.clone());
+        }
+        Ok(Customer::restore(state))
+    }
+
+    /// Remembers the state just committed for `customer`, now at `version`, so the next read of it
+    /// skips the parse.
+    fn remember(&self, customer: &Customer, version: u64) {
+        if self.states.enabled() {
+            let mut state = customer.state().clone();
+            state.version = version;
+            self.states.put(customer.firm_id, customer.id, state);
+        }
+    }
 }
 
 /// The provider event that caused an audit event, if one did.
@@ -240,6 +268,7 @@ impl CustomerStore for SqliteStore {
         .map_err(save_error)?;
         write_children(&mut tx, customer, events, outbox, None).await?;
         tx.commit().await.map_err(save_error)?;
+        self.remember(customer, 1);
         Ok(1)
     }
 
@@ -276,6 +305,7 @@ impl CustomerStore for SqliteStore {
         }
         write_children(&mut tx, customer, events, outbox, inbound).await?;
         tx.commit().await.map_err(save_error)?;
+        self.remember(customer, customer.version + 1);
         Ok(customer.version + 1)
     }
 
@@ -292,7 +322,7 @@ impl CustomerStore for SqliteStore {
             .await
             .map_err(infra)?
             .as_ref()
-            .map(row_to_customer)
+            .map(|row| self.row_to_customer(firm, row))
             .transpose()
     }
 
@@ -311,7 +341,7 @@ impl CustomerStore for SqliteStore {
         .await
         .map_err(infra)?
         .as_ref()
-        .map(row_to_customer)
+        .map(|row| self.row_to_customer(firm, row))
         .transpose()
     }
 
@@ -330,7 +360,7 @@ impl CustomerStore for SqliteStore {
         .await
         .map_err(infra)?
         .as_ref()
-        .map(row_to_customer)
+        .map(|row| self.row_to_customer(firm, row))
         .transpose()
     }
 
@@ -349,7 +379,7 @@ impl CustomerStore for SqliteStore {
         let customers = rows
             .iter()
             .take(limit)
-            .map(row_to_customer)
+            .map(|row| self.row_to_customer(firm, row))
             .collect::<Result<Vec<_>, _>>()?;
         let total = if query.include_total {
             let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM customers");

@@ -31,6 +31,57 @@ async fn setup() -> Option<Harness> {
 
 kyc_store_contract::contract_tests!(setup);
 
+/// Runs `test` with two stores on one fresh file, each with its own state cache (the second with
+/// `second_cache` entries), as two server processes would be, then deletes the file.
+async fn with_two_stores<F, Fut>(second_cache: usize, test: F)
+where
+    F: FnOnce(Stores, Stores) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (store, path) = fresh().await;
+    let pool = store.pool().clone();
+    let other = SqliteStore::with_state_cache(pool.clone(), second_cache);
+    // On a task of its own, so a failing test still deletes its file.
+    let outcome = tokio::spawn(test(
+        Stores::from_adapter(store),
+        Stores::from_adapter(other),
+    ))
+    .await;
+    pool.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    if let Err(failure) = outcome {
+        std::panic::resume_unwind(failure.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_saved_through_another_store_is_read_at_its_new_version() {
+    with_two_stores(
+        kyc_sqlite::DEFAULT_STATE_CACHE_ENTRIES,
+        kyc_store_contract::a_customer_saved_through_another_store_is_read_at_its_new_version,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_state_cache_never_crosses_firms() {
+    with_two_stores(0, |stores, _| {
+        kyc_store_contract::the_state_cache_never_crosses_firms(stores)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_are_identical_with_the_state_cache_disabled() {
+    with_two_stores(
+        0,
+        kyc_store_contract::reads_are_identical_with_the_state_cache_disabled,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn the_schema_refuses_updates_and_deletes_of_recorded_events() {
     let (store, path) = fresh().await;
@@ -178,7 +229,9 @@ async fn states_are_stored_without_null_members_and_rows_stored_with_them_read_t
         !stored.contains("null"),
         "a null member was stored: {stored}"
     );
-    let read = stores.customers.get(firm, customer.id).await.unwrap();
+    // Read through a store with no state cache, so both reads parse the stored form.
+    let uncached = SqliteStore::with_state_cache(store.pool().clone(), 0);
+    let read = uncached.get(firm, customer.id).await.unwrap();
     assert_eq!(read.as_ref().map(|c| c.state()), Some(customer.state()));
 
     // The form written before nulls were left out: every member present.
@@ -190,7 +243,7 @@ async fn states_are_stored_without_null_members_and_rows_stored_with_them_read_t
         .execute(store.pool())
         .await
         .unwrap();
-    let read = stores.customers.get(firm, customer.id).await.unwrap();
+    let read = uncached.get(firm, customer.id).await.unwrap();
     assert_eq!(read.as_ref().map(|c| c.state()), Some(customer.state()));
     store.pool().close().await;
     let _ = std::fs::remove_file(path);

@@ -9,6 +9,7 @@
 //! | [`customers`] | round trips, atomic saves, optimistic concurrency, the externalId race, inbound dedupe, attempt look-ups |
 //! | [`pagination`] | list filters and counts, cursor walks under concurrent writers, polling with `updated_since` |
 //! | [`audit`] | the event log only grows |
+//! | [`cache`] | cached customer states are never stale, never cross firms, never differ from a parse (adapters call these with two stores) |
 //! | [`tenancy`] | a firm's id never reaches another firm's rows |
 //! | [`idempotency`] | claim semantics under concurrency, replay, release, expiry and purge |
 //! | [`access`] | users, sessions, API keys, webhook endpoints and deliveries, the outbox |
@@ -16,6 +17,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod cache;
 pub mod customers;
 pub mod idempotency;
 pub mod pagination;
@@ -38,6 +40,7 @@ use uuid::Uuid;
 
 pub use access::*;
 pub use audit::*;
+pub use cache::*;
 pub use customers::*;
 pub use idempotency::*;
 pub use pagination::*;
