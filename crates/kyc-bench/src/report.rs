@@ -1,0 +1,197 @@
+//! The report: one table per backend (throughput, ratio to the matching baseline phase, latency,
+//! errors, memory), then the targets of `docs/performance.md` checked on the PostgreSQL figures.
+
+use std::time::Duration;
+
+use crate::database::Backend;
+use crate::load::PhaseResult;
+use crate::processes::Memory;
+
+/// The phases of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Baseline: one `SELECT` by id.
+    BaselineRead,
+    /// `GET /api/v1/customers/{id}`.
+    Read,
+    /// `GET /api/v1/customers?status=NOT_STARTED&limit=50` with cursors.
+    List,
+    /// Baseline: one `INSERT`.
+    BaselineInsert,
+    /// `POST /api/v1/customers`, half updates, half creates.
+    Upsert,
+    /// `POST /webhooks/sumsub`, signed, half pending, half GREEN verdicts.
+    Webhooks,
+}
+
+impl Phase {
+    const fn label(self) -> &'static str {
+        match self {
+            Self::BaselineRead => "baseline: SELECT by id",
+            Self::Read => "GET /api/v1/customers/{id}",
+            Self::List => "GET /api/v1/customers?status&limit=50",
+            Self::BaselineInsert => "baseline: INSERT",
+            Self::Upsert => "POST /api/v1/customers (upsert)",
+            Self::Webhooks => "POST /webhooks/sumsub (signed)",
+        }
+    }
+
+    /// The baseline phase a figure is divided by.
+    const fn baseline(self) -> Option<Self> {
+        match self {
+            Self::Read | Self::List => Some(Self::BaselineRead),
+            Self::Upsert => Some(Self::BaselineInsert),
+            Self::BaselineRead | Self::BaselineInsert | Self::Webhooks => None,
+        }
+    }
+}
+
+/// The figures of one backend.
+#[derive(Debug)]
+pub struct BackendReport {
+    /// Which backend.
+    pub backend: Backend,
+    /// Each phase with the memory of its process right after it.
+    pub phases: Vec<(Phase, PhaseResult, Memory)>,
+    /// The server's memory at the end (`peak_kib` is the peak over the whole run).
+    pub memory: Memory,
+    /// The baseline's memory at the end.
+    pub baseline_memory: Memory,
+    /// Customers per KYC status at the end.
+    pub kyc_status_counts: Vec<(String, i64)>,
+}
+
+impl BackendReport {
+    /// An empty report.
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            phases: Vec::new(),
+            memory: Memory::default(),
+            baseline_memory: Memory::default(),
+            kyc_status_counts: Vec::new(),
+        }
+    }
+
+    /// Adds a phase.
+    pub fn push(&mut self, phase: Phase, result: PhaseResult, memory: Memory) {
+        eprintln!(
+            "    {:.0} req/s, p50 {}, p99 {}, {} errors",
+            result.throughput(),
+            millis(result.p50),
+            millis(result.p99),
+            result.errors
+        );
+        for sample in &result.error_samples {
+            eprintln!("    error: {sample}");
+        }
+        self.phases.push((phase, result, memory));
+    }
+
+    fn get(&self, phase: Phase) -> Option<&PhaseResult> {
+        self.phases
+            .iter()
+            .find(|(p, _, _)| *p == phase)
+            .map(|(_, result, _)| result)
+    }
+
+    /// Throughput of `phase` over its baseline's.
+    pub fn ratio(&self, phase: Phase) -> Option<f64> {
+        let own = self.get(phase)?.throughput();
+        let base = self.get(phase.baseline()?)?.throughput();
+        (base > 0.0).then(|| own / base)
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1_000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Prints the report to stdout as Markdown.
+pub fn print(summary: &str, reports: &[BackendReport]) {
+    println!("# kyc-bench\n\n{summary}\n");
+    for report in reports {
+        println!("## {}\n", report.backend.name());
+        println!("| Phase | req/s | × baseline | p50 | p99 | max | errors | RSS after |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (phase, result, memory) in &report.phases {
+            let ratio = report
+                .ratio(*phase)
+                .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
+            println!(
+                "| {} | {:.0} | {ratio} | {} | {} | {} | {} | {} |",
+                phase.label(),
+                result.throughput(),
+                millis(result.p50),
+                millis(result.p99),
+                millis(result.max),
+                result.errors,
+                mib(memory.current_kib),
+            );
+        }
+        println!(
+            "\nServer peak RSS (VmHWM): {}; baseline peak RSS: {}.",
+            mib(report.memory.peak_kib),
+            mib(report.baseline_memory.peak_kib)
+        );
+        let counts = report
+            .kyc_status_counts
+            .iter()
+            .map(|(status, n)| format!("{status} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("Customers by KYC status at the end: {counts}.\n");
+        if report.backend == Backend::Postgres {
+            print_targets(report);
+        }
+    }
+}
+
+fn print_targets(report: &BackendReport) {
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    println!("### Targets (PostgreSQL)\n");
+    if let Some(ratio) = report.ratio(Phase::Read) {
+        println!(
+            "- reads ≥ 0.6× baseline: {ratio:.2}× — {}",
+            verdict(ratio >= 0.6)
+        );
+    }
+    if let Some(ratio) = report.ratio(Phase::Upsert) {
+        println!(
+            "- upserts ≥ 0.5× baseline: {ratio:.2}× — {}",
+            verdict(ratio >= 0.5)
+        );
+    }
+    if let Some(webhooks) = report.get(Phase::Webhooks) {
+        let rate = webhooks.throughput();
+        println!(
+            "- webhooks ≥ 1,000/s: {rate:.0}/s — {}",
+            verdict(rate >= 1_000.0)
+        );
+    }
+    for phase in [Phase::Read, Phase::List, Phase::Upsert, Phase::Webhooks] {
+        if let Some(result) = report.get(phase) {
+            println!(
+                "- p99 < 25 ms, {}: {} — {}",
+                phase.label(),
+                millis(result.p99),
+                verdict(result.p99 < Duration::from_millis(25))
+            );
+        }
+    }
+    let errors: u64 = report.phases.iter().map(|(_, r, _)| r.errors).sum();
+    println!(
+        "- no unexpected answers: {errors} — {}",
+        verdict(errors == 0)
+    );
+    let peak = report.memory.peak_kib;
+    println!(
+        "- server memory < 100 MiB: {} — {}\n",
+        mib(peak),
+        verdict(peak < 100 * 1024)
+    );
+}
