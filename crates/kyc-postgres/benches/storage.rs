@@ -22,7 +22,13 @@
 //! drift of a shared machine between two separate runs; for the list and save paths it also times
 //! each phase (statement, column copy, JSON parse, restore; serializing), to attribute the
 //! overhead.
+//!
+//! The adapters cache decoded customer states, so every read is profiled three ways beside the
+//! same bare call: warm (the same store reading the same customers again, as a CRM polling its
+//! list does), first read (a store with an empty cache: each state parsed and stored) and with the
+//! cache turned off. The criterion figures of the adapter are warm.
 
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
@@ -63,11 +69,13 @@ const PATHS: [&str; 5] = [
 /// update.
 struct Fixture {
     stores: Stores,
+    /// The same database through an adapter with its state cache turned off.
+    uncached: Stores,
     firm: FirmId,
     target: Mutex<Customer>,
 }
 
-async fn fixture(stores: Stores) -> Fixture {
+async fn fixture(stores: Stores, uncached: Stores) -> Fixture {
     let firm = new_firm(&stores).await;
     let mut target = None;
     for n in 0..SEEDED {
@@ -76,6 +84,7 @@ async fn fixture(stores: Stores) -> Fixture {
     }
     Fixture {
         stores,
+        uncached,
         firm,
         target: Mutex::new(target.expect("seeded")),
     }
@@ -237,10 +246,10 @@ async fn prepared(fx: &Fixture) -> Prepared {
 }
 
 /// The statement of the measured list page, as the adapter builds it for [`list_query`].
-const LIST_PAGE: &str = "SELECT version, state FROM customers WHERE firm_id = $1 AND kyc_status = $2 ORDER BY created_at, id LIMIT $3";
-const GET_BY_ID: &str = "SELECT version, state FROM customers WHERE firm_id = $1 AND id = $2";
+const LIST_PAGE: &str = "SELECT version, state, id FROM customers WHERE firm_id = $1 AND kyc_status = $2 ORDER BY created_at, id LIMIT $3";
+const GET_BY_ID: &str = "SELECT version, state, id FROM customers WHERE firm_id = $1 AND id = $2";
 const GET_BY_EXTERNAL_ID: &str =
-    "SELECT version, state FROM customers WHERE firm_id = $1 AND external_id = $2";
+    "SELECT version, state, id FROM customers WHERE firm_id = $1 AND external_id = $2";
 const INSERT_CUSTOMER: &str = "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)";
 const UPDATE_CUSTOMER: &str = "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
@@ -250,17 +259,17 @@ const INSERT_OUTBOX: &str =
     "INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) VALUES ($1, $2, $3, $3)";
 
 /// What a caller of the read statements gets out of a Postgres row without the adapter: the
-/// version and the `jsonb` state's bytes (sqlx's binary format: a version byte, then the text),
-/// both owned.
-fn pg_columns(row: &PgRow) -> (i64, Vec<u8>) {
+/// version, the `jsonb` state's bytes (sqlx's binary format: a version byte, then the text) and
+/// the id, all owned.
+fn pg_columns(row: &PgRow) -> (i64, Vec<u8>, Uuid) {
     let version: i64 = row.get(0);
     let state = row.try_get_raw(1).unwrap().as_bytes().unwrap().to_vec();
-    (version, state)
+    (version, state, row.get(2))
 }
 
-/// The same for a SQLite row: the version and the state's text, owned.
-fn sqlite_columns(row: &SqliteRow) -> (i64, String) {
-    (row.get(0), row.get(1))
+/// The same for a SQLite row: the version, the state's text and the id's text, owned.
+fn sqlite_columns(row: &SqliteRow) -> (i64, String, String) {
+    (row.get(0), row.get(1), row.get(2))
 }
 
 /// One bare Postgres insert: the adapter's three statements in one transaction.
@@ -663,9 +672,10 @@ fn sqlite(c: &mut Criterion) {
         kyc_sqlite::migrate(&pool).await.unwrap();
         pool
     });
-    let fx = Arc::new(rt.block_on(fixture(Stores::from_adapter(SqliteStore::new(
-        pool.clone(),
-    )))));
+    let fx = Arc::new(rt.block_on(fixture(
+        Stores::from_adapter(SqliteStore::new(pool.clone())),
+        Stores::from_adapter(SqliteStore::with_state_cache(pool.clone(), 0)),
+    )));
     // Each path's baseline right before its adapter run, so load from elsewhere on the machine
     // drifts less between the two; the target's version is re-read after each.
     for path in PATHS {
@@ -702,9 +712,10 @@ fn postgres(c: &mut Criterion) {
         kyc_postgres::migrate(&pool).await.unwrap();
         (admin, pool)
     });
-    let fx = Arc::new(rt.block_on(fixture(Stores::from_adapter(PostgresStore::new(
-        pool.clone(),
-    )))));
+    let fx = Arc::new(rt.block_on(fixture(
+        Stores::from_adapter(PostgresStore::new(pool.clone())),
+        Stores::from_adapter(PostgresStore::with_state_cache(pool.clone(), 0)),
+    )));
     rt.block_on(async { sqlx::query("ANALYZE").execute(&pool).await.unwrap() });
     for path in PATHS {
         postgres_baseline(c, &rt, &pool, &fx, path);
@@ -747,15 +758,21 @@ impl Phases {
         samples.get(samples.len() / 2).copied().unwrap_or_default()
     }
 
-    fn print(&self, title: &str, bare: &str, adapter: &str) {
+    fn has(&self, phase: &str) -> bool {
+        self.0.iter().any(|(name, _)| *name == phase)
+    }
+
+    fn print(&self, title: &str, bare: &str, adapters: &[&str]) {
         eprintln!("\n{title}: medians of {ROUNDS} interleaved rounds");
         for (phase, _) in &self.0 {
             eprintln!("  {phase:<44} {:>9.1} µs", micros_of(self.median(phase)));
         }
-        eprintln!(
-            "  ratio {adapter} / {bare}: {:.2}×",
-            self.ratio(bare, adapter)
-        );
+        for adapter in adapters {
+            eprintln!(
+                "  ratio {adapter} / {bare}: {:.2}×",
+                self.ratio(bare, adapter)
+            );
+        }
     }
 
     fn ratio(&self, bare: &str, adapter: &str) -> f64 {
@@ -777,62 +794,72 @@ async fn profile(fx: &Fixture, backend: Backend<'_>) {
     let customer_id = CustomerId::from_uuid(t.id);
     let mut single = Phases::default();
     // Reads first, on their own: a read right after a write pays for the write (SQLite's page
-    // cache is invalidated), which would bias whichever side comes second.
+    // cache is invalidated), which would bias whichever side comes second. Each read is made four
+    // ways in a round, in an order rotated from round to round: bare; through the fixture's
+    // adapter, whose state cache is warm after the first round (the CRM polling the same
+    // customers); through an adapter made for the round, whose cache is empty (a first read: a
+    // miss, a parse and the entry stored); and through an adapter with no cache.
     for n in 0..ROUNDS {
-        let (bare, adapter) = pair(
+        let first = backend.stores();
+        let times = rotated(
             n,
-            timed(async {
-                match backend {
-                    Backend::Postgres(pool) => {
-                        let query = sqlx::query(GET_BY_ID).bind(t.firm).bind(t.id);
-                        std::hint::black_box(pg_columns(&query.fetch_one(pool).await.unwrap()));
+            vec![
+                Box::pin(timed(async {
+                    match backend {
+                        Backend::Postgres(pool) => {
+                            let query = sqlx::query(GET_BY_ID).bind(t.firm).bind(t.id);
+                            std::hint::black_box(pg_columns(&query.fetch_one(pool).await.unwrap()));
+                        }
+                        Backend::Sqlite(pool) => {
+                            let query = sqlx::query(GET_BY_ID)
+                                .bind(&firm_text)
+                                .bind(t.id.to_string());
+                            std::hint::black_box(sqlite_columns(
+                                &query.fetch_one(pool).await.unwrap(),
+                            ));
+                        }
                     }
-                    Backend::Sqlite(pool) => {
-                        let query = sqlx::query(GET_BY_ID)
-                            .bind(&firm_text)
-                            .bind(t.id.to_string());
-                        std::hint::black_box(sqlite_columns(&query.fetch_one(pool).await.unwrap()));
-                    }
-                }
-            }),
-            timed(async {
-                fx.stores
-                    .customers
-                    .get(fx.firm, customer_id)
-                    .await
-                    .unwrap()
-                    .unwrap()
-            }),
+                })),
+                Box::pin(timed(get_by_id(&fx.stores, fx.firm, customer_id))),
+                Box::pin(timed(get_by_id(&first, fx.firm, customer_id))),
+                Box::pin(timed(get_by_id(&fx.uncached, fx.firm, customer_id))),
+            ],
         )
         .await;
-        single.record("get_by_id bare", bare);
-        single.record("get_by_id adapter", adapter);
-        let (bare, adapter) = pair(
+        for (side, spent) in READ_SIDES.iter().zip(times) {
+            single.record(side_name("get_by_id", side), spent);
+        }
+        let first = backend.stores();
+        let times = rotated(
             n,
-            timed(async {
-                match backend {
-                    Backend::Postgres(pool) => {
-                        let query = sqlx::query(GET_BY_EXTERNAL_ID)
-                            .bind(t.firm)
-                            .bind(t.external.as_str());
-                        std::hint::black_box(pg_columns(&query.fetch_one(pool).await.unwrap()));
+            vec![
+                Box::pin(timed(async {
+                    match backend {
+                        Backend::Postgres(pool) => {
+                            let query = sqlx::query(GET_BY_EXTERNAL_ID)
+                                .bind(t.firm)
+                                .bind(t.external.as_str());
+                            std::hint::black_box(pg_columns(&query.fetch_one(pool).await.unwrap()));
+                        }
+                        Backend::Sqlite(pool) => {
+                            let query = sqlx::query(GET_BY_EXTERNAL_ID)
+                                .bind(&firm_text)
+                                .bind(t.external.as_str());
+                            std::hint::black_box(sqlite_columns(
+                                &query.fetch_one(pool).await.unwrap(),
+                            ));
+                        }
                     }
-                    Backend::Sqlite(pool) => {
-                        let query = sqlx::query(GET_BY_EXTERNAL_ID)
-                            .bind(&firm_text)
-                            .bind(t.external.as_str());
-                        std::hint::black_box(sqlite_columns(&query.fetch_one(pool).await.unwrap()));
-                    }
-                }
-            }),
-            timed(async {
-                let found = fx.stores.customers.get_by_external_id(fx.firm, &external);
-                found.await.unwrap().unwrap()
-            }),
+                })),
+                Box::pin(timed(get_by_external_id(&fx.stores, fx.firm, &external))),
+                Box::pin(timed(get_by_external_id(&first, fx.firm, &external))),
+                Box::pin(timed(get_by_external_id(&fx.uncached, fx.firm, &external))),
+            ],
         )
         .await;
-        single.record("get_by_external_id bare", bare);
-        single.record("get_by_external_id adapter", adapter);
+        for (side, spent) in READ_SIDES.iter().zip(times) {
+            single.record(side_name("get_by_external_id", side), spent);
+        }
     }
     for n in 0..ROUNDS {
         let (id, at) = (Uuid::now_v7(), now());
@@ -861,21 +888,30 @@ async fn profile(fx: &Fixture, backend: Backend<'_>) {
             }),
         )
         .await;
-        single.record("insert_customer bare", bare);
-        single.record("insert_customer adapter", adapter);
+        single.record(side_name("insert_customer", "bare"), bare);
+        single.record(side_name("insert_customer", "adapter"), adapter);
     }
     eprintln!(
         "\n{} single-row paths: medians of {ROUNDS} interleaved rounds",
         backend.name()
     );
     for path in ["insert_customer", "get_by_id", "get_by_external_id"] {
-        let (bare, adapter) = (format!("{path} bare"), format!("{path} adapter"));
-        eprintln!(
-            "  {path:<20} bare {:>8.1} µs  adapter {:>8.1} µs  ratio {:.2}×",
-            micros_of(single.median(&bare)),
-            micros_of(single.median(&adapter)),
-            single.ratio(&bare, &adapter),
+        let bare = side_name(path, "bare");
+        let mut line = format!(
+            "  {path:<20} bare {:>8.1} µs",
+            micros_of(single.median(bare))
         );
+        for side in ["adapter", "warm", "first read", "no cache"] {
+            let side_name = side_name(path, side);
+            if single.has(side_name) {
+                line += &format!(
+                    "  {side} {:>8.1} µs ({:.2}×)",
+                    micros_of(single.median(side_name)),
+                    single.ratio(bare, side_name),
+                );
+            }
+        }
+        eprintln!("{line}");
     }
 
     let query = list_query();
@@ -884,46 +920,56 @@ async fn profile(fx: &Fixture, backend: Backend<'_>) {
     for n in 0..ROUNDS {
         let mut columns: Vec<(i64, Vec<u8>)> = Vec::new();
         let mut fetched = Duration::ZERO;
-        let (bare, adapter) = pair(
+        let first = backend.stores();
+        let times = rotated(
             n,
-            timed(async {
-                let start = Instant::now();
-                columns = match backend {
-                    Backend::Postgres(pool) => {
-                        let rows = sqlx::query(LIST_PAGE)
-                            .bind(t.firm)
-                            .bind("NOT_STARTED")
-                            .bind(51_i64)
-                            .fetch_all(pool)
-                            .await
-                            .unwrap();
-                        fetched = start.elapsed();
-                        rows.iter().take(50).map(pg_columns).collect()
-                    }
-                    Backend::Sqlite(pool) => {
-                        let rows = sqlx::query(LIST_PAGE)
-                            .bind(&firm_text)
-                            .bind("NOT_STARTED")
-                            .bind(51_i64)
-                            .fetch_all(pool)
-                            .await
-                            .unwrap();
-                        fetched = start.elapsed();
-                        let copy = |row| {
-                            let (version, state) = sqlite_columns(row);
-                            (version, state.into_bytes())
-                        };
-                        rows.iter().take(50).map(copy).collect()
-                    }
-                };
-            }),
-            timed(async {
-                let page = fx.stores.customers.list(fx.firm, &query).await.unwrap();
-                assert_eq!(page.customers.len(), 50);
-                page
-            }),
+            vec![
+                Box::pin(timed(async {
+                    let start = Instant::now();
+                    columns = match backend {
+                        Backend::Postgres(pool) => {
+                            let rows = sqlx::query(LIST_PAGE)
+                                .bind(t.firm)
+                                .bind("NOT_STARTED")
+                                .bind(51_i64)
+                                .fetch_all(pool)
+                                .await
+                                .unwrap();
+                            fetched = start.elapsed();
+                            let copy = |row| {
+                                let (version, state, id) = pg_columns(row);
+                                std::hint::black_box(id);
+                                (version, state)
+                            };
+                            rows.iter().take(50).map(copy).collect()
+                        }
+                        Backend::Sqlite(pool) => {
+                            let rows = sqlx::query(LIST_PAGE)
+                                .bind(&firm_text)
+                                .bind("NOT_STARTED")
+                                .bind(51_i64)
+                                .fetch_all(pool)
+                                .await
+                                .unwrap();
+                            fetched = start.elapsed();
+                            let copy = |row| {
+                                let (version, state, id) = sqlite_columns(row);
+                                std::hint::black_box(id);
+                                (version, state.into_bytes())
+                            };
+                            rows.iter().take(50).map(copy).collect()
+                        }
+                    };
+                })),
+                Box::pin(timed(list_page(&fx.stores, fx.firm, &query))),
+                Box::pin(timed(list_page(&first, fx.firm, &query))),
+                Box::pin(timed(list_page(&fx.uncached, fx.firm, &query))),
+            ],
         )
         .await;
+        let [bare, warm, first_read, uncached] = times[..] else {
+            unreachable!("four sides")
+        };
         list.record("1 statement, rows fetched", fetched);
         list.record("2 columns copied out", bare.saturating_sub(fetched));
         list.record("bare total", bare);
@@ -950,13 +996,19 @@ async fn profile(fx: &Fixture, backend: Backend<'_>) {
             .collect();
         list.record("4 Customer::restore (50)", start.elapsed());
         std::hint::black_box(customers);
-        list.record("adapter list", adapter);
+        list.record("adapter list, warm cache", warm);
+        list.record("adapter list, first read", first_read);
+        list.record("adapter list, no cache", uncached);
         state_bytes = columns.iter().map(|(_, state)| state.len()).sum::<usize>() / 50;
     }
     list.print(
         &format!("{} list_page (state ≈ {state_bytes} bytes)", backend.name()),
         "bare total",
-        "adapter list",
+        &[
+            "adapter list, warm cache",
+            "adapter list, first read",
+            "adapter list, no cache",
+        ],
     );
 
     let mut save = Phases::default();
@@ -1017,8 +1069,57 @@ async fn profile(fx: &Fixture, backend: Backend<'_>) {
     save.print(
         &format!("{} save_transition", backend.name()),
         "bare statements",
-        "adapter save",
+        &["adapter save"],
     );
+}
+
+/// The sides of a read in the profile: bare statements, then the adapter with a warm cache, with
+/// an empty one, and with none.
+const READ_SIDES: [&str; 4] = ["bare", "warm", "first read", "no cache"];
+
+/// The name a path's side is recorded under.
+fn side_name(path: &str, side: &str) -> &'static str {
+    // A handful of names, made once each per run: leaking them keeps `Phases` simple.
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let name = format!("{path} {side}");
+    let mut names = NAMES.lock().unwrap();
+    if let Some(found) = names.iter().find(|known| **known == name) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
+async fn get_by_id(stores: &Stores, firm: FirmId, id: CustomerId) -> Customer {
+    stores.customers.get(firm, id).await.unwrap().unwrap()
+}
+
+async fn get_by_external_id(stores: &Stores, firm: FirmId, external: &ExternalId) -> Customer {
+    let found = stores.customers.get_by_external_id(firm, external);
+    found.await.unwrap().unwrap()
+}
+
+async fn list_page(stores: &Stores, firm: FirmId, query: &ListQuery) -> Vec<Customer> {
+    let page = stores.customers.list(firm, query).await.unwrap();
+    assert_eq!(page.customers.len(), 50);
+    page.customers
+}
+
+/// A side of a round in the profile.
+type Side<'a> = Pin<Box<dyn Future<Output = Duration> + 'a>>;
+
+/// Runs the sides of round `n`, starting with side `n mod len` and going round, so no side always
+/// follows the same one; returns their times in the order given.
+async fn rotated(n: usize, sides: Vec<Side<'_>>) -> Vec<Duration> {
+    let count = sides.len();
+    let mut sides: Vec<Option<Side<'_>>> = sides.into_iter().map(Some).collect();
+    let mut times = vec![Duration::ZERO; count];
+    for k in 0..count {
+        let i = (n + k) % count;
+        times[i] = sides[i].take().expect("each side runs once").await;
+    }
+    times
 }
 
 /// Times a future, from its first poll to its end.
@@ -1052,6 +1153,14 @@ enum Backend<'a> {
 }
 
 impl Backend<'_> {
+    /// A new adapter on this pool, with an empty state cache of the default size.
+    fn stores(&self) -> Stores {
+        match self {
+            Backend::Postgres(pool) => Stores::from_adapter(PostgresStore::new((*pool).clone())),
+            Backend::Sqlite(pool) => Stores::from_adapter(SqliteStore::new((*pool).clone())),
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Backend::Postgres(_) => "postgres",
