@@ -6,6 +6,7 @@
 //! several apps (tests run many) can live in one process without sharing figures.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -28,10 +29,21 @@ const LATENCY_BUCKETS_SECS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Histogram samples recorded between two folds of the raw samples into bucket counts.
+///
+/// The recorder keeps every histogram sample as a raw `f64` until it is folded into its buckets,
+/// which happens on a `/metrics` scrape or an upkeep. The exporter's own `install()` runs upkeep
+/// on a timer, but this registry is built with `build_recorder()` (never the global recorder),
+/// so nothing else folds them: without this, a process nobody scrapes grows by 8 bytes per
+/// request forever (about 700 MB a day at 1,000 requests/s). Folding every 1,024 samples keeps
+/// the memory bounded at a cost of one short write lock per 1,024 requests.
+const SAMPLES_PER_UPKEEP: u64 = 1_024;
+
 /// The process's metrics registry, rendered at `/metrics`. Cheap to clone; clones share figures.
 #[derive(Clone)]
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
+    samples: Arc<AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -57,11 +69,22 @@ impl Metrics {
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         Self {
             recorder: Arc::new(recorder),
+            samples: Arc::new(AtomicU64::new(0)),
         }
     }
 
     fn with<T>(&self, record: impl FnOnce() -> T) -> T {
         metrics::with_local_recorder(self.recorder.as_ref(), record)
+    }
+
+    /// Counts one histogram sample and folds the raw samples into buckets every
+    /// [`SAMPLES_PER_UPKEEP`] of them.
+    fn sampled(&self) {
+        if self.samples.fetch_add(1, Ordering::Relaxed) % SAMPLES_PER_UPKEEP
+            == SAMPLES_PER_UPKEEP - 1
+        {
+            self.recorder.handle().run_upkeep();
+        }
     }
 
     /// One HTTP request: `http_requests_total` and `http_request_duration_seconds`, labelled
@@ -77,6 +100,7 @@ impl Metrics {
             metrics::histogram!("http_request_duration_seconds", &labels)
                 .record(elapsed.as_secs_f64());
         });
+        self.sampled();
     }
 
     /// One outbound webhook delivery attempt: `webhook_deliveries_total{outcome}` (`delivered`,
@@ -107,6 +131,7 @@ impl Metrics {
             metrics::histogram!("provider_call_duration_seconds", &timed)
                 .record(elapsed.as_secs_f64());
         });
+        self.sampled();
     }
 
     /// Credits charged for verifications: `credits_charged_total`.
@@ -263,6 +288,24 @@ mod tests {
         );
         assert!(text.contains(r#"webhook_deliveries_total{outcome="delivered"} 1"#));
         assert!(text.contains("provider_call_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn folding_samples_into_buckets_loses_none_of_them() {
+        let metrics = Metrics::new();
+        let requests = SAMPLES_PER_UPKEEP * 2 + 7;
+        for _ in 0..requests {
+            metrics.record_request("GET", "/healthz", 200, Duration::from_millis(2));
+        }
+        let text = metrics.render();
+        let count = format!(
+            r#"http_request_duration_seconds_count{{method="GET",route="/healthz",status="200"}} {requests}"#
+        );
+        assert!(text.contains(&count), "{text}");
+        let fast = format!(
+            r#"http_request_duration_seconds_bucket{{method="GET",route="/healthz",status="200",le="0.005"}} {requests}"#
+        );
+        assert!(text.contains(&fast), "{text}");
     }
 
     #[test]
