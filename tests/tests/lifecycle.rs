@@ -441,8 +441,13 @@ both_backends! {
         let hosted = open_link(server, body["verification_url"].as_str().expect("url")).await;
         press(server, &hosted, "approve").await;
         let view = firm
-            .wait_for(&id, "VERIFIED and NEEDS_REVIEW", |v| {
-                v["kyc_status"] == "VERIFIED" && v["aml"]["status"] == "NEEDS_REVIEW"
+            .wait_for(&id, "VERIFIED, NEEDS_REVIEW and screened", |v| {
+                // The verdict's AML labels open review at once; the screening that follows in
+                // the background may add the case's own hits, so wait until it has run before
+                // reading the hit list.
+                v["kyc_status"] == "VERIFIED"
+                    && v["aml"]["status"] == "NEEDS_REVIEW"
+                    && v["aml"]["screened_at"].is_string()
             })
             .await;
         assert_eq!(view["crm"]["onboarding"], "BLOCKED");

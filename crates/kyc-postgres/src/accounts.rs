@@ -65,7 +65,7 @@ fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord, InfrastructureError> {
 
 #[async_trait]
 impl FirmStore for PostgresStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm.id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm.id))]
     async fn create_firm(&self, firm: &Firm) -> Result<(), InfrastructureError> {
         sqlx::query("INSERT INTO firms (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(firm.id.as_uuid())
@@ -77,7 +77,7 @@ impl FirmStore for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %id))]
     async fn get_firm(&self, id: FirmId) -> Result<Option<Firm>, InfrastructureError> {
         sqlx::query("SELECT id, name, created_at FROM firms WHERE id = $1")
             .bind(id.as_uuid())
@@ -89,7 +89,7 @@ impl FirmStore for PostgresStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %id))]
     async fn rename_firm(&self, id: FirmId, name: &str) -> Result<bool, InfrastructureError> {
         let done = sqlx::query("UPDATE firms SET name = $1 WHERE id = $2")
             .bind(name)
@@ -105,7 +105,7 @@ const USER_COLUMNS: &str = "SELECT id, firm_id, email, role, password_hash, crea
 
 #[async_trait]
 impl UserStore for PostgresStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %user.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %user.firm_id))]
     async fn create_user(&self, user: &User) -> Result<(), CreateUserError> {
         sqlx::query(
             "INSERT INTO users (id, firm_id, email, email_normalized, role, password_hash, created_at) \
@@ -130,7 +130,7 @@ impl UserStore for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>, InfrastructureError> {
         sqlx::query(&format!("{USER_COLUMNS} WHERE email_normalized = $1"))
             .bind(email.normalized())
@@ -142,7 +142,7 @@ impl UserStore for PostgresStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn get_user(
         &self,
         firm: FirmId,
@@ -162,7 +162,7 @@ impl UserStore for PostgresStore {
 
 #[async_trait]
 impl SessionStore for PostgresStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %session.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %session.firm_id))]
     async fn create_session(&self, session: &Session) -> Result<(), InfrastructureError> {
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, firm_id, created_at, last_seen_at, expires_at) \
@@ -180,7 +180,7 @@ impl SessionStore for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn get_session(&self, token_hash: &str) -> Result<Option<Session>, InfrastructureError> {
         sqlx::query(
             "SELECT token_hash, user_id, firm_id, created_at, last_seen_at, expires_at FROM sessions WHERE token_hash = $1",
@@ -194,7 +194,7 @@ impl SessionStore for PostgresStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn touch_session(
         &self,
         token_hash: &str,
@@ -212,7 +212,7 @@ impl SessionStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn delete_session(&self, token_hash: &str) -> Result<bool, InfrastructureError> {
         let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash)
@@ -227,7 +227,7 @@ const API_KEY_COLUMNS: &str = "SELECT id, firm_id, label, scopes, prefix, last4,
 
 #[async_trait]
 impl ApiKeyStore for PostgresStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %key.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %key.firm_id))]
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), InfrastructureError> {
         sqlx::query(
             "INSERT INTO api_keys (id, firm_id, label, scopes, prefix, last4, sha256, expires_at, revoked_at, created_at) \
@@ -249,7 +249,7 @@ impl ApiKeyStore for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn find_api_key_by_sha256(
         &self,
         sha256: &str,
@@ -264,7 +264,7 @@ impl ApiKeyStore for PostgresStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn list_api_keys(&self, firm: FirmId) -> Result<Vec<ApiKeyRecord>, InfrastructureError> {
         sqlx::query(&format!(
             "{API_KEY_COLUMNS} WHERE firm_id = $1 ORDER BY created_at DESC, id DESC"
@@ -278,7 +278,7 @@ impl ApiKeyStore for PostgresStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn revoke_api_key(
         &self,
         firm: FirmId,

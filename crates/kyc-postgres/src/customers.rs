@@ -240,7 +240,7 @@ pub(crate) fn page_statement<'q>(
 
 #[async_trait]
 impl CustomerStore for PostgresStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
     async fn insert(
         &self,
         customer: &Customer,
@@ -271,7 +271,7 @@ impl CustomerStore for PostgresStore {
         Ok(1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
     async fn save<'a>(
         &self,
         customer: &Customer,
@@ -308,7 +308,7 @@ impl CustomerStore for PostgresStore {
         Ok(customer.version + 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %id))]
     async fn get(
         &self,
         firm: FirmId,
@@ -325,7 +325,7 @@ impl CustomerStore for PostgresStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn get_by_external_id(
         &self,
         firm: FirmId,
@@ -344,7 +344,7 @@ impl CustomerStore for PostgresStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn find_by_email(
         &self,
         firm: FirmId,
@@ -363,7 +363,7 @@ impl CustomerStore for PostgresStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn list(
         &self,
         firm: FirmId,
@@ -404,7 +404,7 @@ impl CustomerStore for PostgresStore {
         })
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn locate_attempt<'a>(
         &self,
         applicant_id: Option<&'a ApplicantId>,
@@ -430,7 +430,7 @@ impl CustomerStore for PostgresStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn provider_event_seen(
         &self,
         key: &ProviderEventKey,
@@ -442,7 +442,7 @@ impl CustomerStore for PostgresStore {
             .map_err(infra)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn record_orphan_event(
         &self,
         event: &ProviderEvent,
@@ -462,7 +462,7 @@ impl CustomerStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn locate_link<'a>(
         &self,
         token_hash: &'a str,
@@ -484,7 +484,7 @@ impl CustomerStore for PostgresStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn due_for_rescreening(
         &self,
         now: OffsetDateTime,
@@ -499,7 +499,7 @@ impl CustomerStore for PostgresStore {
         Ok(rows.into_iter().map(location).collect())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn stuck_attempts(
         &self,
         claimed_before: OffsetDateTime,

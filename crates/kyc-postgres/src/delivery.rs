@@ -53,7 +53,7 @@ fn delivery_from_row(row: &PgRow) -> Result<WebhookDelivery, InfrastructureError
 
 #[async_trait]
 impl WebhookStore for PostgresStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %endpoint.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
     async fn create_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), InfrastructureError> {
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, firm_id, url, description, event_types, secret, disabled_at, created_at) \
@@ -73,7 +73,7 @@ impl WebhookStore for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn list_endpoints(
         &self,
         firm: FirmId,
@@ -90,7 +90,7 @@ impl WebhookStore for PostgresStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn get_endpoint(
         &self,
         firm: FirmId,
@@ -109,7 +109,7 @@ impl WebhookStore for PostgresStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn disable_endpoint(
         &self,
         firm: FirmId,
@@ -128,7 +128,7 @@ impl WebhookStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %delivery.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %delivery.firm_id))]
     async fn record_delivery(&self, delivery: &WebhookDelivery) -> Result<(), InfrastructureError> {
         sqlx::query(
             "INSERT INTO webhook_deliveries (firm_id, endpoint_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms) \
@@ -149,7 +149,7 @@ impl WebhookStore for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn list_deliveries(
         &self,
         firm: FirmId,
@@ -174,7 +174,7 @@ impl WebhookStore for PostgresStore {
 
 #[async_trait]
 impl OutboxStore for PostgresStore {
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn claim_batch(
         &self,
         now: OffsetDateTime,
@@ -213,7 +213,7 @@ impl OutboxStore for PostgresStore {
         Ok(entries)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn mark_delivered(&self, id: i64, at: OffsetDateTime) -> Result<(), InfrastructureError> {
         sqlx::query("UPDATE outbox SET delivered_at = $1, locked_until = NULL WHERE id = $2")
             .bind(at_micros(at))
@@ -224,7 +224,7 @@ impl OutboxStore for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn schedule_retry(
         &self,
         id: i64,

@@ -16,7 +16,7 @@ const SCOPE: &str = "firm_id = $1 AND method = $2 AND path = $3 AND key = $4";
 
 #[async_trait]
 impl IdempotencyStore for PostgresStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %scope.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %scope.firm_id))]
     async fn claim(
         &self,
         scope: &IdempotencyScope,
@@ -85,7 +85,7 @@ impl IdempotencyStore for PostgresStore {
         Ok(outcome)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %scope.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %scope.firm_id))]
     async fn complete(
         &self,
         scope: &IdempotencyScope,
@@ -108,7 +108,7 @@ impl IdempotencyStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %scope.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %scope.firm_id))]
     async fn release(&self, scope: &IdempotencyScope) -> Result<(), InfrastructureError> {
         sqlx::query(&format!(
             "DELETE FROM idempotency_records WHERE {SCOPE} AND state = 'in_progress'"
@@ -123,7 +123,7 @@ impl IdempotencyStore for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, InfrastructureError> {
         let done = sqlx::query("DELETE FROM idempotency_records WHERE expires_at <= $1")
             .bind(at_micros(now))

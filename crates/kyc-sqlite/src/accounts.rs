@@ -67,7 +67,7 @@ fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, InfrastructureError
 
 #[async_trait]
 impl FirmStore for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm.id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm.id))]
     async fn create_firm(&self, firm: &Firm) -> Result<(), InfrastructureError> {
         sqlx::query("INSERT INTO firms (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(firm.id.to_string())
@@ -79,7 +79,7 @@ impl FirmStore for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %id))]
     async fn get_firm(&self, id: FirmId) -> Result<Option<Firm>, InfrastructureError> {
         sqlx::query("SELECT id, name, created_at FROM firms WHERE id = $1")
             .bind(id.to_string())
@@ -91,7 +91,7 @@ impl FirmStore for SqliteStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %id))]
     async fn rename_firm(&self, id: FirmId, name: &str) -> Result<bool, InfrastructureError> {
         let done = sqlx::query("UPDATE firms SET name = $1 WHERE id = $2")
             .bind(name)
@@ -107,7 +107,7 @@ const USER_COLUMNS: &str = "SELECT id, firm_id, email, role, password_hash, crea
 
 #[async_trait]
 impl UserStore for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %user.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %user.firm_id))]
     async fn create_user(&self, user: &User) -> Result<(), CreateUserError> {
         sqlx::query(
             "INSERT INTO users (id, firm_id, email, email_normalized, role, password_hash, created_at) \
@@ -132,7 +132,7 @@ impl UserStore for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>, InfrastructureError> {
         sqlx::query(&format!("{USER_COLUMNS} WHERE email_normalized = $1"))
             .bind(email.normalized())
@@ -144,7 +144,7 @@ impl UserStore for SqliteStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn get_user(
         &self,
         firm: FirmId,
@@ -164,7 +164,7 @@ impl UserStore for SqliteStore {
 
 #[async_trait]
 impl SessionStore for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %session.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %session.firm_id))]
     async fn create_session(&self, session: &Session) -> Result<(), InfrastructureError> {
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, firm_id, created_at, last_seen_at, expires_at) \
@@ -182,7 +182,7 @@ impl SessionStore for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn get_session(&self, token_hash: &str) -> Result<Option<Session>, InfrastructureError> {
         sqlx::query(
             "SELECT token_hash, user_id, firm_id, created_at, last_seen_at, expires_at FROM sessions WHERE token_hash = $1",
@@ -196,7 +196,7 @@ impl SessionStore for SqliteStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn touch_session(
         &self,
         token_hash: &str,
@@ -214,7 +214,7 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn delete_session(&self, token_hash: &str) -> Result<bool, InfrastructureError> {
         let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash)
@@ -229,7 +229,7 @@ const API_KEY_COLUMNS: &str = "SELECT id, firm_id, label, scopes, prefix, last4,
 
 #[async_trait]
 impl ApiKeyStore for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %key.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %key.firm_id))]
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), InfrastructureError> {
         sqlx::query(
             "INSERT INTO api_keys (id, firm_id, label, scopes, prefix, last4, sha256, expires_at, revoked_at, created_at) \
@@ -251,7 +251,7 @@ impl ApiKeyStore for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn find_api_key_by_sha256(
         &self,
         sha256: &str,
@@ -266,7 +266,7 @@ impl ApiKeyStore for SqliteStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn list_api_keys(&self, firm: FirmId) -> Result<Vec<ApiKeyRecord>, InfrastructureError> {
         sqlx::query(&format!(
             "{API_KEY_COLUMNS} WHERE firm_id = $1 ORDER BY created_at DESC, id DESC"
@@ -280,7 +280,7 @@ impl ApiKeyStore for SqliteStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn revoke_api_key(
         &self,
         firm: FirmId,

@@ -57,7 +57,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl AuditLog for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %customer))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %customer))]
     async fn customer_trail(
         &self,
         firm: FirmId,
@@ -76,7 +76,7 @@ impl AuditLog for SqliteStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn firm_export(
         &self,
         firm: FirmId,
@@ -89,7 +89,7 @@ impl AuditLog for SqliteStore {
 
 #[async_trait]
 impl EventFeed for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn events_after(
         &self,
         firm: FirmId,

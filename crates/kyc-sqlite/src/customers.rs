@@ -241,7 +241,7 @@ pub(crate) fn page_statement<'q>(
 
 #[async_trait]
 impl CustomerStore for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
     async fn insert(
         &self,
         customer: &Customer,
@@ -272,7 +272,7 @@ impl CustomerStore for SqliteStore {
         Ok(1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
     async fn save<'a>(
         &self,
         customer: &Customer,
@@ -309,7 +309,7 @@ impl CustomerStore for SqliteStore {
         Ok(customer.version + 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm, customer_id = %id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %id))]
     async fn get(
         &self,
         firm: FirmId,
@@ -326,7 +326,7 @@ impl CustomerStore for SqliteStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn get_by_external_id(
         &self,
         firm: FirmId,
@@ -345,7 +345,7 @@ impl CustomerStore for SqliteStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn find_by_email(
         &self,
         firm: FirmId,
@@ -364,7 +364,7 @@ impl CustomerStore for SqliteStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn list(
         &self,
         firm: FirmId,
@@ -400,7 +400,7 @@ impl CustomerStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn locate_attempt<'a>(
         &self,
         applicant_id: Option<&'a ApplicantId>,
@@ -426,7 +426,7 @@ impl CustomerStore for SqliteStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn provider_event_seen(
         &self,
         key: &ProviderEventKey,
@@ -438,7 +438,7 @@ impl CustomerStore for SqliteStore {
             .map_err(infra)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn record_orphan_event(
         &self,
         event: &ProviderEvent,
@@ -458,7 +458,7 @@ impl CustomerStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn locate_link<'a>(
         &self,
         token_hash: &'a str,
@@ -482,7 +482,7 @@ impl CustomerStore for SqliteStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn due_for_rescreening(
         &self,
         now: OffsetDateTime,
@@ -499,7 +499,7 @@ impl CustomerStore for SqliteStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn stuck_attempts(
         &self,
         claimed_before: OffsetDateTime,

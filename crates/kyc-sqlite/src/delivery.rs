@@ -51,7 +51,7 @@ fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery, InfrastructureE
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %endpoint.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
     async fn create_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), InfrastructureError> {
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, firm_id, url, description, event_types, secret, disabled_at, created_at) \
@@ -71,7 +71,7 @@ impl WebhookStore for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn list_endpoints(
         &self,
         firm: FirmId,
@@ -88,7 +88,7 @@ impl WebhookStore for SqliteStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn get_endpoint(
         &self,
         firm: FirmId,
@@ -107,7 +107,7 @@ impl WebhookStore for SqliteStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn disable_endpoint(
         &self,
         firm: FirmId,
@@ -126,7 +126,7 @@ impl WebhookStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %delivery.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %delivery.firm_id))]
     async fn record_delivery(&self, delivery: &WebhookDelivery) -> Result<(), InfrastructureError> {
         sqlx::query(
             "INSERT INTO webhook_deliveries (firm_id, endpoint_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms) \
@@ -147,7 +147,7 @@ impl WebhookStore for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %firm))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn list_deliveries(
         &self,
         firm: FirmId,
@@ -172,7 +172,7 @@ impl WebhookStore for SqliteStore {
 
 #[async_trait]
 impl OutboxStore for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn claim_batch(
         &self,
         now: OffsetDateTime,
@@ -211,7 +211,7 @@ impl OutboxStore for SqliteStore {
         Ok(entries)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn mark_delivered(&self, id: i64, at: OffsetDateTime) -> Result<(), InfrastructureError> {
         sqlx::query("UPDATE outbox SET delivered_at = $1, locked_until = NULL WHERE id = $2")
             .bind(micros(at))
@@ -222,7 +222,7 @@ impl OutboxStore for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn schedule_retry(
         &self,
         id: i64,

@@ -14,7 +14,7 @@ const SCOPE: &str = "firm_id = $1 AND method = $2 AND path = $3 AND key = $4";
 
 #[async_trait]
 impl IdempotencyStore for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %scope.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %scope.firm_id))]
     async fn claim(
         &self,
         scope: &IdempotencyScope,
@@ -83,7 +83,7 @@ impl IdempotencyStore for SqliteStore {
         Ok(outcome)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %scope.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %scope.firm_id))]
     async fn complete(
         &self,
         scope: &IdempotencyScope,
@@ -106,7 +106,7 @@ impl IdempotencyStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err, fields(firm_id = %scope.firm_id))]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %scope.firm_id))]
     async fn release(&self, scope: &IdempotencyScope) -> Result<(), InfrastructureError> {
         sqlx::query(&format!(
             "DELETE FROM idempotency_records WHERE {SCOPE} AND state = 'in_progress'"
@@ -121,7 +121,7 @@ impl IdempotencyStore for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err)]
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, InfrastructureError> {
         let done = sqlx::query("DELETE FROM idempotency_records WHERE expires_at <= $1")
             .bind(micros(now))
