@@ -16,7 +16,6 @@ mod delivery;
 mod idempotency;
 #[cfg(test)]
 mod plans;
-mod state_cache;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +26,8 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use time::OffsetDateTime;
 
-pub use crate::state_cache::DEFAULT_STATE_CACHE_ENTRIES;
-use crate::state_cache::StateCache;
+pub use kyc_store_support::DEFAULT_STATE_CACHE_ENTRIES;
+use kyc_store_support::StateCache;
 
 /// Connects a pool to the database at `url` (`postgres://user@host:5432/db`).
 ///

@@ -16,7 +16,6 @@ mod delivery;
 mod idempotency;
 #[cfg(test)]
 mod plans;
-mod state_cache;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -29,8 +28,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use crate::state_cache::DEFAULT_STATE_CACHE_ENTRIES;
-use crate::state_cache::StateCache;
+pub use kyc_store_support::DEFAULT_STATE_CACHE_ENTRIES;
+use kyc_store_support::StateCache;
 
 /// Opens (creating it if missing) the SQLite database at `url` (`sqlite://path/to/file.db`) in
 /// WAL mode with foreign keys on and a busy timeout, as a pool.

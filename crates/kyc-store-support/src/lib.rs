@@ -1,4 +1,4 @@
-//! The decoded-state cache of the read path: customer states already parsed from their stored
+//! Shared by the storage adapters (PostgreSQL and SQLite). The decoded-state cache of the read path: customer states already parsed from their stored
 //! JSON, so reading the same customer again at the same version skips the parse.
 //!
 //! Parsing the states is most of what the adapter adds to a page of customers (a CRM polling the
@@ -41,7 +41,7 @@ struct Shard {
 }
 
 /// A bounded, concurrent map from `(firm, customer)` to the customer's newest decoded state.
-pub(crate) struct StateCache {
+pub struct StateCache {
     shards: Box<[Mutex<Shard>]>,
     per_generation: usize,
     capacity: usize,
@@ -57,7 +57,7 @@ impl std::fmt::Debug for StateCache {
 
 impl StateCache {
     /// A cache of at most `capacity` states (at least two when not zero); `0` disables it.
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize) -> Self {
         let shards = if capacity == 0 {
             0
         } else {
@@ -74,7 +74,7 @@ impl StateCache {
     }
 
     /// Whether the cache holds anything at all; when not, callers skip the work of filling it.
-    pub(crate) fn enabled(&self) -> bool {
+    pub fn enabled(&self) -> bool {
         !self.shards.is_empty()
     }
 
@@ -85,7 +85,7 @@ impl StateCache {
     }
 
     /// The state of `id` in `firm` at exactly `version`, if cached.
-    pub(crate) fn get(&self, firm: FirmId, id: CustomerId, version: u64) -> Option<CustomerState> {
+    pub fn get(&self, firm: FirmId, id: CustomerId, version: u64) -> Option<CustomerState> {
         let shard = self.shard(id)?;
         let found = {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -112,7 +112,7 @@ impl StateCache {
     }
 
     /// Remembers `state` (at `state.version`) for `id` in `firm`, unless a newer version is held.
-    pub(crate) fn put(&self, firm: FirmId, id: CustomerId, state: CustomerState) {
+    pub fn put(&self, firm: FirmId, id: CustomerId, state: CustomerState) {
         let Some(shard) = self.shard(id) else { return };
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (firm, id);
@@ -138,7 +138,7 @@ impl StateCache {
 
     /// How many states are held (for tests).
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|shard| {
