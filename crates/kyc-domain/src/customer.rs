@@ -310,6 +310,21 @@ impl Customer {
         self.state.attempts.iter().find(|a| a.number == number)
     }
 
+    /// The attempt whose link still leads somewhere: the open attempt while the customer has
+    /// something to do in the provider's flow (`PENDING`, `IN_PROGRESS`,
+    /// `AWAITING_RESUBMISSION`). The back office shows its link; opening it continues the flow.
+    pub fn attempt_behind_link(&self) -> Option<&VerificationAttempt> {
+        let waiting = match self.state.kyc_status {
+            KycStatus::Pending | KycStatus::InProgress | KycStatus::AwaitingResubmission => true,
+            KycStatus::NotStarted
+            | KycStatus::Verified
+            | KycStatus::Failed
+            | KycStatus::NotRequired => false,
+        };
+        self.latest_attempt()
+            .filter(|a| waiting && a.phase == AttemptPhase::Open)
+    }
+
     /// The attempt a provider event belongs to, by applicant id or by external user id.
     pub fn attempt_for_provider(
         &self,
@@ -749,13 +764,10 @@ impl Customer {
         let to = person_move(status, PersonTrigger::OpenLink)?;
         let actor = Actor::Customer;
         let mut record = Recorder::new(&actor, now);
-        let outcome = match status {
-            KycStatus::Pending | KycStatus::AwaitingResubmission | KycStatus::InProgress => outcome,
-            KycStatus::NotStarted
-            | KycStatus::Verified
-            | KycStatus::Failed
-            | KycStatus::NotRequired => finished,
-        };
+        let continues = self
+            .attempt_behind_link()
+            .is_some_and(|a| a.number == number);
+        let outcome = if continues { outcome } else { finished };
         record.push(Change::LinkOpened { attempt: number });
         self.set_kyc(to, Some(number), &mut record);
         Ok((outcome, self.finish(record)))

@@ -63,24 +63,17 @@ fn verification_url(state: &AppState, token: &str) -> String {
 
 /// The link of the customer's open attempt while they still have something to do there.
 fn current_link(state: &AppState, customer: &Customer) -> Option<String> {
-    let waiting = matches!(
-        customer.kyc_status,
-        KycStatus::Pending | KycStatus::InProgress | KycStatus::AwaitingResubmission
-    );
     let attempt = customer
-        .latest_attempt()
-        .filter(|a| a.phase == kyc_domain::customer::AttemptPhase::Open)
+        .attempt_behind_link()
         .filter(|a| a.link_token_hash.is_some())?;
-    waiting.then(|| {
-        let token = state
-            .ports
-            .service
-            .ports()
-            .ids
-            .link_token(&attempt.external_user_id)
-            .token;
-        verification_url(state, &token)
-    })
+    let token = state
+        .ports
+        .service
+        .ports()
+        .ids
+        .link_token(&attempt.external_user_id)
+        .token;
+    Some(verification_url(state, &token))
 }
 
 struct ListParams {
