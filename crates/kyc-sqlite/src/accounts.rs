@@ -69,6 +69,7 @@ fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, InfrastructureError
 impl FirmStore for SqliteStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm.id))]
     async fn create_firm(&self, firm: &Firm) -> Result<(), InfrastructureError> {
+        let _turn = self.write_turn().await;
         sqlx::query("INSERT INTO firms (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(firm.id.to_string())
             .bind(&firm.name)
@@ -93,6 +94,7 @@ impl FirmStore for SqliteStore {
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %id))]
     async fn rename_firm(&self, id: FirmId, name: &str) -> Result<bool, InfrastructureError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("UPDATE firms SET name = $1 WHERE id = $2")
             .bind(name)
             .bind(id.to_string())
@@ -109,6 +111,7 @@ const USER_COLUMNS: &str = "SELECT id, firm_id, email, role, password_hash, crea
 impl UserStore for SqliteStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %user.firm_id))]
     async fn create_user(&self, user: &User) -> Result<(), CreateUserError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO users (id, firm_id, email, email_normalized, role, password_hash, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -166,6 +169,7 @@ impl UserStore for SqliteStore {
 impl SessionStore for SqliteStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %session.firm_id))]
     async fn create_session(&self, session: &Session) -> Result<(), InfrastructureError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, firm_id, created_at, last_seen_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -202,6 +206,7 @@ impl SessionStore for SqliteStore {
         token_hash: &str,
         at: OffsetDateTime,
     ) -> Result<bool, InfrastructureError> {
+        let _turn = self.write_turn().await;
         // Never moves last_seen_at backwards when two requests race.
         let done = sqlx::query(
             "UPDATE sessions SET last_seen_at = max(last_seen_at, $1) WHERE token_hash = $2",
@@ -216,6 +221,7 @@ impl SessionStore for SqliteStore {
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn delete_session(&self, token_hash: &str) -> Result<bool, InfrastructureError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash)
             .execute(&self.pool)
@@ -231,6 +237,7 @@ const API_KEY_COLUMNS: &str = "SELECT id, firm_id, label, scopes, prefix, last4,
 impl ApiKeyStore for SqliteStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %key.firm_id))]
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), InfrastructureError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO api_keys (id, firm_id, label, scopes, prefix, last4, sha256, expires_at, revoked_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -287,6 +294,7 @@ impl ApiKeyStore for SqliteStore {
         id: ApiKeyId,
         at: OffsetDateTime,
     ) -> Result<bool, InfrastructureError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE firm_id = $2 AND id = $3 AND revoked_at IS NULL",
         )

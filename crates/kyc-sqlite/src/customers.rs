@@ -12,7 +12,7 @@ use kyc_domain::ports::{
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -23,6 +23,25 @@ use crate::{
 /// What every read of customers selects: the version and id first, to look the decoded state up
 /// in the cache, then the stored state, parsed only when the cache misses.
 pub(crate) const COLUMNS: &str = "SELECT version, state, id FROM customers";
+
+/// One customer by id (`$1` firm, `$2` id).
+pub(crate) const BY_ID: &str =
+    "SELECT version, state, id FROM customers WHERE firm_id = $1 AND id = $2";
+
+/// One customer by the CRM's id (`$1` firm, `$2` external id).
+pub(crate) const BY_EXTERNAL_ID: &str =
+    "SELECT version, state, id FROM customers WHERE firm_id = $1 AND external_id = $2";
+
+/// A save: the row at the version the caller read, or nothing (`$8` id, `$9` firm, `$10` version).
+pub(crate) const SAVE: &str = "UPDATE customers SET external_id = $1, email_normalized = $2, \
+     kyc_status = $3, aml_status = $4, updated_at = $5, version = version + 1, state = $6, \
+     next_screening_due = $7 WHERE id = $8 AND firm_id = $9 AND version = $10";
+
+/// The oldest customer with an email (`$1` firm, `$2` normalized email): the upsert asks this of
+/// every create, so it must be one index search (`customers_email_idx` delivers the order), never
+/// a walk over the firm's customers.
+pub(crate) const BY_EMAIL: &str = "SELECT version, state, id FROM customers \
+     WHERE firm_id = $1 AND email_normalized = $2 ORDER BY created_at, id LIMIT 1";
 
 /// The stored spelling of an attempt phase.
 pub(crate) fn phase_str(phase: AttemptPhase) -> &'static str {
@@ -97,7 +116,7 @@ fn provider_key<'a>(
 /// Writes everything that goes with a customer row: attempts, events, outbox, inbound key. The
 /// outbox rows and the inbound key are stamped with the time of the move (see [`move_time`]).
 async fn write_children(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     customer: &Customer,
     events: &[DomainEvent],
     outbox: &[OutboxMessage],
@@ -112,7 +131,7 @@ async fn write_children(
         .bind(key.as_str())
         .bind(&firm)
         .bind(micros(move_time(customer, events)))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(save_error)?;
     }
@@ -133,7 +152,7 @@ async fn write_children(
         .bind(phase_str(attempt.phase))
         .bind(micros(attempt.claimed_at))
         .bind(attempt.link_token_hash.as_deref())
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(save_error)?;
     }
@@ -150,7 +169,7 @@ async fn write_children(
         .bind(to_json(&event.change)?)
         .bind(event.note.as_deref())
         .bind(provider_key(event, inbound))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(save_error)?;
     }
@@ -160,7 +179,7 @@ async fn write_children(
             .bind(&firm)
             .bind(to_json(message)?)
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map_err(save_error)?;
     }
@@ -282,24 +301,20 @@ impl CustomerStore for SqliteStore {
     ) -> Result<u64, SaveError> {
         let expected = i64::try_from(customer.version).map_err(InfrastructureError::internal)?;
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-             updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 \
-             WHERE id = $8 AND firm_id = $9 AND version = $10",
-        )
-        .bind(customer.external_id.as_ref().map(ExternalId::as_str))
-        .bind(customer.email.normalized())
-        .bind(customer.kyc_status.as_str())
-        .bind(customer.aml.status.as_str())
-        .bind(micros(customer.updated_at))
-        .bind(state_json(customer.state())?)
-        .bind(customer.aml.next_screening_due.map(micros))
-        .bind(customer.id.to_string())
-        .bind(customer.firm_id.to_string())
-        .bind(expected)
-        .execute(&mut *tx)
-        .await
-        .map_err(save_error)?;
+        let updated = sqlx::query(SAVE)
+            .bind(customer.external_id.as_ref().map(ExternalId::as_str))
+            .bind(customer.email.normalized())
+            .bind(customer.kyc_status.as_str())
+            .bind(customer.aml.status.as_str())
+            .bind(micros(customer.updated_at))
+            .bind(state_json(customer.state())?)
+            .bind(customer.aml.next_screening_due.map(micros))
+            .bind(customer.id.to_string())
+            .bind(customer.firm_id.to_string())
+            .bind(expected)
+            .execute(&mut *tx)
+            .await
+            .map_err(save_error)?;
         if updated.rows_affected() == 0 {
             return Err(SaveError::VersionConflict);
         }
@@ -315,7 +330,7 @@ impl CustomerStore for SqliteStore {
         firm: FirmId,
         id: CustomerId,
     ) -> Result<Option<Customer>, InfrastructureError> {
-        sqlx::query(&format!("{COLUMNS} WHERE firm_id = $1 AND id = $2"))
+        sqlx::query(BY_ID)
             .bind(firm.to_string())
             .bind(id.to_string())
             .fetch_optional(&self.pool)
@@ -332,17 +347,15 @@ impl CustomerStore for SqliteStore {
         firm: FirmId,
         external_id: &ExternalId,
     ) -> Result<Option<Customer>, InfrastructureError> {
-        sqlx::query(&format!(
-            "{COLUMNS} WHERE firm_id = $1 AND external_id = $2"
-        ))
-        .bind(firm.to_string())
-        .bind(external_id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(|row| self.row_to_customer(firm, row))
-        .transpose()
+        sqlx::query(BY_EXTERNAL_ID)
+            .bind(firm.to_string())
+            .bind(external_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(infra)?
+            .as_ref()
+            .map(|row| self.row_to_customer(firm, row))
+            .transpose()
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
@@ -351,17 +364,15 @@ impl CustomerStore for SqliteStore {
         firm: FirmId,
         email: &Email,
     ) -> Result<Option<Customer>, InfrastructureError> {
-        sqlx::query(&format!(
-            "{COLUMNS} WHERE firm_id = $1 AND email_normalized = $2 ORDER BY created_at, id LIMIT 1"
-        ))
-        .bind(firm.to_string())
-        .bind(email.normalized())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(|row| self.row_to_customer(firm, row))
-        .transpose()
+        sqlx::query(BY_EMAIL)
+            .bind(firm.to_string())
+            .bind(email.normalized())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(infra)?
+            .as_ref()
+            .map(|row| self.row_to_customer(firm, row))
+            .transpose()
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
@@ -443,6 +454,7 @@ impl CustomerStore for SqliteStore {
         &self,
         event: &ProviderEvent,
     ) -> Result<bool, InfrastructureError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "INSERT INTO provider_events (key, firm_id, outcome, payload, recorded_at) VALUES ($1, NULL, 'orphaned', $2, $3) \
              ON CONFLICT (key) DO NOTHING",

@@ -53,6 +53,7 @@ fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery, InfrastructureE
 impl WebhookStore for SqliteStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
     async fn create_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), InfrastructureError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, firm_id, url, description, event_types, secret, disabled_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -114,6 +115,7 @@ impl WebhookStore for SqliteStore {
         id: WebhookEndpointId,
         at: OffsetDateTime,
     ) -> Result<bool, InfrastructureError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL",
         )
@@ -128,6 +130,7 @@ impl WebhookStore for SqliteStore {
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %delivery.firm_id))]
     async fn record_delivery(&self, delivery: &WebhookDelivery) -> Result<(), InfrastructureError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO webhook_deliveries (firm_id, endpoint_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -213,6 +216,7 @@ impl OutboxStore for SqliteStore {
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn mark_delivered(&self, id: i64, at: OffsetDateTime) -> Result<(), InfrastructureError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE outbox SET delivered_at = $1, locked_until = NULL WHERE id = $2")
             .bind(micros(at))
             .bind(id)
@@ -229,6 +233,7 @@ impl OutboxStore for SqliteStore {
         next_attempt_at: OffsetDateTime,
         error: &str,
     ) -> Result<(), InfrastructureError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, locked_until = NULL, last_error = $2 \
              WHERE id = $3 AND delivered_at IS NULL",

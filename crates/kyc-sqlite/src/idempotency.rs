@@ -89,6 +89,7 @@ impl IdempotencyStore for SqliteStore {
         scope: &IdempotencyScope,
         response: &StoredResponse,
     ) -> Result<bool, InfrastructureError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(&format!(
             "UPDATE idempotency_records SET state = 'completed', status = $5, headers = $6, body = $7 \
              WHERE {SCOPE} AND state = 'in_progress'"
@@ -108,6 +109,7 @@ impl IdempotencyStore for SqliteStore {
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %scope.firm_id))]
     async fn release(&self, scope: &IdempotencyScope) -> Result<(), InfrastructureError> {
+        let _turn = self.write_turn().await;
         sqlx::query(&format!(
             "DELETE FROM idempotency_records WHERE {SCOPE} AND state = 'in_progress'"
         ))
@@ -123,6 +125,7 @@ impl IdempotencyStore for SqliteStore {
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, InfrastructureError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM idempotency_records WHERE expires_at <= $1")
             .bind(micros(now))
             .execute(&self.pool)
