@@ -1,4 +1,5 @@
-//! Firms, users, sessions and API keys on Postgres.
+//! Firms, users, sessions and API keys on Postgres. API keys are looked up through the key
+//! cache of `keys` while it is listening for changes.
 
 use async_trait::async_trait;
 use kyc_domain::events::Role;
@@ -12,6 +13,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 
+use crate::keys::Lookup;
 use crate::{PostgresStore, at_micros, infra, is_unique_violation};
 use uuid::Uuid;
 
@@ -254,14 +256,24 @@ impl ApiKeyStore for PostgresStore {
         &self,
         sha256: &str,
     ) -> Result<Option<ApiKeyRecord>, InfrastructureError> {
-        sqlx::query(&format!("{API_KEY_COLUMNS} WHERE sha256 = $1"))
+        // Served from memory only while changes to `api_keys` are being heard (see `keys`).
+        let ticket = match self.keys.lookup(sha256) {
+            Lookup::Hit(record) => return Ok(Some(record)),
+            Lookup::Miss(ticket) => Some(ticket),
+            Lookup::Off => None,
+        };
+        let record = sqlx::query(&format!("{API_KEY_COLUMNS} WHERE sha256 = $1"))
             .bind(sha256)
             .fetch_optional(&self.pool)
             .await
             .map_err(infra)?
             .as_ref()
             .map(api_key_from_row)
-            .transpose()
+            .transpose()?;
+        if let (Some(ticket), Some(record)) = (ticket, &record) {
+            self.keys.insert(ticket, record);
+        }
+        Ok(record)
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
@@ -285,15 +297,20 @@ impl ApiKeyStore for PostgresStore {
         id: ApiKeyId,
         at: OffsetDateTime,
     ) -> Result<bool, InfrastructureError> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 WHERE firm_id = $2 AND id = $3 AND revoked_at IS NULL",
+        let revoked: Option<String> = sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = $1 WHERE firm_id = $2 AND id = $3 AND revoked_at IS NULL \
+             RETURNING sha256",
         )
         .bind(at_micros(at))
         .bind(firm.as_uuid())
         .bind(id.as_uuid())
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(infra)?;
-        Ok(done.rows_affected() == 1)
+        // Other processes hear of it from the trigger's notification; this one knows already.
+        if let Some(sha256) = &revoked {
+            self.keys.evict(sha256);
+        }
+        Ok(revoked.is_some())
     }
 }

@@ -14,6 +14,7 @@ mod audit;
 mod customers;
 mod delivery;
 mod idempotency;
+mod keys;
 #[cfg(test)]
 mod plans;
 
@@ -26,8 +27,11 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use time::OffsetDateTime;
 
+pub use keys::{KEY_CACHE_ENTRIES, KEY_CHANGES_CHANNEL};
 pub use kyc_store_support::DEFAULT_STATE_CACHE_ENTRIES;
 use kyc_store_support::StateCache;
+
+use crate::keys::KeyCache;
 
 /// Connects a pool to the database at `url` (`postgres://user@host:5432/db`).
 ///
@@ -63,6 +67,9 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Decoded customer states, shared by the clones of this value (not by other values).
     states: Arc<StateCache>,
+    /// API keys by hash, served only while [`PostgresStore::listen_for_key_changes`] listens;
+    /// shared by the clones of this value.
+    keys: Arc<KeyCache>,
 }
 
 impl PostgresStore {
@@ -82,6 +89,7 @@ impl PostgresStore {
         Self {
             pool,
             states: Arc::new(StateCache::new(entries)),
+            keys: Arc::new(KeyCache::new(KEY_CACHE_ENTRIES)),
         }
     }
 
