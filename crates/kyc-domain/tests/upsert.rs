@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kyc_domain::ports::{
     MockAmlScreening, MockClock, MockCreditsLedger, MockCustomerStore, MockIdGenerator,
-    MockIdentityProvider,
+    MockIdentityProvider, UpsertCandidates,
 };
 use kyc_domain::prelude::*;
 use kyc_domain::testkit::memory::World;
@@ -117,14 +117,17 @@ async fn a_create_landing_between_the_two_reads_is_an_update_not_a_conflict() {
     let reads = Arc::new(AtomicUsize::new(0));
     let mut store = MockCustomerStore::new();
     let (first, found) = (reads.clone(), winner.clone());
-    store.expect_get_by_external_id().returning(move |_, _| {
-        // Misses on the first read, finds the winner afterwards.
-        Ok((first.fetch_add(1, Ordering::SeqCst) > 0).then(|| found.clone()))
-    });
-    let found = winner.clone();
     store
-        .expect_find_by_email()
-        .returning(move |_, _| Ok(Some(found.clone())));
+        .expect_find_upsert_candidates()
+        .returning(move |_, _, _| {
+            // Misses by external id on the first read (but sees the winner by email, committed
+            // in between), finds the winner by external id afterwards.
+            let again = first.fetch_add(1, Ordering::SeqCst) > 0;
+            Ok(UpsertCandidates {
+                by_external_id: again.then(|| found.clone()),
+                by_email: Some(found.clone()),
+            })
+        });
     store.expect_insert().times(0);
     store
         .expect_save()

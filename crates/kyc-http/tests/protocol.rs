@@ -164,8 +164,8 @@ async fn a_key_longer_than_255_characters_is_422() {
 async fn a_failure_releases_the_key_and_answers_503_with_retry_after() {
     let mut customers = MockCustomerStore::new();
     customers
-        .expect_get_by_external_id()
-        .returning(|_, _| Err(InfrastructureError::unavailable("connection refused")));
+        .expect_find_upsert_candidates()
+        .returning(|_, _, _| Err(InfrastructureError::unavailable("connection refused")));
     let app = app_built(
         HttpConfig {
             rate_limit_per_minute: 0,

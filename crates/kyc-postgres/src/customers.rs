@@ -9,11 +9,11 @@ use kyc_domain::events::{Actor, DomainEvent, OutboxMessage};
 use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
     AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, LinkLocation, ListOrder,
-    ListQuery, RECOVERY_LEASE, SaveError,
+    ListQuery, RECOVERY_LEASE, SaveError, UpsertCandidates,
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -23,6 +23,16 @@ use sqlx::types::Json;
 /// What every read of customers selects: the version and id first, to look the decoded state up
 /// in the cache, then the stored state, parsed only when the cache misses.
 pub(crate) const COLUMNS: &str = "SELECT version, state, id FROM customers";
+
+/// [`COLUMNS`] without its table, followed by a fourth column (the caller writes its value and
+/// the `FROM`).
+const COLUMNS_FOUND_BY: &str = "SELECT version, state, id, ";
+
+/// The firm and customer owning the attempt with applicant id `$1` or external user id `$2`, by
+/// applicant id first. Two lookups, each on its own unique index, rather than one `OR`: a planner
+/// without statistics for the table (right after a bulk load) would scan it for the `OR`.
+const ATTEMPT_OWNER: &str = "(SELECT firm_id, customer_id FROM verification_attempts WHERE applicant_id = $1) \
+     UNION ALL (SELECT firm_id, customer_id FROM verification_attempts WHERE external_user_id = $2)";
 
 /// The stored spelling of an attempt phase.
 pub(crate) fn phase_str(phase: AttemptPhase) -> &'static str {
@@ -93,78 +103,158 @@ fn provider_key<'a>(
     }
 }
 
-/// Writes everything that goes with a customer row: attempts, events, outbox, inbound key. The
-/// outbox rows and the inbound key are stamped with the time of the move (see [`move_time`]).
-async fn write_children(
-    tx: &mut Transaction<'static, Postgres>,
+/// The statement of a write: `{row}` (a data-modifying statement on `customers` named `saved`,
+/// `RETURNING firm_id, id`) followed by everything that goes with the row, as arrays unnested
+/// against `saved`. One statement is one round trip and commits atomically on its own: when the
+/// row statement touches nothing (a stale version) no child row is written either, and a refused
+/// child (a provider event already recorded) aborts the whole statement.
+///
+/// Parameters `$1`–`$10` belong to the row statement; from `$11`: the inbound provider event's
+/// key and the time of the move; the attempts (number, external user id, applicant id, phase,
+/// claimed at, link token hash); the events (id, at, actor, change, note, provider event key);
+/// the outbox messages. Events and outbox rows are inserted in the order given, so their
+/// sequence numbers follow the order of the move.
+macro_rules! write_statement {
+    ($row:literal) => {
+        concat!(
+            "WITH saved AS (",
+            $row,
+            " RETURNING firm_id, id), \
+             inbound AS ( \
+                 INSERT INTO provider_events (key, firm_id, outcome, payload, recorded_at) \
+                 SELECT $11, saved.firm_id, 'applied', NULL, $12 FROM saved WHERE $11::text IS NOT NULL), \
+             attempts AS ( \
+                 INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at, link_token_hash) \
+                 SELECT saved.firm_id, saved.id, a.number, a.external_user_id, a.applicant_id, a.phase, a.claimed_at, a.link_token_hash \
+                 FROM saved, unnest($13::int4[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::text[]) \
+                     AS a(number, external_user_id, applicant_id, phase, claimed_at, link_token_hash) \
+                 ON CONFLICT (customer_id, number) DO UPDATE \
+                 SET applicant_id = excluded.applicant_id, phase = excluded.phase, link_token_hash = excluded.link_token_hash \
+                 WHERE verification_attempts.applicant_id IS DISTINCT FROM excluded.applicant_id \
+                 OR verification_attempts.phase IS DISTINCT FROM excluded.phase \
+                 OR verification_attempts.link_token_hash IS DISTINCT FROM excluded.link_token_hash), \
+             new_events AS ( \
+                 INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
+                 SELECT e.id, saved.firm_id, saved.id, e.at, e.actor, e.change, e.note, e.provider_event_key \
+                 FROM saved, unnest($19::uuid[], $20::timestamptz[], $21::jsonb[], $22::jsonb[], $23::text[], $24::text[]) \
+                     WITH ORDINALITY AS e(id, at, actor, change, note, provider_event_key, position) \
+                 ORDER BY e.position), \
+             new_outbox AS ( \
+                 INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
+                 SELECT saved.firm_id, m.message, $12, $12 \
+                 FROM saved, unnest($25::jsonb[]) WITH ORDINALITY AS m(message, position) \
+                 ORDER BY m.position) \
+             SELECT count(*) FROM saved"
+        )
+    };
+}
+
+/// `INSERT` of a new customer row, with its children ([`write_statement!`]).
+const INSERT: &str = write_statement!(
+    "INSERT INTO customers (external_id, email_normalized, kyc_status, aml_status, updated_at, state, next_screening_due, id, firm_id, version, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $26)"
+);
+
+/// `UPDATE` of a customer row still at version `$10`, with its children ([`write_statement!`]).
+const UPDATE: &str = write_statement!(
+    "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
+     updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 \
+     WHERE id = $8 AND firm_id = $9 AND version = $10"
+);
+
+/// Which row statement a write starts with.
+#[derive(Clone, Copy)]
+enum RowWrite {
+    /// [`INSERT`] at version 1.
+    Insert,
+    /// [`UPDATE`] of the row still at this version.
+    Update(i64),
+}
+
+/// Binds the parameters of [`write_statement!`] for `customer` and runs it, returning how many
+/// customer rows it wrote (0 or 1).
+async fn write(
+    pool: &sqlx::PgPool,
+    row: RowWrite,
     customer: &Customer,
     events: &[DomainEvent],
     outbox: &[OutboxMessage],
     inbound: Option<&ProviderEventKey>,
-) -> Result<(), SaveError> {
-    let firm = customer.firm_id.as_uuid();
-    let id = customer.id.as_uuid();
-    if let Some(key) = inbound {
-        sqlx::query(
-            "INSERT INTO provider_events (key, firm_id, outcome, payload, recorded_at) VALUES ($1, $2, 'applied', NULL, $3)",
-        )
-        .bind(key.as_str())
-        .bind(firm)
+) -> Result<i64, SaveError> {
+    let attempts = &customer.attempts;
+    let mut numbers = Vec::with_capacity(attempts.len());
+    for attempt in attempts {
+        numbers.push(fit::<i32, _>(attempt.number.get())?);
+    }
+    let (statement, version) = match row {
+        RowWrite::Insert => (INSERT, 1),
+        RowWrite::Update(version) => (UPDATE, version),
+    };
+    let mut query = sqlx::query_scalar(statement)
+        .bind(customer.external_id.as_ref().map(ExternalId::as_str))
+        .bind(customer.email.normalized())
+        .bind(customer.kyc_status.as_str())
+        .bind(customer.aml.status.as_str())
+        .bind(at_micros(customer.updated_at))
+        .bind(Json(state_json(customer.state())?))
+        .bind(customer.aml.next_screening_due.map(at_micros))
+        .bind(customer.id.as_uuid())
+        .bind(customer.firm_id.as_uuid())
+        .bind(version)
+        .bind(inbound.map(ProviderEventKey::as_str))
         .bind(at_micros(move_time(customer, events)))
-        .execute(&mut **tx)
-        .await
-        .map_err(save_error)?;
-    }
-    for attempt in &customer.attempts {
-        sqlx::query(
-            "INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at, link_token_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (customer_id, number) DO UPDATE \
-             SET applicant_id = excluded.applicant_id, phase = excluded.phase, link_token_hash = excluded.link_token_hash \
-             WHERE verification_attempts.applicant_id IS DISTINCT FROM excluded.applicant_id \
-             OR verification_attempts.phase IS DISTINCT FROM excluded.phase \
-             OR verification_attempts.link_token_hash IS DISTINCT FROM excluded.link_token_hash",
+        .bind(numbers)
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.external_user_id.as_str())
+                .collect::<Vec<_>>(),
         )
-        .bind(firm)
-        .bind(id)
-        .bind(fit::<i32, _>(attempt.number.get())?)
-        .bind(attempt.external_user_id.as_str())
-        .bind(attempt.applicant_id.as_ref().map(ApplicantId::as_str))
-        .bind(phase_str(attempt.phase))
-        .bind(at_micros(attempt.claimed_at))
-        .bind(attempt.link_token_hash.as_deref())
-        .execute(&mut **tx)
-        .await
-        .map_err(save_error)?;
-    }
-    for event in events {
-        sqlx::query(
-            "INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.applicant_id.as_ref().map(ApplicantId::as_str))
+                .collect::<Vec<_>>(),
         )
-        .bind(Uuid::now_v7())
-        .bind(firm)
-        .bind(id)
-        .bind(at_micros(event.at))
-        .bind(Json(&event.actor))
-        .bind(Json(&event.change))
-        .bind(event.note.as_deref())
-        .bind(provider_key(event, inbound))
-        .execute(&mut **tx)
-        .await
-        .map_err(save_error)?;
+        .bind(
+            attempts
+                .iter()
+                .map(|a| phase_str(a.phase))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|a| at_micros(a.claimed_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.link_token_hash.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|_| Uuid::now_v7())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| at_micros(e.at)).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| Json(&e.actor)).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| Json(&e.change)).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.note.as_deref()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| provider_key(e, inbound))
+                .collect::<Vec<_>>(),
+        )
+        .bind(outbox.iter().map(Json).collect::<Vec<_>>());
+    if let RowWrite::Insert = row {
+        query = query.bind(at_micros(customer.created_at));
     }
-    let now = at_micros(move_time(customer, events));
-    for message in outbox {
-        sqlx::query("INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) VALUES ($1, $2, $3, $3)")
-            .bind(firm)
-            .bind(Json(message))
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(save_error)?;
-    }
-    Ok(())
+    query.fetch_one(pool).await.map_err(save_error)
 }
 
 /// When the move being saved happened, on the caller's clock: its newest event, or (a save with no
@@ -247,26 +337,12 @@ impl CustomerStore for PostgresStore {
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
     ) -> Result<u64, SaveError> {
-        let mut tx = self.pool.begin().await.map_err(infra)?;
-        sqlx::query(
-            "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)",
-        )
-        .bind(customer.id.as_uuid())
-        .bind(customer.firm_id.as_uuid())
-        .bind(customer.external_id.as_ref().map(ExternalId::as_str))
-        .bind(customer.email.normalized())
-        .bind(customer.kyc_status.as_str())
-        .bind(customer.aml.status.as_str())
-        .bind(at_micros(customer.created_at))
-        .bind(at_micros(customer.updated_at))
-        .bind(Json(state_json(customer.state())?))
-        .bind(customer.aml.next_screening_due.map(at_micros))
-        .execute(&mut *tx)
-        .await
-        .map_err(save_error)?;
-        write_children(&mut tx, customer, events, outbox, None).await?;
-        tx.commit().await.map_err(save_error)?;
+        let written = write(&self.pool, RowWrite::Insert, customer, events, outbox, None).await?;
+        if written != 1 {
+            return Err(SaveError::Infrastructure(InfrastructureError::internal(
+                "the insert of a customer wrote no row",
+            )));
+        }
         self.remember(customer, 1);
         Ok(1)
     }
@@ -280,30 +356,19 @@ impl CustomerStore for PostgresStore {
         inbound: Option<&'a ProviderEventKey>,
     ) -> Result<u64, SaveError> {
         let expected = i64::try_from(customer.version).map_err(InfrastructureError::internal)?;
-        let mut tx = self.pool.begin().await.map_err(infra)?;
-        let updated = sqlx::query(
-            "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-             updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 \
-             WHERE id = $8 AND firm_id = $9 AND version = $10",
+        if write(
+            &self.pool,
+            RowWrite::Update(expected),
+            customer,
+            events,
+            outbox,
+            inbound,
         )
-        .bind(customer.external_id.as_ref().map(ExternalId::as_str))
-        .bind(customer.email.normalized())
-        .bind(customer.kyc_status.as_str())
-        .bind(customer.aml.status.as_str())
-        .bind(at_micros(customer.updated_at))
-        .bind(Json(state_json(customer.state())?))
-        .bind(customer.aml.next_screening_due.map(at_micros))
-        .bind(customer.id.as_uuid())
-        .bind(customer.firm_id.as_uuid())
-        .bind(expected)
-        .execute(&mut *tx)
-        .await
-        .map_err(save_error)?;
-        if updated.rows_affected() == 0 {
+        .await?
+            == 0
+        {
             return Err(SaveError::VersionConflict);
         }
-        write_children(&mut tx, customer, events, outbox, inbound).await?;
-        tx.commit().await.map_err(save_error)?;
         self.remember(customer, customer.version + 1);
         Ok(customer.version + 1)
     }
@@ -364,6 +429,39 @@ impl CustomerStore for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
+    async fn find_upsert_candidates<'a>(
+        &self,
+        firm: FirmId,
+        external_id: Option<&'a ExternalId>,
+        email: &'a Email,
+    ) -> Result<UpsertCandidates, InfrastructureError> {
+        // Both lookups in one statement: one round trip, one snapshot. The fourth column says
+        // which lookup a row answers.
+        let rows = sqlx::query(&format!(
+            "({COLUMNS_FOUND_BY}0 FROM customers WHERE firm_id = $1 AND external_id = $2) \
+             UNION ALL \
+             ({COLUMNS_FOUND_BY}1 FROM customers WHERE firm_id = $1 AND email_normalized = $3 ORDER BY created_at, id LIMIT 1)"
+        ))
+        .bind(firm.as_uuid())
+        .bind(external_id.map(ExternalId::as_str))
+        .bind(email.normalized())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(infra)?;
+        let mut candidates = UpsertCandidates::default();
+        for row in &rows {
+            let found_by: i32 = row.try_get(3).map_err(infra)?;
+            let customer = Some(self.row_to_customer(firm, row)?);
+            if found_by == 0 {
+                candidates.by_external_id = customer;
+            } else {
+                candidates.by_email = customer;
+            }
+        }
+        Ok(candidates)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn list(
         &self,
         firm: FirmId,
@@ -413,21 +511,40 @@ impl CustomerStore for PostgresStore {
         if applicant_id.is_none() && external_user_id.is_none() {
             return Ok(None);
         }
-        let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-            "SELECT firm_id, customer_id FROM verification_attempts WHERE applicant_id = $1 OR external_user_id = $2 LIMIT 1",
-        )
+        let row: Option<(Uuid, Uuid)> = sqlx::query_as(&format!("{ATTEMPT_OWNER} LIMIT 1"))
+            .bind(applicant_id.map(ApplicantId::as_str))
+            .bind(external_user_id.map(ExternalUserId::as_str))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(infra)?;
+        Ok(row.map(location))
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
+    async fn find_by_attempt<'a>(
+        &self,
+        applicant_id: Option<&'a ApplicantId>,
+        external_user_id: Option<&'a ExternalUserId>,
+    ) -> Result<Option<Customer>, InfrastructureError> {
+        if applicant_id.is_none() && external_user_id.is_none() {
+            return Ok(None);
+        }
+        // The attempt and its customer in one round trip. Provider events carry no firm: the
+        // firm is the one of the attempt's row, which its customer row shares (foreign key).
+        let row = sqlx::query(&format!(
+            "SELECT c.version, c.state, c.id, c.firm_id FROM ({ATTEMPT_OWNER} LIMIT 1) AS owner \
+             JOIN customers AS c ON c.firm_id = owner.firm_id AND c.id = owner.customer_id"
+        ))
         .bind(applicant_id.map(ApplicantId::as_str))
         .bind(external_user_id.map(ExternalUserId::as_str))
         .fetch_optional(&self.pool)
         .await
         .map_err(infra)?;
-        row.map(|(firm, customer)| {
-            Ok(AttemptLocation {
-                firm_id: FirmId::from_uuid(firm),
-                customer_id: CustomerId::from_uuid(customer),
-            })
-        })
-        .transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let firm: Uuid = row.try_get(3).map_err(infra)?;
+        self.row_to_customer(FirmId::from_uuid(firm), &row).map(Some)
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]

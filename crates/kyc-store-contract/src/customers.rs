@@ -47,6 +47,37 @@ pub async fn inserted_customers_read_back_unchanged_by_every_lookup(stores: Stor
         .await
         .unwrap();
     assert_eq!(by_email.as_ref(), Some(&customer));
+    // Both upsert lookups at once: by external id, and by email (a store may skip the email
+    // lookup when the external id is found, so it is asked again without one).
+    let both = stores
+        .customers
+        .find_upsert_candidates(firm, Some(&external), &shouted)
+        .await
+        .unwrap();
+    assert_eq!(both.by_external_id.as_ref(), Some(&customer));
+    assert!(both.by_email.is_none() || both.by_email.as_ref() == Some(&customer));
+    let other = ExternalId::new("crm-other").unwrap();
+    let by_email_only = stores
+        .customers
+        .find_upsert_candidates(firm, Some(&other), &shouted)
+        .await
+        .unwrap();
+    assert_eq!(by_email_only.by_external_id, None);
+    assert_eq!(by_email_only.by_email.as_ref(), Some(&customer));
+    let without_external = stores
+        .customers
+        .find_upsert_candidates(firm, None, &shouted)
+        .await
+        .unwrap();
+    assert_eq!(without_external.by_external_id, None);
+    assert_eq!(without_external.by_email.as_ref(), Some(&customer));
+    let nobody = Email::new("nobody@example.com").unwrap();
+    let neither = stores
+        .customers
+        .find_upsert_candidates(firm, Some(&other), &nobody)
+        .await
+        .unwrap();
+    assert_eq!((neither.by_external_id, neither.by_email), (None, None));
 
     let trail = stores
         .audit
@@ -452,6 +483,12 @@ pub async fn attempts_are_found_by_provider_ids_and_stuck_ones_are_listed(stores
         (location.firm_id, location.customer_id),
         (firm, customer.id)
     );
+    let owner = stores
+        .customers
+        .find_by_attempt(None, Some(&external_user_id))
+        .await
+        .unwrap();
+    assert_eq!(owner.as_ref(), Some(&customer), "loaded at its stored version");
     let stuck = stores
         .customers
         .stuck_attempts(now() + Duration::seconds(1), 10)
@@ -488,6 +525,12 @@ pub async fn attempts_are_found_by_provider_ids_and_stuck_ones_are_listed(stores
         .await
         .unwrap();
     assert_eq!(by_applicant, Some(location));
+    let owner = stores
+        .customers
+        .find_by_attempt(Some(&applicant), None)
+        .await
+        .unwrap();
+    assert_eq!(owner.as_ref(), Some(&customer));
     // Past the lease the first call took, so only the phase keeps it off the list.
     let stuck = stores
         .customers
@@ -502,6 +545,18 @@ pub async fn attempts_are_found_by_provider_ids_and_stuck_ones_are_listed(stores
             .locate_attempt(Some(&unknown), None)
             .await
             .unwrap(),
+        None
+    );
+    assert_eq!(
+        stores
+            .customers
+            .find_by_attempt(Some(&unknown), None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        stores.customers.find_by_attempt(None, None).await.unwrap(),
         None
     );
 }

@@ -81,6 +81,15 @@ pub async fn reads_with_one_firms_id_never_return_another_firms_rows(stores: Sto
         customers.find_by_email(a, &theirs.email).await.unwrap(),
         None
     );
+    let candidates = customers
+        .find_upsert_candidates(a, Some(&shared), &theirs.email)
+        .await
+        .unwrap();
+    assert_eq!(
+        (candidates.by_external_id, candidates.by_email),
+        (None, None),
+        "the upsert lookups of firm A see none of B's customers"
+    );
     let filters = [
         CustomerFilter::default(),
         CustomerFilter {

@@ -173,6 +173,23 @@ pub trait OutboxStore: Send + Sync {
     /// [`InfrastructureError`] only.
     async fn mark_delivered(&self, id: i64, at: OffsetDateTime) -> Result<(), InfrastructureError>;
 
+    /// Marks every entry of `ids` done, as [`OutboxStore::mark_delivered`] does one. A store that
+    /// can do it in one statement overrides this; the default marks them one by one.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only; entries marked before the failure stay marked, the others
+    /// are handed out again when their lease runs out.
+    async fn mark_all_delivered(
+        &self,
+        ids: &[i64],
+        at: OffsetDateTime,
+    ) -> Result<(), InfrastructureError> {
+        for id in ids {
+            self.mark_delivered(*id, at).await?;
+        }
+        Ok(())
+    }
+
     /// Gives the entry back for another try at `next_attempt_at`, counting one more attempt.
     ///
     /// # Errors

@@ -106,6 +106,17 @@ pub struct AttemptLocation {
     pub customer_id: CustomerId,
 }
 
+/// What an upsert decides from: the firm's customer with the input's external id and its oldest
+/// customer with the input's email (API contract, `POST /customers`).
+#[derive(Debug, Clone, Default)]
+pub struct UpsertCandidates {
+    /// The customer with this external id, when one was asked for and exists.
+    pub by_external_id: Option<Customer>,
+    /// The oldest customer with this email (compared case-insensitively). A store may leave it
+    /// out when `by_external_id` was found: the upsert table does not look at it then.
+    pub by_email: Option<Customer>,
+}
+
 /// The attempt a verification link was issued for, found by the hash of its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkLocation {
@@ -190,6 +201,34 @@ pub trait CustomerStore: Send + Sync {
         email: &Email,
     ) -> Result<Option<Customer>, InfrastructureError>;
 
+    /// Both lookups of an upsert: [`CustomerStore::get_by_external_id`] (when `external_id` is
+    /// given) and [`CustomerStore::find_by_email`]. A store that can read both in one statement
+    /// (one round trip, one snapshot) overrides this; the default makes the two calls, the second
+    /// only when the first finds nothing.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn find_upsert_candidates<'a>(
+        &self,
+        firm: FirmId,
+        external_id: Option<&'a ExternalId>,
+        email: &'a Email,
+    ) -> Result<UpsertCandidates, InfrastructureError> {
+        let by_external_id = match external_id {
+            Some(external) => self.get_by_external_id(firm, external).await?,
+            None => None,
+        };
+        let by_email = if by_external_id.is_some() {
+            None
+        } else {
+            self.find_by_email(firm, email).await?
+        };
+        Ok(UpsertCandidates {
+            by_external_id,
+            by_email,
+        })
+    }
+
     /// One page of the firm's customers matching the query, in [`CustomerFilter::order`].
     ///
     /// # Errors
@@ -210,6 +249,23 @@ pub trait CustomerStore: Send + Sync {
         applicant_id: Option<&'a ApplicantId>,
         external_user_id: Option<&'a ExternalUserId>,
     ) -> Result<Option<AttemptLocation>, InfrastructureError>;
+
+    /// The customer owning the attempt with this applicant id or external user id, in any firm,
+    /// loaded: [`CustomerStore::locate_attempt`] then [`CustomerStore::get`]. A store that can do
+    /// both in one statement overrides this.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn find_by_attempt<'a>(
+        &self,
+        applicant_id: Option<&'a ApplicantId>,
+        external_user_id: Option<&'a ExternalUserId>,
+    ) -> Result<Option<Customer>, InfrastructureError> {
+        match self.locate_attempt(applicant_id, external_user_id).await? {
+            Some(location) => self.get(location.firm_id, location.customer_id).await,
+            None => Ok(None),
+        }
+    }
 
     /// Whether this provider event was already recorded (as applied, ignored or orphaned).
     ///

@@ -8,7 +8,7 @@ use crate::customer::{ContactUpdate, Customer, NewCustomer};
 use crate::error::LifecycleError;
 use crate::events::{Actor, Person, outbox_for};
 use crate::ids::{CustomerId, FirmId};
-use crate::ports::{CustomerPage, InfrastructureError, ListQuery, SaveError};
+use crate::ports::{CustomerPage, InfrastructureError, ListQuery, SaveError, UpsertCandidates};
 use crate::risk::RiskAnswers;
 use crate::values::{AddedVia, CustomerType, Email, ExternalId, FullName, Phone, ValidationError};
 
@@ -163,22 +163,20 @@ impl KycService {
     ) -> Result<Upserted, UpsertError> {
         let store = &self.ports.customers;
         for _ in 0..SAVE_ATTEMPTS {
-            let by_external_id = match &input.external_id {
-                Some(external) => store.get_by_external_id(firm, external).await?,
-                None => None,
-            };
-            let by_email = if by_external_id.is_some() {
-                None
-            } else {
-                store.find_by_email(firm, &input.email).await?
-            };
+            let UpsertCandidates {
+                by_external_id,
+                by_email,
+            } = store
+                .find_upsert_candidates(firm, input.external_id.as_ref(), &input.email)
+                .await?;
             let plan = plan_upsert(
                 input.external_id.is_some(),
                 by_external_id.as_ref(),
                 by_email.as_ref(),
             );
-            // The two reads are not one snapshot: a concurrent create of this very external id
-            // can commit between them and show up as an email match. Read again.
+            // The two reads need not be one snapshot (a store may make them one after the other):
+            // a concurrent create of this very external id can commit between them and show up
+            // as an email match. Read again.
             let raced = plan == UpsertPlan::Conflict
                 && by_email.as_ref().and_then(|c| c.external_id.as_ref())
                     == input.external_id.as_ref();

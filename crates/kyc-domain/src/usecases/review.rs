@@ -85,16 +85,13 @@ impl KycService {
         event: &ProviderEvent,
     ) -> Result<ProviderEventOutcome, ProviderEventError> {
         let store = &self.ports.customers;
-        if store.provider_event_seen(&event.key).await? {
-            return Ok(ProviderEventOutcome::Duplicate);
-        }
         let applicant = event.applicant_id.as_ref();
         let external = event.external_user_id.as_ref();
+        // No "seen already?" read first: the save records the event's key in the same transaction
+        // and refuses a key recorded before (`DuplicateInbound`), orphans included, so a second
+        // delivery costs the reads of a first one and changes nothing.
         for _ in 0..SAVE_ATTEMPTS {
-            let located = match store.locate_attempt(applicant, external).await? {
-                Some(location) => store.get(location.firm_id, location.customer_id).await?,
-                None => None,
-            };
+            let located = store.find_by_attempt(applicant, external).await?;
             let Some((mut customer, attempt)) = located.and_then(|c| {
                 let attempt = c.attempt_for_provider(applicant, external)?;
                 Some((c, attempt))
