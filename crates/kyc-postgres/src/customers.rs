@@ -234,12 +234,7 @@ async fn write(
                 .map(|a| a.link_token_hash.as_deref())
                 .collect::<Vec<_>>(),
         )
-        .bind(
-            events
-                .iter()
-                .map(|_| Uuid::now_v7())
-                .collect::<Vec<_>>(),
-        )
+        .bind(events.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| at_micros(e.at)).collect::<Vec<_>>())
         .bind(events.iter().map(|e| Json(&e.actor)).collect::<Vec<_>>())
         .bind(events.iter().map(|e| Json(&e.change)).collect::<Vec<_>>())
@@ -544,7 +539,8 @@ impl CustomerStore for PostgresStore {
             return Ok(None);
         };
         let firm: Uuid = row.try_get(3).map_err(infra)?;
-        self.row_to_customer(FirmId::from_uuid(firm), &row).map(Some)
+        self.row_to_customer(FirmId::from_uuid(firm), &row)
+            .map(Some)
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
