@@ -225,6 +225,26 @@ impl OutboxStore for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
+    async fn mark_all_delivered(
+        &self,
+        ids: &[i64],
+        at: OffsetDateTime,
+    ) -> Result<(), InfrastructureError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox SET delivered_at = $1, locked_until = NULL WHERE id = ANY($2::int8[])",
+        )
+        .bind(at_micros(at))
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map_err(infra)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn schedule_retry(
         &self,
         id: i64,

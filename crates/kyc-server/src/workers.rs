@@ -124,16 +124,36 @@ impl OutboxWorker {
             claimed: entries.len(),
             ..OutboxReport::default()
         };
+        // Entries done (or given up) are marked together at the end of the pass: one write
+        // instead of one per entry. A crash before it leaves them leased; they run again when the
+        // lease ends, which at-least-once delivery allows.
+        let mut finished = Vec::with_capacity(entries.len());
         for entry in entries {
+            let id = entry.id;
             match self.handle(entry).await {
-                JobOutcome::Delivered => report.delivered += 1,
+                JobOutcome::Delivered => {
+                    report.delivered += 1;
+                    finished.push(id);
+                }
                 JobOutcome::Retried => report.retried += 1,
-                JobOutcome::Dropped => report.dropped += 1,
+                JobOutcome::Dropped => {
+                    report.dropped += 1;
+                    finished.push(id);
+                }
             }
+        }
+        if let Err(error) = self
+            .outbox
+            .mark_all_delivered(&finished, self.clock.now())
+            .await
+        {
+            // The leases run out and the entries are handed out again: at least once, never lost.
+            tracing::warn!(entries = finished.len(), error = %error, "could not record finished outbox entries");
         }
         Ok(report)
     }
 
+    /// Runs one entry. A retry is scheduled here; a finished entry is left to the caller to mark.
     async fn handle(&self, entry: OutboxEntry) -> JobOutcome {
         let outcome = match &entry.message {
             OutboxMessage::RunScreening {
@@ -149,12 +169,8 @@ impl OutboxWorker {
             // Marking it delivered keeps the outbox from growing until endpoint delivery exists.
             OutboxMessage::Notify { .. } => Ok(()),
         };
-        let now = self.clock.now();
-        let (job, stored) = match outcome {
-            Ok(()) => (
-                JobOutcome::Delivered,
-                self.outbox.mark_delivered(entry.id, now).await,
-            ),
+        match outcome {
+            Ok(()) => JobOutcome::Delivered,
             Err(error) if is_retryable(&error) => {
                 let delay = retry_delay(entry.attempts, rand::thread_rng().r#gen::<f64>());
                 tracing::info!(
@@ -164,12 +180,16 @@ impl OutboxWorker {
                     error = %error,
                     "outbox job failed; retrying later"
                 );
-                (
-                    JobOutcome::Retried,
-                    self.outbox
-                        .schedule_retry(entry.id, now + delay, &error.to_string())
-                        .await,
-                )
+                let next = self.clock.now() + delay;
+                if let Err(stored) = self
+                    .outbox
+                    .schedule_retry(entry.id, next, &error.to_string())
+                    .await
+                {
+                    // The lease runs out and the entry is handed out again: never lost.
+                    tracing::warn!(outbox_id = entry.id, error = %stored, "could not schedule the outbox retry");
+                }
+                JobOutcome::Retried
             }
             Err(error) => {
                 tracing::warn!(
@@ -177,17 +197,9 @@ impl OutboxWorker {
                     error = %error,
                     "outbox job cannot succeed; dropped"
                 );
-                (
-                    JobOutcome::Dropped,
-                    self.outbox.mark_delivered(entry.id, now).await,
-                )
+                JobOutcome::Dropped
             }
-        };
-        if let Err(error) = stored {
-            // The lease runs out and the entry is handed out again: at least once, never lost.
-            tracing::warn!(outbox_id = entry.id, error = %error, "could not record the outbox outcome");
         }
-        job
     }
 }
 
