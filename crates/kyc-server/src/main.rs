@@ -10,6 +10,11 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use kyc_server::{Cli, run, telemetry};
 use secrecy::ExposeSecret;
 
+/// A serving process allocates and frees many small buffers per request (JSON, rows, headers);
+/// mimalloc's thread-local free lists make that markedly cheaper than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
