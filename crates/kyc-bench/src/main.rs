@@ -219,6 +219,7 @@ async fn measure(
         )
         .await?
     };
+    database.analyze().await?;
     let server_process = server.serve(&args.server_env).await?;
     let baseline_process =
         processes::start_baseline(&database.url, &firm_ids[0].to_string()).await?;
