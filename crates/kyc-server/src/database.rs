@@ -63,6 +63,9 @@ pub struct Stores {
     pub outbox: Arc<dyn OutboxStore>,
     /// The credits ledger.
     pub ledger: Arc<dyn CreditsLedger>,
+    /// On PostgreSQL, the store behind these ports, whose API keys are served from memory while
+    /// `serve` runs its listener for key changes ([`PostgresStore::listen_for_key_changes`]).
+    pub postgres: Option<PostgresStore>,
 }
 
 impl Backend {
@@ -124,7 +127,8 @@ impl Backend {
     pub fn stores(&self) -> Stores {
         match self {
             Self::Postgres(pool) => {
-                let store = Arc::new(PostgresStore::new(pool.clone()));
+                let postgres = PostgresStore::new(pool.clone());
+                let store = Arc::new(postgres.clone());
                 Stores {
                     customers: store.clone(),
                     firms: store.clone(),
@@ -137,6 +141,7 @@ impl Backend {
                     webhooks: store.clone(),
                     outbox: store,
                     ledger: Arc::new(PgLedger::new(pool.clone())),
+                    postgres: Some(postgres),
                 }
             }
             Self::Sqlite(pool) => {
@@ -153,6 +158,7 @@ impl Backend {
                     webhooks: store.clone(),
                     outbox: store,
                     ledger: Arc::new(SqliteLedger::new(pool.clone())),
+                    postgres: None,
                 }
             }
         }

@@ -228,7 +228,7 @@ impl Composition {
             self.stores.outbox.clone(),
             self.metrics.clone(),
         );
-        vec![
+        let mut workers = vec![
             (
                 "recovery",
                 tokio::spawn(recovery_worker(
@@ -257,8 +257,51 @@ impl Composition {
                     shutdown.child_token(),
                 )),
             ),
-        ]
+        ];
+        if let Some(store) = &self.stores.postgres {
+            workers.push((
+                "API key changes",
+                tokio::spawn(key_change_listener(store.clone(), shutdown.child_token())),
+            ));
+        }
+        workers
     }
+}
+
+/// The first pause before listening again after the listener for API key changes failed; it
+/// doubles on each failure in a row, up to [`KEY_LISTENER_MAX_PAUSE`].
+const KEY_LISTENER_FIRST_PAUSE: Duration = Duration::from_millis(200);
+const KEY_LISTENER_MAX_PAUSE: Duration = Duration::from_secs(10);
+/// A session that lasted this long was healthy: the next failure starts the pauses over.
+const KEY_LISTENER_HEALTHY: Duration = Duration::from_secs(60);
+
+/// Keeps the PostgreSQL store listening for API key changes until `shutdown` fires, so that keys
+/// are served from memory; while it is not listening (the database unreachable, the connection
+/// lost) every key is read from the database, and it tries again after a pause.
+async fn key_change_listener(store: kyc_postgres::PostgresStore, shutdown: CancellationToken) {
+    let mut pause = KEY_LISTENER_FIRST_PAUSE;
+    loop {
+        let started = tokio::time::Instant::now();
+        match store.listen_for_key_changes(shutdown.cancelled()).await {
+            Ok(()) => break,
+            Err(error) => {
+                if started.elapsed() >= KEY_LISTENER_HEALTHY {
+                    pause = KEY_LISTENER_FIRST_PAUSE;
+                }
+                tracing::warn!(
+                    error = ?error,
+                    retry_in_ms = pause.as_millis(),
+                    "not listening for API key changes: keys are read from the database until it listens again"
+                );
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(KEY_LISTENER_MAX_PAUSE);
+    }
+    tracing::info!("API key change listener stopped");
 }
 
 /// `/readyz` for this process: the database answers and every migration this build knows has
