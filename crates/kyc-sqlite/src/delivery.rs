@@ -226,6 +226,30 @@ impl OutboxStore for SqliteStore {
         Ok(())
     }
 
+    /// One `UPDATE` for the whole pass (the ids handed over as a JSON array), so marking a pass
+    /// takes the write lock once instead of once per entry.
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(entries = ids.len()))]
+    async fn mark_all_delivered(
+        &self,
+        ids: &[i64],
+        at: OffsetDateTime,
+    ) -> Result<(), InfrastructureError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "UPDATE outbox SET delivered_at = $1, locked_until = NULL \
+             WHERE id IN (SELECT value FROM json_each($2))",
+        )
+        .bind(micros(at))
+        .bind(to_json(&ids)?)
+        .execute(&self.pool)
+        .await
+        .map_err(infra)?;
+        Ok(())
+    }
+
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn schedule_retry(
         &self,

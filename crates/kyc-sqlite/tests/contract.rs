@@ -248,3 +248,45 @@ async fn states_are_stored_without_null_members_and_rows_stored_with_them_read_t
     store.pool().close().await;
     let _ = std::fs::remove_file(path);
 }
+
+/// Marking a pass's entries in one statement marks exactly those: after their lease, only the
+/// entries left out come back.
+#[tokio::test]
+async fn marking_a_pass_delivered_in_one_statement_marks_only_those_entries() {
+    let (store, path) = fresh().await;
+    let pool = store.pool().clone();
+    let stores = Stores::from_adapter(store);
+    let firm = new_firm(&stores).await;
+    for n in 0..3 {
+        insert_customer(&stores, firm, Some(&format!("crm-pass-{n}"))).await;
+    }
+    let lease = time::Duration::minutes(1);
+    let batch = stores
+        .outbox
+        .claim_batch(now(), now() + lease, 100)
+        .await
+        .unwrap();
+    assert!(batch.len() >= 3, "each insert leaves an outbox message");
+    let (done, left) = batch.split_at(batch.len() - 1);
+    let done: Vec<i64> = done.iter().map(|entry| entry.id).collect();
+    stores.outbox.mark_all_delivered(&[], now()).await.unwrap();
+    stores
+        .outbox
+        .mark_all_delivered(&done, now())
+        .await
+        .unwrap();
+    let after_lease = now() + lease + time::Duration::seconds(1);
+    let again: Vec<i64> = stores
+        .outbox
+        .claim_batch(after_lease, after_lease + lease, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|entry| entry.id)
+        .collect();
+    assert_eq!(again, vec![left[0].id]);
+    pool.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
