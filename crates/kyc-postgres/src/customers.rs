@@ -2,6 +2,8 @@
 //! attempts side table, audit events, outbox rows and seen provider events, written in one
 //! transaction.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use kyc_domain::customer::{AttemptPhase, Customer, CustomerState};
@@ -103,76 +105,114 @@ fn provider_key<'a>(
     }
 }
 
-/// The statement of a write: `{row}` (a data-modifying statement on `customers` named `saved`,
-/// `RETURNING firm_id, id`) followed by everything that goes with the row, as arrays unnested
-/// against `saved`. One statement is one round trip and commits atomically on its own: when the
-/// row statement touches nothing (a stale version) no child row is written either, and a refused
-/// child (a provider event already recorded) aborts the whole statement.
-///
-/// Parameters `$1`–`$10` belong to the row statement; from `$11`: the inbound provider event's
-/// key and the time of the move; the attempts (number, external user id, applicant id, phase,
-/// claimed at, link token hash); the events (id, at, actor, change, note, provider event key);
-/// the outbox messages. Events and outbox rows are inserted in the order given, so their
-/// sequence numbers follow the order of the move.
-macro_rules! write_statement {
-    ($row:literal) => {
-        concat!(
-            "WITH saved AS (",
-            $row,
-            " RETURNING firm_id, id), \
-             inbound AS ( \
-                 INSERT INTO provider_events (key, firm_id, outcome, payload, recorded_at) \
-                 SELECT $11, saved.firm_id, 'applied', NULL, $12 FROM saved WHERE $11::text IS NOT NULL), \
-             attempts AS ( \
-                 INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at, link_token_hash) \
-                 SELECT saved.firm_id, saved.id, a.number, a.external_user_id, a.applicant_id, a.phase, a.claimed_at, a.link_token_hash \
-                 FROM saved, unnest($13::int4[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::text[]) \
-                     AS a(number, external_user_id, applicant_id, phase, claimed_at, link_token_hash) \
-                 ON CONFLICT (customer_id, number) DO UPDATE \
-                 SET applicant_id = excluded.applicant_id, phase = excluded.phase, link_token_hash = excluded.link_token_hash \
-                 WHERE verification_attempts.applicant_id IS DISTINCT FROM excluded.applicant_id \
-                 OR verification_attempts.phase IS DISTINCT FROM excluded.phase \
-                 OR verification_attempts.link_token_hash IS DISTINCT FROM excluded.link_token_hash), \
-             new_events AS ( \
-                 INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
-                 SELECT e.id, saved.firm_id, saved.id, e.at, e.actor, e.change, e.note, e.provider_event_key \
-                 FROM saved, unnest($19::uuid[], $20::timestamptz[], $21::jsonb[], $22::jsonb[], $23::text[], $24::text[]) \
-                     WITH ORDINALITY AS e(id, at, actor, change, note, provider_event_key, position) \
-                 ORDER BY e.position), \
-             new_outbox AS ( \
-                 INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
-                 SELECT saved.firm_id, m.message, $12, $12 \
-                 FROM saved, unnest($25::jsonb[]) WITH ORDINALITY AS m(message, position) \
-                 ORDER BY m.position) \
-             SELECT count(*) FROM saved"
-        )
-    };
+/// The row statement of an insert: a new customer at version 1.
+const INSERT_ROW: &str = "INSERT INTO customers (external_id, email_normalized, kyc_status, aml_status, updated_at, state, next_screening_due, id, firm_id, version, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $26)";
+
+/// The row statement of a save: the customer still at version `$10`.
+const UPDATE_ROW: &str = "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
+     updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 \
+     WHERE id = $8 AND firm_id = $9 AND version = $10";
+
+/// Records the inbound provider event (`$11`) as applied at the time of the move (`$12`).
+const INBOUND_PART: &str = "inbound AS ( \
+     INSERT INTO provider_events (key, firm_id, outcome, payload, recorded_at) \
+     SELECT $11, saved.firm_id, 'applied', NULL, $12 FROM saved)";
+
+/// Writes the attempts (`$13`–`$18`), rewriting a stored one only where it changed.
+const ATTEMPTS_PART: &str = "attempts AS ( \
+     INSERT INTO verification_attempts (firm_id, customer_id, number, external_user_id, applicant_id, phase, claimed_at, link_token_hash) \
+     SELECT saved.firm_id, saved.id, a.number, a.external_user_id, a.applicant_id, a.phase, a.claimed_at, a.link_token_hash \
+     FROM saved, unnest($13::int4[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::text[]) \
+         AS a(number, external_user_id, applicant_id, phase, claimed_at, link_token_hash) \
+     ON CONFLICT (customer_id, number) DO UPDATE \
+     SET applicant_id = excluded.applicant_id, phase = excluded.phase, link_token_hash = excluded.link_token_hash \
+     WHERE verification_attempts.applicant_id IS DISTINCT FROM excluded.applicant_id \
+     OR verification_attempts.phase IS DISTINCT FROM excluded.phase \
+     OR verification_attempts.link_token_hash IS DISTINCT FROM excluded.link_token_hash)";
+
+/// Appends the audit events (`$19`–`$24`) in the order given.
+const EVENTS_PART: &str = "new_events AS ( \
+     INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
+     SELECT e.id, saved.firm_id, saved.id, e.at, e.actor, e.change, e.note, e.provider_event_key \
+     FROM saved, unnest($19::uuid[], $20::timestamptz[], $21::jsonb[], $22::jsonb[], $23::text[], $24::text[]) \
+         WITH ORDINALITY AS e(id, at, actor, change, note, provider_event_key, position) \
+     ORDER BY e.position)";
+
+/// Queues the outbox messages (`$25`) in the order given, due at the time of the move (`$12`).
+const OUTBOX_PART: &str = "new_outbox AS ( \
+     INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
+     SELECT saved.firm_id, m.message, $12, $12 \
+     FROM saved, unnest($25::jsonb[]) WITH ORDINALITY AS m(message, position) \
+     ORDER BY m.position)";
+
+/// What a write has besides the customer row; each part present adds its statement.
+#[derive(Clone, Copy)]
+struct Parts {
+    inbound: bool,
+    attempts: bool,
+    events: bool,
+    outbox: bool,
 }
 
-/// `INSERT` of a new customer row, with its children ([`write_statement!`]).
-const INSERT: &str = write_statement!(
-    "INSERT INTO customers (external_id, email_normalized, kyc_status, aml_status, updated_at, state, next_screening_due, id, firm_id, version, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $26)"
-);
+impl Parts {
+    /// An index into [`WRITE_STATEMENTS`] for these parts after the row statement `row`.
+    fn index(self, row: RowWrite) -> usize {
+        usize::from(matches!(row, RowWrite::Update(_))) << 4
+            | usize::from(self.inbound) << 3
+            | usize::from(self.attempts) << 2
+            | usize::from(self.events) << 1
+            | usize::from(self.outbox)
+    }
+}
 
-/// `UPDATE` of a customer row still at version `$10`, with its children ([`write_statement!`]).
-const UPDATE: &str = write_statement!(
-    "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-     updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 \
-     WHERE id = $8 AND firm_id = $9 AND version = $10"
-);
+/// Every statement a write can be: the row statement (named `saved`, `RETURNING firm_id, id`)
+/// followed by the parts the write has, each a data-modifying statement over arrays unnested
+/// against `saved`. One statement is one round trip and commits atomically on its own: when the
+/// row statement touches nothing (a stale version) no part writes anything either, and a refused
+/// part (a provider event already recorded) aborts the whole statement. A part with nothing to
+/// write is left out rather than run empty, so the statement does not open (and lock) its table
+/// and indexes; each variant is prepared once per connection.
+///
+/// The parameters keep their numbers in every variant (`$1`–`$10` and `$26` the row, then the
+/// parts' own); those of a left-out part are bound empty and not referenced.
+static WRITE_STATEMENTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    (0..32_usize)
+        .map(|index| {
+            let row = if index & 16 == 0 {
+                INSERT_ROW
+            } else {
+                UPDATE_ROW
+            };
+            let mut statement = format!("WITH saved AS ({row} RETURNING firm_id, id)");
+            for (bit, part) in [
+                (8, INBOUND_PART),
+                (4, ATTEMPTS_PART),
+                (2, EVENTS_PART),
+                (1, OUTBOX_PART),
+            ] {
+                if index & bit != 0 {
+                    statement.push_str(", ");
+                    statement.push_str(part);
+                }
+            }
+            statement.push_str(" SELECT count(*) FROM saved");
+            statement
+        })
+        .collect()
+});
 
 /// Which row statement a write starts with.
 #[derive(Clone, Copy)]
 enum RowWrite {
-    /// [`INSERT`] at version 1.
+    /// [`INSERT_ROW`] at version 1.
     Insert,
-    /// [`UPDATE`] of the row still at this version.
+    /// [`UPDATE_ROW`] of the row still at this version.
     Update(i64),
 }
 
-/// Binds the parameters of [`write_statement!`] for `customer` and runs it, returning how many
-/// customer rows it wrote (0 or 1).
+/// Binds the parameters of the [`WRITE_STATEMENTS`] variant `customer`'s write needs and runs
+/// it, returning how many customer rows it wrote (0 or 1).
 async fn write(
     pool: &sqlx::PgPool,
     row: RowWrite,
@@ -186,11 +226,17 @@ async fn write(
     for attempt in attempts {
         numbers.push(fit::<i32, _>(attempt.number.get())?);
     }
-    let (statement, version) = match row {
-        RowWrite::Insert => (INSERT, 1),
-        RowWrite::Update(version) => (UPDATE, version),
+    let version = match row {
+        RowWrite::Insert => 1,
+        RowWrite::Update(version) => version,
     };
-    let mut query = sqlx::query_scalar(statement)
+    let parts = Parts {
+        inbound: inbound.is_some(),
+        attempts: !attempts.is_empty(),
+        events: !events.is_empty(),
+        outbox: !outbox.is_empty(),
+    };
+    let mut query = sqlx::query_scalar(WRITE_STATEMENTS[parts.index(row)].as_str())
         .bind(customer.external_id.as_ref().map(ExternalId::as_str))
         .bind(customer.email.normalized())
         .bind(customer.kyc_status.as_str())
