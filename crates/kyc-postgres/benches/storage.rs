@@ -691,7 +691,10 @@ fn sqlite(c: &mut Criterion) {
 }
 
 fn postgres(c: &mut Criterion) {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
+    let Some(url) = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
         eprintln!("skipped Postgres: DATABASE_URL not set");
         return;
     };
