@@ -312,8 +312,8 @@ impl ApiKeyStore for PostgresStore {
             self.keys.evict(sha256);
             // Returning only after the notification has had time to reach every listening server
             // (normally well under a millisecond, a few milliseconds on a loaded host) means that
-            // whoever revokes (the CLI, the back office, a script) and then tries the key sees it
-            // refused everywhere.
+            // whoever revokes through the service and then tries the key sees it refused
+            // everywhere.
             tokio::time::sleep(crate::keys::REVOCATION_PROPAGATION).await;
         }
         Ok(revoked.is_some())

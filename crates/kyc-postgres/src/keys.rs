@@ -7,9 +7,9 @@
 //!
 //! A trigger on `api_keys` (migration `0003`) sends `pg_notify('kyc_api_keys', OLD.sha256)` for
 //! every updated or deleted row, and an empty payload for a `TRUNCATE`, whoever makes the change:
-//! this adapter, the `kyc-server api-key revoke` command in another process, another server
-//! replica, or raw SQL. PostgreSQL delivers a notification when its transaction commits, and never
-//! for one that rolls back.
+//! this adapter in this or another process (another server replica, a command-line process), or
+//! raw SQL. PostgreSQL delivers a notification when its transaction commits, and never for one
+//! that rolls back.
 //!
 //! The cache is used only while a listener is connected and listening on that channel
 //! ([`PostgresStore::listen_for_key_changes`]):
