@@ -488,7 +488,11 @@ pub async fn attempts_are_found_by_provider_ids_and_stuck_ones_are_listed(stores
         .find_by_attempt(None, Some(&external_user_id))
         .await
         .unwrap();
-    assert_eq!(owner.as_ref(), Some(&customer), "loaded at its stored version");
+    assert_eq!(
+        owner.as_ref(),
+        Some(&customer),
+        "loaded at its stored version"
+    );
     let stuck = stores
         .customers
         .stuck_attempts(now() + Duration::seconds(1), 10)
