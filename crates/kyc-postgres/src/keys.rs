@@ -21,7 +21,9 @@
 //!   notification.
 //! - **Outages**: when the listener's connection is lost (or it stops) the cache is cleared and
 //!   bypassed until a new listener is listening again, so notifications missed meanwhile cannot
-//!   leave a stale key behind.
+//!   leave a stale key behind. A connection dropped silently on the way (an idle timeout in a
+//!   firewall) is found by a `SELECT 1` on it after every quiet 10 s, and every cached key is
+//!   read again from the database at least once a minute whatever was heard.
 //! - **Races**: a look-up that misses takes a ticket (the cache's generation) before it reads the
 //!   database, and its row is stored only if no eviction, clear or change of listener happened
 //!   since. Otherwise a read that began before a revocation could put the still-valid row back
@@ -51,7 +53,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use kyc_domain::ports::{ApiKeyRecord, InfrastructureError};
@@ -74,6 +76,19 @@ pub const KEY_CACHE_ENTRIES: usize = 10_000;
 /// How long the listener waits for its connection before it reports the database unavailable.
 const LISTENER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the listening connection is proven alive with a `SELECT 1`: a connection dropped
+/// silently on the way (a firewall's idle timeout, a failover) would otherwise look like a quiet
+/// channel while announcements go unheard.
+const LISTENER_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How long the heartbeat's `SELECT 1` may take before the connection counts as lost.
+const LISTENER_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a cached key is served before it is read again, whatever was heard: the bound on
+/// how long a revocation could go unnoticed if announcements were lost in a way neither the
+/// connection nor the heartbeat shows.
+const KEY_ENTRY_TTL: Duration = Duration::from_secs(60);
+
 /// What a look-up found in the cache.
 #[derive(Debug)]
 pub(crate) enum Lookup {
@@ -95,7 +110,15 @@ struct Inner {
     listeners: usize,
     /// Bumped by every eviction, clear and change in the number of listeners.
     generation: u64,
-    entries: HashMap<String, ApiKeyRecord>,
+    /// Each record with the moment it was read from the database.
+    entries: HashMap<String, (ApiKeyRecord, Instant)>,
+}
+
+/// What woke the listening loop.
+enum Wakeup {
+    Shutdown,
+    Heartbeat,
+    Received(Result<Option<sqlx::postgres::PgNotification>, sqlx::Error>),
 }
 
 /// Records of API keys by SHA-256, trusted only while the database's changes are being heard.
@@ -122,12 +145,18 @@ impl KeyCache {
 
     /// Looks `sha256` up.
     pub(crate) fn lookup(&self, sha256: &str) -> Lookup {
-        let inner = self.lock();
+        let mut inner = self.lock();
         if inner.listeners == 0 || self.capacity == 0 {
             return Lookup::Off;
         }
         match inner.entries.get(sha256) {
-            Some(record) => Lookup::Hit(record.clone()),
+            Some((record, read_at)) if read_at.elapsed() < KEY_ENTRY_TTL => {
+                Lookup::Hit(record.clone())
+            }
+            Some(_) => {
+                inner.entries.remove(sha256);
+                Lookup::Miss(Ticket(inner.generation))
+            }
             None => Lookup::Miss(Ticket(inner.generation)),
         }
     }
@@ -144,7 +173,9 @@ impl KeyCache {
                 inner.entries.remove(&victim);
             }
         }
-        inner.entries.insert(record.sha256.clone(), record.clone());
+        inner
+            .entries
+            .insert(record.sha256.clone(), (record.clone(), Instant::now()));
     }
 
     /// Forgets `sha256` and voids every ticket taken before.
@@ -247,24 +278,48 @@ impl PostgresStore {
             "listening for API key changes: keys are served from memory"
         );
         let outcome = loop {
-            let next = listener.try_recv().fuse();
-            futures::pin_mut!(next);
-            futures::select! {
-                () = shutdown => break Ok(()),
-                received = next => match received {
-                    Ok(Some(notification)) => match notification.payload() {
-                        "" => self.keys.clear(),
-                        sha256 => self.keys.evict(sha256),
-                    },
-                    Ok(None) => {
-                        break Err(InfrastructureError::unavailable(
-                            "the connection listening for API key changes was lost",
-                        ));
-                    }
-                    // The session is unusable either way (a terminated backend answers with
-                    // an error before it closes): the caller connects again.
-                    Err(error) => break Err(InfrastructureError::unavailable(error)),
+            let event = {
+                let next = listener.try_recv().fuse();
+                let heartbeat = tokio::time::sleep(LISTENER_HEARTBEAT).fuse();
+                futures::pin_mut!(next, heartbeat);
+                futures::select! {
+                    () = shutdown => Wakeup::Shutdown,
+                    () = heartbeat => Wakeup::Heartbeat,
+                    received = next => Wakeup::Received(received),
+                }
+            };
+            match event {
+                Wakeup::Shutdown => break Ok(()),
+                Wakeup::Received(Ok(Some(notification))) => match notification.payload() {
+                    "" => self.keys.clear(),
+                    sha256 => self.keys.evict(sha256),
                 },
+                Wakeup::Received(Ok(None)) => {
+                    break Err(InfrastructureError::unavailable(
+                        "the connection listening for API key changes was lost",
+                    ));
+                }
+                // The session is unusable either way (a terminated backend answers with an
+                // error before it closes): the caller connects again.
+                Wakeup::Received(Err(error)) => break Err(InfrastructureError::unavailable(error)),
+                // Quiet for a while: prove the connection still answers. Notifications that
+                // arrive meanwhile wait in the connection's buffer for the next receive.
+                Wakeup::Heartbeat => {
+                    let alive = tokio::time::timeout(
+                        LISTENER_HEARTBEAT_TIMEOUT,
+                        sqlx::query("SELECT 1").execute(&mut listener),
+                    )
+                    .await;
+                    match alive {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => break Err(InfrastructureError::unavailable(error)),
+                        Err(_) => {
+                            break Err(InfrastructureError::unavailable(
+                                "the connection listening for API key changes stopped answering",
+                            ));
+                        }
+                    }
+                }
             }
         };
         drop(listening);

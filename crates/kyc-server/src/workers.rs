@@ -32,6 +32,10 @@ const OUTBOX_BATCH: u32 = 16;
 /// while its worker is alive; an entry whose worker died is handed out again after it.
 const OUTBOX_LEASE: time::Duration = time::Duration::minutes(5);
 
+/// How long into a pass its finished entries are marked without waiting for the pass to end:
+/// half the lease.
+const OUTBOX_LEASE_FLUSH: Duration = Duration::from_secs(150);
+
 /// The first retry of a failed job waits about this long; each further one doubles it.
 const RETRY_BASE: Duration = Duration::from_secs(2);
 
@@ -126,7 +130,10 @@ impl OutboxWorker {
         };
         // Entries done (or given up) are marked together at the end of the pass: one write
         // instead of one per entry. A crash before it leaves them leased; they run again when the
-        // lease ends, which at-least-once delivery allows.
+        // lease ends, which at-least-once delivery allows. A slow pass (a slow provider) marks
+        // what it has finished once half the lease is gone, so no finished entry's lease runs
+        // out and another worker runs it again.
+        let claimed = std::time::Instant::now();
         let mut finished = Vec::with_capacity(entries.len());
         for entry in entries {
             let id = entry.id;
@@ -141,16 +148,28 @@ impl OutboxWorker {
                     finished.push(id);
                 }
             }
+            if claimed.elapsed() >= OUTBOX_LEASE_FLUSH && !finished.is_empty() {
+                self.mark_finished(&mut finished).await;
+            }
+        }
+        self.mark_finished(&mut finished).await;
+        Ok(report)
+    }
+
+    /// Marks `finished` delivered and empties it; a failure is logged (the leases run out and
+    /// the entries are handed out again: at least once, never lost).
+    async fn mark_finished(&self, finished: &mut Vec<i64>) {
+        if finished.is_empty() {
+            return;
         }
         if let Err(error) = self
             .outbox
-            .mark_all_delivered(&finished, self.clock.now())
+            .mark_all_delivered(finished, self.clock.now())
             .await
         {
-            // The leases run out and the entries are handed out again: at least once, never lost.
             tracing::warn!(entries = finished.len(), error = %error, "could not record finished outbox entries");
         }
-        Ok(report)
+        finished.clear();
     }
 
     /// Runs one entry. A retry is scheduled here; a finished entry is left to the caller to mark.
