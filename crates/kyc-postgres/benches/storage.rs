@@ -258,6 +258,26 @@ const INSERT_EVENT: &str = "INSERT INTO events (id, firm_id, customer_id, at, ac
 const INSERT_OUTBOX: &str =
     "INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) VALUES ($1, $2, $3, $3)";
 
+/// The Postgres adapter writes a customer row with its event and outbox message in one statement
+/// (data-modifying CTEs); the bare side does the same with one event and one message bound as
+/// plain values, the least any caller of that statement has to send.
+const PG_INSERT_WRITE: &str = "WITH saved AS (INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10) RETURNING firm_id, id), \
+     new_events AS (INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
+         SELECT $11, saved.firm_id, saved.id, $7, $12, $13, NULL, NULL FROM saved), \
+     new_outbox AS (INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
+         SELECT saved.firm_id, $14, $7, $7 FROM saved) \
+     SELECT count(*) FROM saved";
+/// The save of [`PG_INSERT_WRITE`]: the row still at version `$10`, its event and message.
+const PG_SAVE_WRITE: &str = "WITH saved AS (UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
+     updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 WHERE id = $8 AND firm_id = $9 AND version = $10 \
+     RETURNING firm_id, id), \
+     new_events AS (INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
+         SELECT $11, saved.firm_id, saved.id, $5, $12, $13, NULL, NULL FROM saved), \
+     new_outbox AS (INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
+         SELECT saved.firm_id, $14, $5, $5 FROM saved) \
+     SELECT count(*) FROM saved";
+
 /// What a caller of the read statements gets out of a Postgres row without the adapter: the
 /// version, the `jsonb` state's bytes (sqlx's binary format: a version byte, then the text) and
 /// the id, all owned.
@@ -272,7 +292,7 @@ fn sqlite_columns(row: &SqliteRow) -> (i64, String, String) {
     (row.get(0), row.get(1), row.get(2))
 }
 
-/// One bare Postgres insert: the adapter's three statements in one transaction.
+/// One bare Postgres insert: the adapter's single statement (row, event, outbox message).
 async fn pg_bare_insert(
     pool: &PgPool,
     p: &Prepared,
@@ -281,8 +301,7 @@ async fn pg_bare_insert(
     external: &str,
     at: OffsetDateTime,
 ) {
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query(INSERT_CUSTOMER)
+    let written: i64 = sqlx::query_scalar(PG_INSERT_WRITE)
         .bind(customer)
         .bind(firm)
         .bind(external)
@@ -293,29 +312,14 @@ async fn pg_bare_insert(
         .bind(at)
         .bind(Json(&p.state))
         .bind(None::<OffsetDateTime>)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(INSERT_EVENT)
         .bind(Uuid::now_v7())
-        .bind(firm)
-        .bind(customer)
-        .bind(at)
         .bind(Json(&p.actor))
         .bind(Json(&p.change))
-        .bind(None::<String>)
-        .bind(None::<String>)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(INSERT_OUTBOX)
-        .bind(firm)
         .bind(Json(&p.message))
-        .bind(at)
-        .execute(&mut *tx)
+        .fetch_one(pool)
         .await
         .unwrap();
-    tx.commit().await.unwrap();
+    assert_eq!(written, 1);
 }
 
 /// One bare SQLite insert: the adapter's three statements in one `BEGIN IMMEDIATE` transaction.
@@ -366,9 +370,7 @@ async fn sqlite_bare_insert(
 
 /// One bare Postgres save: the adapter's three statements in one transaction, at `at`.
 async fn pg_bare_save(pool: &PgPool, p: &Prepared, t: &Target, at: OffsetDateTime) {
-    let firm = t.firm;
-    let mut tx = pool.begin().await.unwrap();
-    let done = sqlx::query(UPDATE_CUSTOMER)
+    let written: i64 = sqlx::query_scalar(PG_SAVE_WRITE)
         .bind(t.external.as_str())
         .bind(&p.email)
         .bind("NOT_STARTED")
@@ -377,32 +379,16 @@ async fn pg_bare_save(pool: &PgPool, p: &Prepared, t: &Target, at: OffsetDateTim
         .bind(Json(&p.state))
         .bind(None::<OffsetDateTime>)
         .bind(t.id)
-        .bind(firm)
+        .bind(t.firm)
         .bind(t.version.load(Ordering::Relaxed))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(done.rows_affected(), 1);
-    sqlx::query(INSERT_EVENT)
         .bind(Uuid::now_v7())
-        .bind(firm)
-        .bind(t.id)
-        .bind(at)
         .bind(Json(&p.actor))
         .bind(Json(&p.change))
-        .bind(None::<String>)
-        .bind(None::<String>)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(INSERT_OUTBOX)
-        .bind(firm)
         .bind(Json(&p.message))
-        .bind(at)
-        .execute(&mut *tx)
+        .fetch_one(pool)
         .await
         .unwrap();
-    tx.commit().await.unwrap();
+    assert_eq!(written, 1);
     t.version.fetch_add(1, Ordering::Relaxed);
 }
 
