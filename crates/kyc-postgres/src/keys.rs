@@ -385,6 +385,23 @@ mod tests {
     }
 
     #[test]
+    fn a_key_cached_longer_than_its_time_to_live_is_read_again() {
+        let cache = KeyCache::new(8);
+        cache.listening();
+        let t = ticket(&cache, "a");
+        cache.insert(t, &record("a"));
+        assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
+        let long_ago = Instant::now()
+            .checked_sub(KEY_ENTRY_TTL + Duration::from_secs(1))
+            .expect("the clock has run longer than the time to live");
+        if let Some(entry) = cache.lock().entries.get_mut("a") {
+            entry.1 = long_ago;
+        }
+        assert!(matches!(cache.lookup("a"), Lookup::Miss(_)));
+        assert_eq!(cache.len(), 0, "the stale entry is dropped");
+    }
+
+    #[test]
     fn a_read_that_began_before_an_eviction_is_not_stored() {
         let cache = KeyCache::new(8);
         cache.listening();
