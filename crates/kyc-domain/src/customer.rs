@@ -86,14 +86,18 @@ pub struct CustomerState {
     /// Tenant.
     pub firm_id: FirmId,
     /// The CRM's id, immutable once set.
+    #[serde(default, deserialize_with = "crate::values::stored::external_id")]
     pub external_id: Option<ExternalId>,
     /// Individual or sole trader; never changed by the API.
     pub customer_type: CustomerType,
     /// Name.
+    #[serde(deserialize_with = "crate::values::stored::full_name")]
     pub full_name: FullName,
     /// Email.
+    #[serde(deserialize_with = "crate::values::stored::email")]
     pub email: Email,
     /// Phone.
+    #[serde(default, deserialize_with = "crate::values::stored::phone")]
     pub phone: Option<Phone>,
     /// Identity status.
     pub kyc_status: KycStatus,
