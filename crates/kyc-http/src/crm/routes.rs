@@ -70,7 +70,7 @@ pub(crate) async fn upsert_customer(
         .upsert_customer(caller.firm_id, &actor, input.clone())
         .await
     {
-        // The use case reads by external id, then by email, outside one snapshot: a concurrent
+        // A store may read by external id, then by email, outside one snapshot: a concurrent
         // create of the same external id committing between the two reads looks like "the email
         // belongs to another external id". One more pass sees the winner and updates it; a real
         // conflict is refused again.
