@@ -590,18 +590,6 @@ impl CustomerStore for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
-    async fn provider_event_seen(
-        &self,
-        key: &ProviderEventKey,
-    ) -> Result<bool, InfrastructureError> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM provider_events WHERE key = $1)")
-            .bind(key.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(infra)
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn record_orphan_event(
         &self,
         event: &ProviderEvent,

@@ -267,15 +267,6 @@ pub trait CustomerStore: Send + Sync {
         }
     }
 
-    /// Whether this provider event was already recorded (as applied, ignored or orphaned).
-    ///
-    /// # Errors
-    /// [`InfrastructureError`] only.
-    async fn provider_event_seen(
-        &self,
-        key: &ProviderEventKey,
-    ) -> Result<bool, InfrastructureError>;
-
     /// Records a provider event that belongs to no known attempt (orphaned). Returns `false` when
     /// it was already recorded.
     ///

@@ -219,7 +219,7 @@ impl CustomerStore for MemoryStore {
             return Err(SaveError::VersionConflict);
         }
         if let Some(key) = inbound {
-            if data.inbound.contains(key) {
+            if data.inbound.contains(key) || data.orphans.iter().any(|o| &o.key == key) {
                 return Err(SaveError::DuplicateInbound);
             }
             data.inbound.insert(key.clone());
@@ -340,14 +340,6 @@ impl CustomerStore for MemoryStore {
                 firm_id: c.firm_id,
                 customer_id: c.id,
             }))
-    }
-
-    async fn provider_event_seen(
-        &self,
-        key: &ProviderEventKey,
-    ) -> Result<bool, InfrastructureError> {
-        let data = lock(&self.data);
-        Ok(data.inbound.contains(key) || data.orphans.iter().any(|o| &o.key == key))
     }
 
     async fn record_orphan_event(
