@@ -4,6 +4,7 @@
 //! the audit events to record with it.
 
 use std::ops::Deref;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -167,9 +168,13 @@ pub enum LinkOutcome {
 }
 
 /// A customer and its lifecycle.
+///
+/// The state is shared: a customer read back from an adapter's cache holds the cached state
+/// itself, and the first move that changes it takes a private copy (`Arc::make_mut`), so reads
+/// that change nothing never copy it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer {
-    state: CustomerState,
+    state: Arc<CustomerState>,
 }
 
 impl Deref for Customer {
@@ -263,11 +268,24 @@ impl Customer {
         };
         let mut record = Recorder::new(actor, now);
         record.push(Change::CustomerCreated { added_via });
-        (Self { state }, record.events)
+        (
+            Self {
+                state: Arc::new(state),
+            },
+            record.events,
+        )
     }
 
     /// Rebuilds a customer read back from storage.
     pub fn restore(state: CustomerState) -> Self {
+        Self {
+            state: Arc::new(state),
+        }
+    }
+
+    /// Rebuilds a customer from a state shared with others (an adapter's cache of decoded
+    /// states): nothing is copied until a move changes it.
+    pub fn restore_shared(state: Arc<CustomerState>) -> Self {
         Self { state }
     }
 
@@ -276,14 +294,24 @@ impl Customer {
         &self.state
     }
 
+    /// The data, shared (cloning the `Arc` copies nothing).
+    pub fn shared_state(&self) -> &Arc<CustomerState> {
+        &self.state
+    }
+
     /// The data, by value.
     pub fn into_state(self) -> CustomerState {
-        self.state
+        Arc::unwrap_or_clone(self.state)
+    }
+
+    /// The data, to change: copied first when it is shared.
+    fn state_mut(&mut self) -> &mut CustomerState {
+        Arc::make_mut(&mut self.state)
     }
 
     /// Marks the state as saved at `version` (called by the use cases after a successful save).
     pub fn saved_at_version(&mut self, version: u64) {
-        self.state.version = version;
+        self.state_mut().version = version;
     }
 
     /// The CRM block.
@@ -363,7 +391,7 @@ impl Customer {
     ) {
         let from = self.state.kyc_status;
         if from != to {
-            self.state.kyc_status = to;
+            self.state_mut().kyc_status = to;
             record.push(Change::KycStatusChanged { from, to, attempt });
         }
     }
@@ -371,14 +399,14 @@ impl Customer {
     fn set_aml(&mut self, to: AmlStatus, record: &mut Recorder<'_>) {
         let from = self.state.aml.status;
         if from != to {
-            self.state.aml.status = to;
+            self.state_mut().aml.status = to;
             record.push(Change::AmlStatusChanged { from, to });
         }
     }
 
     fn finish(&mut self, record: Recorder<'_>) -> Vec<DomainEvent> {
         if !record.events.is_empty() {
-            self.state.updated_at = record.at.max(self.state.updated_at);
+            self.state_mut().updated_at = record.at.max(self.state.updated_at);
         }
         record.events
     }
@@ -422,7 +450,7 @@ impl Customer {
                 Some(self.state.full_name.as_str()),
                 Some(name.as_str()),
             );
-            self.state.full_name = name;
+            self.state_mut().full_name = name;
         }
         if let Some(email) = update.email.filter(|e| *e != self.state.email) {
             changed(
@@ -430,7 +458,7 @@ impl Customer {
                 Some(self.state.email.as_str()),
                 Some(email.as_str()),
             );
-            self.state.email = email;
+            self.state_mut().email = email;
         }
         if let Some(phone) = update
             .phone
@@ -441,7 +469,7 @@ impl Customer {
                 self.state.phone.as_ref().map(Phone::as_str),
                 Some(phone.as_str()),
             );
-            self.state.phone = Some(phone);
+            self.state_mut().phone = Some(phone);
         }
         Ok(self.finish(record))
     }
@@ -466,7 +494,7 @@ impl Customer {
                     from: None,
                     to: Some(external_id.as_str().to_owned()),
                 });
-                self.state.external_id = Some(external_id);
+                self.state_mut().external_id = Some(external_id);
                 Ok(self.finish(record))
             }
         }
@@ -483,7 +511,7 @@ impl Customer {
             return Vec::new();
         }
         let mut record = Recorder::new(actor, now);
-        self.state.risk.proposed = Some(answers);
+        self.state_mut().risk.proposed = Some(answers);
         record.push(Change::RiskProposed { answers });
         self.finish(record)
     }
@@ -516,7 +544,7 @@ impl Customer {
         )?;
         let actor = Actor::Person(person.clone());
         let mut record = Recorder::new(&actor, now);
-        self.state.risk.confirmed = Some(ConfirmedRisk {
+        self.state_mut().risk.confirmed = Some(ConfirmedRisk {
             answers,
             confirmed_by: person.id,
             confirmed_by_email: person.email.clone(),
@@ -565,12 +593,13 @@ impl Customer {
         let level_name = levels.for_rating(rating).to_owned();
         let actor = Actor::Person(person.clone());
         let mut record = Recorder::new(&actor, now);
-        self.state.attempts.push(VerificationAttempt {
+        let external_user_id = ExternalUserId::for_attempt(self.state.id, number);
+        self.state_mut().attempts.push(VerificationAttempt {
             number,
             phase: AttemptPhase::Starting,
             cost,
             level_name: level_name.clone(),
-            external_user_id: ExternalUserId::for_attempt(self.state.id, number),
+            external_user_id,
             applicant_id: None,
             link_token_hash: None,
             started_by: Some(person.clone()),
@@ -644,7 +673,7 @@ impl Customer {
         let index = self.starting_attempt_index(number, Action::CompleteVerification)?;
         let to = person_move(self.state.kyc_status, PersonTrigger::StartVerification)?;
         let mut record = Recorder::new(actor, now);
-        let attempt = &mut self.state.attempts[index];
+        let attempt = &mut self.state_mut().attempts[index];
         attempt.phase = AttemptPhase::Open;
         attempt.applicant_id = Some(applicant_id.clone());
         attempt.link_token_hash = Some(link_token_hash);
@@ -653,8 +682,8 @@ impl Customer {
             attempt: number,
             applicant_id,
         });
-        self.state.kyc_started_at = Some(now);
-        self.state.kyc_completed_at = None;
+        self.state_mut().kyc_started_at = Some(now);
+        self.state_mut().kyc_completed_at = None;
         self.set_kyc(to, Some(number), &mut record);
         Ok(self.finish(record))
     }
@@ -680,7 +709,7 @@ impl Customer {
         }
         let index = self.starting_attempt_index(number, Action::AbandonVerification)?;
         let mut record = Recorder::new(actor, now);
-        let attempt = &mut self.state.attempts[index];
+        let attempt = &mut self.state_mut().attempts[index];
         attempt.phase = AttemptPhase::Voided;
         attempt.ended_at = Some(now);
         attempt.void_reason = Some(reason.to_owned());
@@ -713,12 +742,13 @@ impl Customer {
         }
         let reason = "credits were held but the attempt was never claimed";
         let mut record = Recorder::new(actor, now);
-        self.state.attempts.push(VerificationAttempt {
+        let external_user_id = ExternalUserId::for_attempt(self.state.id, number);
+        self.state_mut().attempts.push(VerificationAttempt {
             number,
             phase: AttemptPhase::Voided,
             cost,
             level_name: String::new(),
-            external_user_id: ExternalUserId::for_attempt(self.state.id, number),
+            external_user_id,
             applicant_id: None,
             link_token_hash: None,
             started_by: None,
@@ -834,8 +864,8 @@ impl Customer {
             EventOutcome::IgnoredOlder
         }));
         if is_newest {
-            self.state.attempts[index].newest_verdict = Some(stamp);
-            self.state.kyc_completed_at = match effect.status {
+            self.state_mut().attempts[index].newest_verdict = Some(stamp);
+            self.state_mut().kyc_completed_at = match effect.status {
                 KycStatus::Verified | KycStatus::Failed => Some(event.created_at),
                 KycStatus::NotStarted
                 | KycStatus::Pending
@@ -865,7 +895,7 @@ impl Customer {
     }
 
     fn add_hits(&mut self, hits: Vec<AmlHit>, source: HitSource, record: &mut Recorder<'_>) {
-        let added = self.state.aml.merge_hits(hits);
+        let added = self.state_mut().aml.merge_hits(hits);
         if !added.is_empty() {
             record.push(Change::AmlHitsAdded {
                 hits: added,
@@ -947,7 +977,7 @@ impl Customer {
         });
         aml.screened_at = Some(now);
         aml.next_screening_due = self.state.risk.rating().map(|r| r.rescreen_due(now));
-        self.state.aml = aml;
+        self.state_mut().aml = aml;
         self.set_aml(to, &mut record);
         Ok(self.finish(record))
     }
@@ -967,7 +997,7 @@ impl Customer {
             return Ok(Vec::new());
         }
         let mut record = Recorder::new(actor, now);
-        self.state.identity = Some(identity);
+        self.state_mut().identity = Some(identity);
         record.push(Change::IdentityCaptured);
         Ok(self.finish(record))
     }
@@ -988,7 +1018,7 @@ impl Customer {
         require_compliance_officer(person, Action::SetDisposition)?;
         aml_move(self.state.aml.status, AmlTrigger::Disposition)?;
         let target = self
-            .state
+            .state_mut()
             .aml
             .hits
             .iter_mut()
@@ -1033,14 +1063,14 @@ impl Customer {
         }
         let actor = Actor::Person(person.clone());
         let mut record = Recorder::new(&actor, now);
-        self.state.aml.decision = Some(DecisionRecord {
+        self.state_mut().aml.decision = Some(DecisionRecord {
             decision,
             rationale: rationale.clone(),
             by: person.id,
             by_email: person.email.clone(),
             at: now,
         });
-        self.state.aml.last_reviewed_at = Some(now);
+        self.state_mut().aml.last_reviewed_at = Some(now);
         record.push_with_note(Change::AmlDecisionRecorded { decision }, Some(&rationale));
         self.set_aml(to, &mut record);
         Ok(self.finish(record))
@@ -1062,7 +1092,7 @@ impl Customer {
         let actor = Actor::Person(person.clone());
         let mut record = Recorder::new(&actor, now);
         let closed = self
-            .state
+            .state_mut()
             .attempts
             .iter_mut()
             .rev()
@@ -1077,9 +1107,9 @@ impl Customer {
                 Some(&reason),
             );
         }
-        self.state.kyc_started_at = None;
-        self.state.kyc_completed_at = None;
-        self.state.identity = None;
+        self.state_mut().kyc_started_at = None;
+        self.state_mut().kyc_completed_at = None;
+        self.state_mut().identity = None;
         self.set_kyc(to, None, &mut record);
         Ok(self.finish(record))
     }

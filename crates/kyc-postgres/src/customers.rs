@@ -2,6 +2,8 @@
 //! attempts side table, audit events, outbox rows and seen provider events, written in one
 //! transaction.
 
+use std::sync::Arc;
+
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
@@ -71,14 +73,15 @@ impl PostgresStore {
         let id: Uuid = row.try_get(2).map_err(infra)?;
         let id = CustomerId::from_uuid(id);
         if let Some(state) = self.states.get(firm, id, version) {
-            return Ok(Customer::restore(state));
+            return Ok(Customer::restore_shared(state));
         }
         let Json(mut state): Json<CustomerState> = row.try_get(1).map_err(infra)?;
         state.version = version;
+        let state = Arc::new(state);
         if self.states.enabled() {
-            self.states.put(firm, id, state.clone());
+            self.states.put(firm, id, Arc::clone(&state));
         }
-        Ok(Customer::restore(state))
+        Ok(Customer::restore_shared(state))
     }
 
     /// Remembers the state just committed for `customer`, now at `version`, so the next read of it
@@ -87,7 +90,8 @@ impl PostgresStore {
         if self.states.enabled() {
             let mut state = customer.state().clone();
             state.version = version;
-            self.states.put(customer.firm_id, customer.id, state);
+            self.states
+                .put(customer.firm_id, customer.id, Arc::new(state));
         }
     }
 }

@@ -84,35 +84,33 @@ impl StateCache {
         self.shards.get(bits % self.shards.len().max(1))
     }
 
-    /// The state of `id` in `firm` at exactly `version`, if cached.
-    pub fn get(&self, firm: FirmId, id: CustomerId, version: u64) -> Option<CustomerState> {
+    /// The state of `id` in `firm` at exactly `version`, if cached: shared with the cache, not
+    /// copied (a [`Customer`](kyc_domain::Customer) restored from it copies it on its first
+    /// change).
+    pub fn get(&self, firm: FirmId, id: CustomerId, version: u64) -> Option<Arc<CustomerState>> {
         let shard = self.shard(id)?;
-        let found = {
-            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            let key = (firm, id);
-            match shard.young.get(&key) {
-                Some(state) if state.version == version => Some(Arc::clone(state)),
-                Some(_) => None,
-                None => match shard.old.remove(&key) {
-                    Some(state) if state.version == version => {
-                        let found = Arc::clone(&state);
-                        self.insert_young(&mut shard, key, state);
-                        Some(found)
-                    }
-                    Some(state) => {
-                        shard.old.insert(key, state);
-                        None
-                    }
-                    None => None,
-                },
-            }
-        };
-        // The deep copy happens outside the lock.
-        found.map(|state| CustomerState::clone(&state))
+        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (firm, id);
+        match shard.young.get(&key) {
+            Some(state) if state.version == version => Some(Arc::clone(state)),
+            Some(_) => None,
+            None => match shard.old.remove(&key) {
+                Some(state) if state.version == version => {
+                    let found = Arc::clone(&state);
+                    self.insert_young(&mut shard, key, state);
+                    Some(found)
+                }
+                Some(state) => {
+                    shard.old.insert(key, state);
+                    None
+                }
+                None => None,
+            },
+        }
     }
 
     /// Remembers `state` (at `state.version`) for `id` in `firm`, unless a newer version is held.
-    pub fn put(&self, firm: FirmId, id: CustomerId, state: CustomerState) {
+    pub fn put(&self, firm: FirmId, id: CustomerId, state: Arc<CustomerState>) {
         let Some(shard) = self.shard(id) else { return };
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (firm, id);
@@ -126,7 +124,7 @@ impl StateCache {
             return;
         }
         shard.old.remove(&key);
-        self.insert_young(&mut shard, key, Arc::new(state));
+        self.insert_young(&mut shard, key, state);
     }
 
     fn insert_young(&self, shard: &mut Shard, key: Key, state: Arc<CustomerState>) {
@@ -155,10 +153,10 @@ mod tests {
     use kyc_domain::customer::Customer;
     use uuid::Uuid;
 
-    fn state(firm: FirmId, version: u64) -> CustomerState {
+    fn state(firm: FirmId, version: u64) -> Arc<CustomerState> {
         let mut customer = sample(firm);
         customer.saved_at_version(version);
-        customer.state().clone()
+        Arc::clone(customer.shared_state())
     }
 
     fn sample(firm: FirmId) -> Customer {
@@ -203,9 +201,9 @@ mod tests {
         let newer = state(firm, 5);
         let id = newer.id;
         cache.put(firm, id, newer.clone());
-        let mut older = newer.clone();
+        let mut older = CustomerState::clone(&newer);
         older.version = 4;
-        cache.put(firm, id, older);
+        cache.put(firm, id, Arc::new(older));
         assert_eq!(cache.get(firm, id, 5), Some(newer));
         assert_eq!(cache.get(firm, id, 4), None);
     }
@@ -242,5 +240,33 @@ mod tests {
             cache.put(firm, filler.id, filler);
             assert_eq!(cache.get(firm, id, 1).as_ref(), Some(&kept));
         }
+    }
+
+    #[test]
+    fn a_customer_changed_after_a_cache_hit_leaves_the_cached_state_alone() {
+        use kyc_domain::customer::ContactUpdate;
+        use kyc_domain::events::Actor;
+        use kyc_domain::values::FullName;
+        let cache = StateCache::new(100);
+        let firm = FirmId::from_uuid(Uuid::now_v7());
+        let cached = state(firm, 2);
+        let id = cached.id;
+        let before = CustomerState::clone(&cached);
+        cache.put(firm, id, cached);
+        let mut customer = Customer::restore_shared(cache.get(firm, id, 2).unwrap());
+        let events = customer
+            .update_contact(
+                ContactUpdate {
+                    full_name: Some(FullName::new("Joan Doe").unwrap()),
+                    email: None,
+                    phone: None,
+                },
+                &Actor::Customer,
+                time::OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+        assert!(!events.is_empty());
+        assert_eq!(customer.full_name.as_str(), "Joan Doe");
+        assert_eq!(cache.get(firm, id, 2).as_deref(), Some(&before));
     }
 }
