@@ -150,6 +150,7 @@ pub struct DispositionRecord {
     /// Who.
     pub by: UserId,
     /// When.
+    #[serde(with = "crate::values::stored_time")]
     pub at: OffsetDateTime,
 }
 
@@ -167,6 +168,7 @@ pub struct AmlHit {
     /// Where it came from.
     pub source: HitSource,
     /// When it was first found (the earliest report, whatever the delivery order).
+    #[serde(with = "crate::values::stored_time")]
     pub found_at: OffsetDateTime,
     /// The compliance officer's disposition, once set.
     pub disposition: Option<DispositionRecord>,
@@ -231,6 +233,7 @@ pub struct DecisionRecord {
     /// Their login.
     pub by_email: Email,
     /// When.
+    #[serde(with = "crate::values::stored_time")]
     pub at: OffsetDateTime,
 }
 
@@ -253,14 +256,17 @@ pub struct AmlState {
     /// The status the CRM reads.
     pub status: AmlStatus,
     /// When screening last finished.
+    #[serde(default, with = "crate::values::stored_time::option")]
     pub screened_at: Option<OffsetDateTime>,
     /// When a person last recorded a decision.
+    #[serde(default, with = "crate::values::stored_time::option")]
     pub last_reviewed_at: Option<OffsetDateTime>,
     /// Every hit ever found (a set by [`HitKey`]).
     pub hits: Vec<AmlHit>,
     /// The latest decision.
     pub decision: Option<DecisionRecord>,
     /// When re-screening is due, set from the risk rating once screened.
+    #[serde(default, with = "crate::values::stored_time::option")]
     pub next_screening_due: Option<OffsetDateTime>,
 }
 

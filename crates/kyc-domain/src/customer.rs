@@ -58,10 +58,13 @@ pub struct VerificationAttempt {
     /// Who clicked Start Verification (`None` for an attempt recovery wrote down as never claimed).
     pub started_by: Option<Person>,
     /// When the attempt was claimed.
+    #[serde(with = "crate::values::stored_time")]
     pub claimed_at: OffsetDateTime,
     /// When it opened (charge final, link issued).
+    #[serde(default, with = "crate::values::stored_time::option")]
     pub opened_at: Option<OffsetDateTime>,
     /// When it was voided or closed.
+    #[serde(default, with = "crate::values::stored_time::option")]
     pub ended_at: Option<OffsetDateTime>,
     /// Why it was voided, if it was.
     pub void_reason: Option<String>,
@@ -103,8 +106,10 @@ pub struct CustomerState {
     /// Identity status.
     pub kyc_status: KycStatus,
     /// When the current attempt opened.
+    #[serde(default, with = "crate::values::stored_time::option")]
     pub kyc_started_at: Option<OffsetDateTime>,
     /// When the provider's deciding verdict (VERIFIED or FAILED) was created.
+    #[serde(default, with = "crate::values::stored_time::option")]
     pub kyc_completed_at: Option<OffsetDateTime>,
     /// The verified identity summary, once captured.
     pub identity: Option<VerifiedIdentity>,
@@ -117,8 +122,10 @@ pub struct CustomerState {
     /// How it came in.
     pub added_via: AddedVia,
     /// Created.
+    #[serde(with = "crate::values::stored_time")]
     pub created_at: OffsetDateTime,
     /// Last visible change.
+    #[serde(with = "crate::values::stored_time")]
     pub updated_at: OffsetDateTime,
     /// Optimistic-concurrency version: the version this state was loaded at.
     pub version: u64,

@@ -218,6 +218,7 @@ impl ReviewVerdict {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProviderStamp {
     /// The provider's creation time.
+    #[serde(with = "crate::values::stored_time")]
     pub at: OffsetDateTime,
     /// The event's key.
     pub key: ProviderEventKey,

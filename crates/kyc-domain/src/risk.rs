@@ -41,6 +41,7 @@ pub struct ConfirmedRisk {
     /// Their login, for the audit trail and the back office.
     pub confirmed_by_email: Email,
     /// When.
+    #[serde(with = "crate::values::stored_time")]
     pub confirmed_at: OffsetDateTime,
 }
 

@@ -27,6 +27,24 @@ proptest! {
         }
     }
 
+    /// A state stored after any sequence of commands reads back as it was, its times written as
+    /// integers of nanoseconds and, as states were written before, in `time`'s array form.
+    #[test]
+    fn stored_states_read_back_whichever_form_their_times_take(commands in proptest::collection::vec(command(), 1..60)) {
+        let mut customer = strategies::fresh_customer();
+        for (step, command) in commands.iter().enumerate() {
+            let _ = strategies::run(&mut customer, command, step);
+        }
+        let state = customer.state();
+        let mut stored = serde_json::to_value(state).unwrap();
+        let read: CustomerState = serde_json::from_value(stored.clone()).unwrap();
+        prop_assert_eq!(&read, state);
+        let converted = times_as_arrays(&mut stored);
+        prop_assert!(converted >= 2, "created_at and updated_at at least");
+        let read: CustomerState = serde_json::from_value(stored).unwrap();
+        prop_assert_eq!(&read, state);
+    }
+
     /// Any delivery order, with any duplicates, of a set of provider events ends in the same state
     /// as delivery in creation order.
     #[test]
@@ -187,4 +205,22 @@ fn the_commands_strategy_reaches_every_status() {
         let _: &Command = &commands[0];
     }
     assert_eq!(seen.len(), KycStatus::ALL.len(), "reached only {seen:?}");
+}
+
+/// Rewrites every stored time in `value` (an integer of nanoseconds after 2001; no other number
+/// in a state comes near) into `time`'s array form; how many it rewrote.
+fn times_as_arrays(value: &mut serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.as_i64().is_some_and(|n| n > 1_000_000_000_000_000_000) => {
+            let nanos = i128::from(n.as_i64().unwrap());
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            *value = serde_json::to_value(at).unwrap();
+            assert!(value.is_array());
+            1
+        }
+        Value::Array(items) => items.iter_mut().map(times_as_arrays).sum(),
+        Value::Object(members) => members.values_mut().map(times_as_arrays).sum(),
+        _ => 0,
+    }
 }

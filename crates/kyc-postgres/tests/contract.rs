@@ -183,7 +183,7 @@ async fn migrating_from_the_first_schema_fills_the_new_columns_from_the_stored_s
         .bind(customer.id.as_uuid())
         .bind(firm.as_uuid())
         .bind(customer.email.normalized())
-        .bind(Json(customer.state()))
+        .bind(Json(first_schema_state(&customer, due)))
         .execute(&pool)
         .await
         .unwrap();
@@ -304,4 +304,16 @@ async fn reads_are_identical_with_the_state_cache_disabled() {
             .await;
     })
     .await;
+}
+
+/// `customer`'s state as the first schema's rows held it: times were then written in `time`'s
+/// array form, which the migration's backfill reads.
+fn first_schema_state(
+    customer: &kyc_domain::customer::Customer,
+    due: time::OffsetDateTime,
+) -> serde_json::Value {
+    let mut state = serde_json::to_value(customer.state()).unwrap();
+    state["aml"]["next_screening_due"] = serde_json::to_value(due).unwrap();
+    assert!(state["aml"]["next_screening_due"].is_array());
+    state
 }
