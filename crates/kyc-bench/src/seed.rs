@@ -185,7 +185,7 @@ impl Seeder {
             .insert(&customer, &events, &[])
             .await
             .map_err(|e| format!("insert customer: {e}"))?;
-        customer.saved_at_version(version);
+        customer.saved(version);
         let seeded = SeededCustomer {
             id,
             external_id,

@@ -321,6 +321,14 @@ impl Customer {
         self.state_mut().version = version;
     }
 
+    /// Takes what a store recorded on a successful write: the version, and the time the store
+    /// gave the change as `updated_at`.
+    pub fn saved(&mut self, saved: crate::ports::Saved) {
+        let state = self.state_mut();
+        state.version = saved.version;
+        state.updated_at = saved.at;
+    }
+
     /// The CRM block.
     pub fn crm(&self) -> CrmBlock {
         crm_block(self.state.kyc_status, self.state.aml.status)

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kyc_domain::ports::{
     MockAmlScreening, MockClock, MockCreditsLedger, MockCustomerStore, MockIdGenerator,
-    MockIdentityProvider, UpsertCandidates,
+    MockIdentityProvider, Saved, UpsertCandidates,
 };
 use kyc_domain::prelude::*;
 use kyc_domain::testkit::memory::World;
@@ -129,10 +129,12 @@ async fn a_create_landing_between_the_two_reads_is_an_update_not_a_conflict() {
             })
         });
     store.expect_insert().times(0);
-    store
-        .expect_save()
-        .times(0..=1)
-        .returning(|_, _, _, _| Ok(2));
+    store.expect_save().times(0..=1).returning(|_, _, _, _| {
+        Ok(Saved {
+            version: 2,
+            at: EPOCH,
+        })
+    });
     let mut clock = MockClock::new();
     clock.expect_now().return_const(EPOCH);
     let service = KycService::new(

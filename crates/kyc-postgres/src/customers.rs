@@ -13,7 +13,7 @@ use kyc_domain::events::{Actor, DomainEvent, OutboxMessage};
 use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
     AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, LinkLocation, ListOrder,
-    ListQuery, RECOVERY_LEASE, SaveError, UpsertCandidates,
+    ListQuery, RECOVERY_LEASE, SaveError, Saved, UpsertCandidates,
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
@@ -84,12 +84,13 @@ impl PostgresStore {
         Ok(Customer::restore_shared(state))
     }
 
-    /// Remembers the state just committed for `customer`, now at `version`, so the next read of it
-    /// skips the parse.
-    fn remember(&self, customer: &Customer, version: u64) {
+    /// Remembers the state just committed for `customer`, now as `saved` says, so the next read of
+    /// it skips the parse.
+    fn remember(&self, customer: &Customer, saved: Saved) {
         if self.states.enabled() {
             let mut state = customer.state().clone();
-            state.version = version;
+            state.version = saved.version;
+            state.updated_at = saved.at;
             self.states
                 .put(customer.firm_id, customer.id, Arc::new(state));
         }
@@ -109,14 +110,26 @@ fn provider_key<'a>(
     }
 }
 
-/// The row statement of an insert: a new customer at version 1.
-const INSERT_ROW: &str = "INSERT INTO customers (external_id, email_normalized, kyc_status, aml_status, updated_at, state, next_screening_due, id, firm_id, version, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $26)";
+/// The time a write records (`stamp.at`, then `stamp.nanos` for the stored state): the database's
+/// clock as the statement runs, or the customer's own `updated_at` (`$5`) if that is later. Taken
+/// while this statement shows in `pg_stat_activity` as active, which is what the list's settled
+/// horizon ([`HORIZON`]) relies on.
+const STAMP: &str = "stamp AS MATERIALIZED ( \
+     SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
+     FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at) AS now)";
 
-/// The row statement of a save: the customer still at version `$10`.
+/// The row statement of an insert: a new customer at version 1, created at its own `created_at`
+/// (`$26`) and updated at the stamp.
+const INSERT_ROW: &str = "INSERT INTO customers (external_id, email_normalized, kyc_status, aml_status, updated_at, state, next_screening_due, id, firm_id, version, created_at) \
+     SELECT $1, $2, $3, $4, stamp.at, jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)), \
+         $7, $8, $9, $10, $26 \
+     FROM stamp";
+
+/// The row statement of a save: the customer still at version `$10`, updated at the stamp.
 const UPDATE_ROW: &str = "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-     updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 \
-     WHERE id = $8 AND firm_id = $9 AND version = $10";
+     updated_at = stamp.at, version = version + 1, state = jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)), \
+     next_screening_due = $7 \
+     FROM stamp WHERE id = $8 AND firm_id = $9 AND version = $10";
 
 /// Records the inbound provider event (`$11`) as applied at the time of the move (`$12`).
 const INBOUND_PART: &str = "inbound AS ( \
@@ -241,7 +254,7 @@ fn write_statement(row: RowWrite, parts: Parts) -> String {
         RowWrite::Insert => INSERT_ROW,
         RowWrite::Update(_) => UPDATE_ROW,
     };
-    let mut statement = format!("WITH saved AS ({row} RETURNING firm_id, id)");
+    let mut statement = format!("WITH {STAMP}, saved AS ({row} RETURNING firm_id, id)");
     let events = match parts.events {
         Rows::None => None,
         Rows::One => Some(EVENT_PART),
@@ -258,7 +271,7 @@ fn write_statement(row: RowWrite, parts: Parts) -> String {
         statement.push_str(", ");
         statement.push_str(part);
     }
-    statement.push_str(" SELECT count(*) FROM saved");
+    statement.push_str(" SELECT stamp.at FROM saved, stamp");
     statement
 }
 
@@ -280,7 +293,7 @@ async fn write(
     events: &[DomainEvent],
     outbox: &[OutboxMessage],
     inbound: Option<&ProviderEventKey>,
-) -> Result<i64, SaveError> {
+) -> Result<Option<OffsetDateTime>, SaveError> {
     let attempts = &customer.attempts;
     let mut numbers = Vec::with_capacity(attempts.len());
     for attempt in attempts {
@@ -368,7 +381,7 @@ async fn write(
     if let RowWrite::Insert = row {
         query = query.bind(at_micros(customer.created_at));
     }
-    query.fetch_one(pool).await.map_err(save_error)
+    query.fetch_optional(pool).await.map_err(save_error)
 }
 
 /// When the move being saved happened, on the caller's clock: its newest event, or (a save with no
@@ -418,6 +431,7 @@ pub(crate) fn page_statement<'q>(
     select: &str,
     firm: FirmId,
     query: &'q ListQuery,
+    horizon: Option<OffsetDateTime>,
 ) -> QueryBuilder<'q, Postgres> {
     let sort = match query.filter.order() {
         ListOrder::CreatedAt => "created_at",
@@ -425,6 +439,7 @@ pub(crate) fn page_statement<'q>(
     };
     let mut builder = QueryBuilder::<Postgres>::new(select);
     push_filters(&mut builder, firm, query);
+    push_horizon(&mut builder, horizon);
     if let Some(after) = &query.after {
         let key = at_micros(after.sort_key);
         // A row comparison Postgres resolves with one range scan of (firm_id, sort, id).
@@ -442,6 +457,46 @@ pub(crate) fn page_statement<'q>(
     builder
 }
 
+/// The settled horizon of a poll: a time before which every change to `customers` is visible to
+/// any statement that starts after this one. A write stamps its row while its statement shows as
+/// active in `pg_stat_activity` (see [`STAMP`]), at or after the start of its transaction; so with
+/// `read_at` taken first, a write stamped before `read_at` and before the start of every
+/// statement still active had finished by the time the view was read. `state = 'active'` leaves
+/// out sessions idle in a transaction: no write of a customer spans statements. The view shows
+/// the sessions of the service's own database role, which are the ones that write.
+pub(crate) const HORIZON: &str = "WITH read_at AS MATERIALIZED (SELECT clock_timestamp() AS at) \
+     SELECT least(read_at.at, ( \
+         SELECT min(xact_start) FROM pg_stat_activity \
+         WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid())) \
+     FROM read_at";
+
+/// Keeps a page of a poll below the settled horizon, when there is one.
+pub(crate) fn push_horizon(
+    builder: &mut QueryBuilder<'_, Postgres>,
+    horizon: Option<OffsetDateTime>,
+) {
+    if let Some(horizon) = horizon {
+        builder.push(" AND updated_at < ").push_bind(horizon);
+    }
+}
+
+impl PostgresStore {
+    /// The settled horizon ([`HORIZON`]) for a page filtered by `updated_since`; none otherwise.
+    async fn horizon(
+        &self,
+        query: &ListQuery,
+    ) -> Result<Option<OffsetDateTime>, InfrastructureError> {
+        if query.filter.updated_since.is_none() {
+            return Ok(None);
+        }
+        sqlx::query_scalar(HORIZON)
+            .fetch_one(&self.pool)
+            .await
+            .map(Some)
+            .map_err(infra)
+    }
+}
+
 #[async_trait]
 impl CustomerStore for PostgresStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
@@ -450,15 +505,17 @@ impl CustomerStore for PostgresStore {
         customer: &Customer,
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
-    ) -> Result<u64, SaveError> {
-        let written = write(&self.pool, RowWrite::Insert, customer, events, outbox, None).await?;
-        if written != 1 {
-            return Err(SaveError::Infrastructure(InfrastructureError::internal(
-                "the insert of a customer wrote no row",
-            )));
-        }
-        self.remember(customer, 1);
-        Ok(1)
+    ) -> Result<Saved, SaveError> {
+        let at = write(&self.pool, RowWrite::Insert, customer, events, outbox, None)
+            .await?
+            .ok_or_else(|| {
+                SaveError::Infrastructure(InfrastructureError::internal(
+                    "the insert of a customer wrote no row",
+                ))
+            })?;
+        let saved = Saved { version: 1, at };
+        self.remember(customer, saved);
+        Ok(saved)
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
@@ -468,9 +525,9 @@ impl CustomerStore for PostgresStore {
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
         inbound: Option<&'a ProviderEventKey>,
-    ) -> Result<u64, SaveError> {
+    ) -> Result<Saved, SaveError> {
         let expected = i64::try_from(customer.version).map_err(InfrastructureError::internal)?;
-        if write(
+        let at = write(
             &self.pool,
             RowWrite::Update(expected),
             customer,
@@ -479,12 +536,13 @@ impl CustomerStore for PostgresStore {
             inbound,
         )
         .await?
-            == 0
-        {
-            return Err(SaveError::VersionConflict);
-        }
-        self.remember(customer, customer.version + 1);
-        Ok(customer.version + 1)
+        .ok_or(SaveError::VersionConflict)?;
+        let saved = Saved {
+            version: customer.version + 1,
+            at,
+        };
+        self.remember(customer, saved);
+        Ok(saved)
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %id))]
@@ -582,7 +640,8 @@ impl CustomerStore for PostgresStore {
         query: &ListQuery,
     ) -> Result<CustomerPage, InfrastructureError> {
         let limit = query.limit.clamp(1, 100) as usize;
-        let mut builder = page_statement(COLUMNS, firm, query);
+        let horizon = self.horizon(query).await?;
+        let mut builder = page_statement(COLUMNS, firm, query, horizon);
         // Each row is parsed as it arrives rather than after all have: parsing the states is most
         // of a page's cost, and this way it overlaps the driver producing the next rows.
         let mut rows = builder.build().fetch(&self.pool);
@@ -600,6 +659,7 @@ impl CustomerStore for PostgresStore {
         let total = if query.include_total {
             let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM customers");
             push_filters(&mut count, firm, query);
+            push_horizon(&mut count, horizon);
             let total: i64 = count
                 .build_query_scalar()
                 .fetch_one(&self.pool)

@@ -12,7 +12,7 @@ use sqlx::{PgPool, QueryBuilder, Row};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::customers::{COLUMNS, RESCREENING, page_statement, push_filters};
+use crate::customers::{COLUMNS, RESCREENING, page_statement, push_filters, push_horizon};
 
 const SEED: &str = "
 INSERT INTO firms (id, name, created_at)
@@ -113,9 +113,14 @@ async fn list_and_poll_queries_on_100k_customers_use_an_index() {
                 limit: 50,
                 include_total: true,
             };
+            // A poll (`updated_since`) is also kept below the settled horizon.
+            let horizon = query
+                .filter
+                .updated_since
+                .map(|_| OffsetDateTime::now_utc());
             let plan = explain(
                 &pool,
-                page_statement(&format!("EXPLAIN {COLUMNS}"), firm, &query),
+                page_statement(&format!("EXPLAIN {COLUMNS}"), firm, &query, horizon),
             )
             .await;
             if plan.contains("Seq Scan") || !plan.contains("Index") {
@@ -123,6 +128,7 @@ async fn list_and_poll_queries_on_100k_customers_use_an_index() {
             }
             let mut count = QueryBuilder::new("EXPLAIN SELECT count(*) FROM customers");
             push_filters(&mut count, firm, &query);
+            push_horizon(&mut count, horizon);
             let plan = explain(&pool, count).await;
             if plan.contains("Seq Scan") {
                 failures.push(format!("count {query:?}\n{plan}"));

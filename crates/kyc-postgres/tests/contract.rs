@@ -235,8 +235,8 @@ async fn states_are_stored_without_null_members_and_rows_stored_with_them_read_t
         let stores = Stores::from_adapter(PostgresStore::new(pool.clone()));
         let firm = new_firm(&stores).await;
         let mut customer = verified_customer(firm, "link-hash", now());
-        stores.customers.insert(&customer, &[], &[]).await.unwrap();
-        customer.saved_at_version(1);
+        let saved = stores.customers.insert(&customer, &[], &[]).await.unwrap();
+        customer.saved(saved);
         let stored: String = sqlx::query_scalar("SELECT state::text FROM customers WHERE id = $1")
             .bind(customer.id.as_uuid())
             .fetch_one(&pool)
@@ -316,4 +316,83 @@ fn first_schema_state(
     state["aml"]["next_screening_due"] = serde_json::to_value(due).unwrap();
     assert!(state["aml"]["next_screening_due"].is_array());
     state
+}
+
+/// A poll never shows a change committed after one that is still being written with an earlier
+/// `updated_at`: a save held on a row lock after taking its time keeps the settled horizon below
+/// that time, so a CRM's watermark cannot pass it; once it commits, the next poll from that
+/// watermark returns it.
+#[tokio::test]
+async fn a_poll_stops_below_a_change_still_being_written() {
+    use kyc_domain::ports::{CustomerFilter, ListQuery};
+    use kyc_store_contract::{change_phone, touch_customer};
+    with_database(|pool| async move {
+        let stores = Stores::from_adapter(PostgresStore::new(pool.clone()));
+        let firm = new_firm(&stores).await;
+        let since = now() - time::Duration::seconds(1);
+        let mut held = insert_customer(&stores, firm, None).await;
+        let mut other = insert_customer(&stores, firm, None).await;
+        let poll = |since| {
+            let stores = stores.clone();
+            async move {
+                stores
+                    .customers
+                    .list(
+                        firm,
+                        &ListQuery {
+                            filter: CustomerFilter {
+                                updated_since: Some(since),
+                                ..Default::default()
+                            },
+                            after: None,
+                            limit: 100,
+                            include_total: false,
+                        },
+                    )
+                    .await
+                    .unwrap()
+                    .customers
+            }
+        };
+
+        // Another session locks `held`'s row; the save takes its time, then waits on the lock.
+        let mut locker = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE")
+            .bind(held.id.as_uuid())
+            .execute(&mut *locker)
+            .await
+            .unwrap();
+        let events = change_phone(&mut held, 4242);
+        let writer = tokio::spawn({
+            let (stores, held) = (stores.clone(), held.clone());
+            async move { stores.customers.save(&held, &events, &[], None).await }
+        });
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while sqlx::query_scalar::<_, i64>(waiting)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            == 0
+        {
+            assert!(std::time::Instant::now() < deadline, "the save never waited on the lock");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // A later change of the same firm commits meanwhile.
+        touch_customer(&stores, &mut other, 77).await;
+        let during = poll(since).await;
+        assert!(
+            during.iter().all(|c| c.id != other.id),
+            "the poll showed a change committed after one still being written"
+        );
+
+        locker.commit().await.unwrap();
+        let saved = writer.await.unwrap().unwrap();
+        assert!(saved.at < other.updated_at, "the held save took its time first");
+        let watermark = during.iter().map(|c| c.updated_at).max().unwrap_or(since);
+        let after: Vec<_> = poll(watermark).await.into_iter().map(|c| c.id).collect();
+        assert!(after.contains(&held.id), "the held change was lost");
+        assert!(after.contains(&other.id));
+    })
+    .await;
 }

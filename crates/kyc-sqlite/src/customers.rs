@@ -10,7 +10,7 @@ use kyc_domain::events::{Actor, DomainEvent, OutboxMessage};
 use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
     AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, LinkLocation, ListOrder,
-    ListQuery, RECOVERY_LEASE, SaveError,
+    ListQuery, RECOVERY_LEASE, SaveError, Saved,
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
@@ -92,15 +92,45 @@ impl SqliteStore {
         Ok(Customer::restore_shared(state))
     }
 
-    /// Remembers the state just committed for `customer`, now at `version`, so the next read of it
+    /// Remembers the state just committed (`stored`, now as `saved` says), so the next read of it
     /// skips the parse.
-    fn remember(&self, customer: &Customer, version: u64) {
+    fn remember(&self, stored: &CustomerState, saved: Saved) {
         if self.states.enabled() {
-            let mut state = customer.state().clone();
-            state.version = version;
-            self.states
-                .put(customer.firm_id, customer.id, Arc::new(state));
+            let mut state = stored.clone();
+            state.version = saved.version;
+            state.updated_at = saved.at;
+            self.states.put(state.firm_id, state.id, Arc::new(state));
         }
+    }
+}
+
+/// The firm's newest `updated_at` (`$1` firm): one step down `customers_updated_idx`.
+pub(crate) const NEWEST_CHANGE: &str = "SELECT max(updated_at) FROM customers WHERE firm_id = $1";
+
+/// The `updated_at` a write records, taken inside the write transaction: the customer's own, or,
+/// when another write of the firm already committed one at or after it (it took its time between
+/// the move and its turn to write), a microsecond past that. Writes take turns, so the order of
+/// `updated_at` within a firm is the order in which changes commit, and a CRM that keeps the
+/// largest `updated_at` it has listed as its watermark never passes a change still being written.
+/// Also returns the state to store when the time moved (the customer's carries its own).
+async fn stamp(
+    tx: &mut SqliteConnection,
+    customer: &Customer,
+) -> Result<(OffsetDateTime, Option<Box<CustomerState>>), SaveError> {
+    let newest: Option<i64> = sqlx::query_scalar(NEWEST_CHANGE)
+        .bind(customer.firm_id.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(save_error)?;
+    let own = micros(customer.updated_at);
+    match newest {
+        Some(newest) if newest >= own => {
+            let at = crate::from_micros(newest + 1)?;
+            let mut state = Box::new(customer.state().clone());
+            state.updated_at = at;
+            Ok((at, Some(state)))
+        }
+        _ => Ok((customer.updated_at, None)),
     }
 }
 
@@ -270,8 +300,10 @@ impl CustomerStore for SqliteStore {
         customer: &Customer,
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
-    ) -> Result<u64, SaveError> {
+    ) -> Result<Saved, SaveError> {
         let mut tx = self.begin_write().await?;
+        let (at, stamped) = stamp(&mut tx, customer).await?;
+        let stored = stamped.as_deref().unwrap_or(customer.state());
         sqlx::query(
             "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)",
@@ -282,17 +314,18 @@ impl CustomerStore for SqliteStore {
         .bind(customer.email.normalized())
         .bind(customer.kyc_status.as_str())
         .bind(customer.aml.status.as_str())
-        .bind(micros(customer.created_at))
-        .bind(micros(customer.updated_at))
-        .bind(state_json(customer.state())?)
+        .bind(micros(stored.created_at))
+        .bind(micros(at))
+        .bind(state_json(stored)?)
         .bind(customer.aml.next_screening_due.map(micros))
         .execute(&mut *tx)
         .await
         .map_err(save_error)?;
         write_children(&mut tx, customer, events, outbox, None).await?;
         tx.commit().await.map_err(save_error)?;
-        self.remember(customer, 1);
-        Ok(1)
+        let saved = Saved { version: 1, at };
+        self.remember(stored, saved);
+        Ok(saved)
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
@@ -302,16 +335,18 @@ impl CustomerStore for SqliteStore {
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
         inbound: Option<&'a ProviderEventKey>,
-    ) -> Result<u64, SaveError> {
+    ) -> Result<Saved, SaveError> {
         let expected = i64::try_from(customer.version).map_err(InfrastructureError::internal)?;
         let mut tx = self.begin_write().await?;
+        let (at, stamped) = stamp(&mut tx, customer).await?;
+        let stored = stamped.as_deref().unwrap_or(customer.state());
         let updated = sqlx::query(SAVE)
             .bind(customer.external_id.as_ref().map(ExternalId::as_str))
             .bind(customer.email.normalized())
             .bind(customer.kyc_status.as_str())
             .bind(customer.aml.status.as_str())
-            .bind(micros(customer.updated_at))
-            .bind(state_json(customer.state())?)
+            .bind(micros(at))
+            .bind(state_json(stored)?)
             .bind(customer.aml.next_screening_due.map(micros))
             .bind(customer.id.to_string())
             .bind(customer.firm_id.to_string())
@@ -324,8 +359,12 @@ impl CustomerStore for SqliteStore {
         }
         write_children(&mut tx, customer, events, outbox, inbound).await?;
         tx.commit().await.map_err(save_error)?;
-        self.remember(customer, customer.version + 1);
-        Ok(customer.version + 1)
+        let saved = Saved {
+            version: customer.version + 1,
+            at,
+        };
+        self.remember(stored, saved);
+        Ok(saved)
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %id))]

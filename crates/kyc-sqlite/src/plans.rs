@@ -13,7 +13,8 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::customers::{
-    BY_EMAIL, BY_EXTERNAL_ID, BY_ID, COLUMNS, RESCREENING, SAVE, page_statement, push_filters,
+    BY_EMAIL, BY_EXTERNAL_ID, BY_ID, COLUMNS, NEWEST_CHANGE, RESCREENING, SAVE, page_statement,
+    push_filters,
 };
 
 const SEED: &str = "
@@ -109,6 +110,12 @@ async fn check_plans(pool: &SqlitePool, stats: &str, failures: &mut Vec<String>)
             "customers_email_idx (firm_id=? AND email_normalized=?)",
         ),
         ("save", SAVE, 10, "(firm_id=? AND id=?)"),
+        (
+            "the firm's newest change, before every write",
+            NEWEST_CHANGE,
+            1,
+            "customers_updated_idx (firm_id=?)",
+        ),
     ] {
         let plan = plan_of(pool, statement, parameters).await;
         let scans = plan

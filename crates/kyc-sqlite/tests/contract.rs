@@ -218,8 +218,8 @@ async fn states_are_stored_without_null_members_and_rows_stored_with_them_read_t
     let stores = Stores::from_adapter(store.clone());
     let firm = new_firm(&stores).await;
     let mut customer = verified_customer(firm, "link-hash", now());
-    stores.customers.insert(&customer, &[], &[]).await.unwrap();
-    customer.saved_at_version(1);
+    let saved = stores.customers.insert(&customer, &[], &[]).await.unwrap();
+    customer.saved(saved);
     let stored: String = sqlx::query_scalar("SELECT state FROM customers WHERE id = $1")
         .bind(customer.id.to_string())
         .fetch_one(store.pool())

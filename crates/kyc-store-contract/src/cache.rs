@@ -143,7 +143,7 @@ pub async fn reads_are_identical_with_the_state_cache_disabled(cached: Stores, u
         .await
         .expect("insert verified");
     let mut verified = verified;
-    verified.saved_at_version(version);
+    verified.saved(version);
     let all = ListQuery {
         filter: CustomerFilter::default(),
         after: None,

@@ -28,8 +28,8 @@ pub async fn inserted_customers_read_back_unchanged_by_every_lookup(stores: Stor
         .insert(&customer, &events, &outbox)
         .await
         .unwrap();
-    assert_eq!(version, 1);
-    customer.saved_at_version(version);
+    assert_eq!(version.version, 1);
+    customer.saved(version);
 
     let by_id = stores.customers.get(firm, customer.id).await.unwrap();
     assert_eq!(by_id.as_ref(), Some(&customer));
@@ -131,8 +131,8 @@ pub async fn save_writes_state_events_and_outbox_together(stores: Stores) {
         .save(&customer, &events, &outbox, None)
         .await
         .unwrap();
-    assert_eq!(version, 2);
-    customer.saved_at_version(version);
+    assert_eq!(version.version, 2);
+    customer.saved(version);
 
     assert_eq!(
         stores.customers.get(firm, customer.id).await.unwrap(),
@@ -171,7 +171,7 @@ pub async fn a_failed_save_writes_nothing(stores: Stores) {
         .save(&customer, &events, &[], Some(&key))
         .await
         .unwrap();
-    customer.saved_at_version(version);
+    customer.saved(version);
     let drained = stores
         .outbox
         .claim_batch(now(), now() + Duration::minutes(1), 100)
@@ -265,12 +265,13 @@ pub async fn two_saves_from_one_version_let_exactly_one_win(stores: Stores) {
             }),
         );
         let (a, b) = (a.unwrap(), b.unwrap());
-        let (mut winner, events) = match (&a, &b) {
-            (Ok(_), Err(SaveError::VersionConflict)) => (left, left_events),
-            (Err(SaveError::VersionConflict), Ok(_)) => (right, right_events),
+        let (mut winner, events, saved) = match (&a, &b) {
+            (Ok(saved), Err(SaveError::VersionConflict)) => (left, left_events, *saved),
+            (Err(SaveError::VersionConflict), Ok(saved)) => (right, right_events, *saved),
             other => panic!("expected one winner and one conflict, got {other:?}"),
         };
-        winner.saved_at_version(customer.version + 1);
+        assert_eq!(saved.version, customer.version + 1);
+        winner.saved(saved);
         assert_eq!(
             stores.customers.get(firm, customer.id).await.unwrap(),
             Some(winner.clone())
@@ -403,7 +404,7 @@ pub async fn an_inbound_provider_event_is_recorded_once(stores: Stores) {
         .save(&customer, &events, &[], Some(&key))
         .await
         .unwrap();
-    customer.saved_at_version(version);
+    customer.saved(version);
     let trail = stores
         .audit
         .customer_trail(firm, customer.id)
@@ -467,7 +468,7 @@ pub async fn attempts_are_found_by_provider_ids_and_stuck_ones_are_listed(stores
         .save(&customer, &events, &[], None)
         .await
         .unwrap();
-    customer.saved_at_version(version);
+    customer.saved(version);
     let external_user_id = customer.attempt(attempt).unwrap().external_user_id.clone();
     assert_eq!(
         customer.attempt(attempt).unwrap().phase,
@@ -522,7 +523,7 @@ pub async fn attempts_are_found_by_provider_ids_and_stuck_ones_are_listed(stores
         .save(&customer, &events, &[], None)
         .await
         .unwrap();
-    customer.saved_at_version(version);
+    customer.saved(version);
     assert_eq!(customer.kyc_status, KycStatus::Pending);
     let by_applicant = stores
         .customers

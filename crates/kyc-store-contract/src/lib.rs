@@ -135,6 +135,7 @@ macro_rules! contract_tests {
             list_filters_pages_and_counts,
             walking_every_page_while_writers_run_never_skips_or_repeats,
             polling_with_updated_since_and_cursor_loses_no_change,
+            a_change_is_never_stamped_before_one_that_committed_first,
             the_event_log_only_grows,
             reads_with_one_firms_id_never_return_another_firms_rows,
             one_of_many_concurrent_claims_wins_and_the_rest_see_in_progress,
@@ -245,7 +246,7 @@ pub async fn insert_customer(stores: &Stores, firm: FirmId, external_id: Option<
         .insert(&customer, &events, &outbox)
         .await
         .expect("insert customer");
-    customer.saved_at_version(version);
+    customer.saved(version);
     customer
 }
 
@@ -259,7 +260,7 @@ pub async fn touch_customer(stores: &Stores, customer: &mut Customer, phone_suff
         .save(customer, &events, &outbox, None)
         .await
         .expect("save customer");
-    customer.saved_at_version(version);
+    customer.saved(version);
 }
 
 /// Changes the phone in memory, returning the events.

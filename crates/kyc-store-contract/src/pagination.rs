@@ -67,7 +67,7 @@ pub async fn list_filters_pages_and_counts(stores: Stores) {
                 .save(&customer, &events, &[], None)
                 .await
                 .unwrap();
-            customer.saved_at_version(version);
+            customer.saved(version);
             not_required.push(customer.id);
         }
     }
@@ -276,6 +276,62 @@ pub async fn polling_with_updated_since_and_cursor_loses_no_change(stores: Store
         "the change after the watermark was lost"
     );
     assert!(next.iter().all(|(_, key)| *key > watermark));
+}
+
+/// A change whose move was timed before a change of the same firm that committed first (it took
+/// its time between the move and the write) is still given an `updated_at` after that change: the
+/// order of `updated_at` within a firm is the order of commits, so a CRM that keeps the largest
+/// `updated_at` it has listed as its watermark cannot have passed it. The customer read back
+/// carries the time the store returned.
+pub async fn a_change_is_never_stamped_before_one_that_committed_first(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let mut late = insert_customer(&stores, firm, None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    let first = insert_customer(&stores, firm, None).await;
+    let move_time = first.updated_at - time::Duration::seconds(1);
+    let events = late
+        .update_contact(
+            kyc_domain::customer::ContactUpdate {
+                phone: Some(kyc_domain::values::Phone::new("+442071234567").unwrap()),
+                ..Default::default()
+            },
+            &crate::crm(),
+            move_time,
+        )
+        .unwrap();
+    assert!(
+        late.updated_at < first.updated_at,
+        "the move is timed before"
+    );
+    let saved = stores
+        .customers
+        .save(&late, &events, &[], None)
+        .await
+        .unwrap();
+    assert!(
+        saved.at > first.updated_at,
+        "stamped {} before {}, which committed first",
+        saved.at,
+        first.updated_at
+    );
+    late.saved(saved);
+    assert_eq!(
+        stores.customers.get(firm, late.id).await.unwrap().as_ref(),
+        Some(&late)
+    );
+    let since = first.updated_at - time::Duration::seconds(10);
+    let polled = walk(
+        &stores,
+        firm,
+        &CustomerFilter {
+            updated_since: Some(since),
+            ..Default::default()
+        },
+        10,
+    )
+    .await;
+    let order: Vec<_> = polled.iter().map(|(id, _)| *id).collect();
+    assert_eq!(order, vec![first.id, late.id], "polled in commit order");
 }
 
 /// Two writer tasks: one inserts new customers, one keeps updating the given ones.

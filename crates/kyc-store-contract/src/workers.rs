@@ -67,7 +67,7 @@ async fn save(
         .save(customer, events, &[], None)
         .await
         .unwrap();
-    customer.saved_at_version(version);
+    customer.saved(version);
 }
 
 /// A token hash no other test shares.
@@ -396,7 +396,7 @@ pub async fn outbox_messages_fall_due_at_the_time_of_their_move(stores: Stores) 
         .insert(&customer, &events, &outbox)
         .await
         .unwrap();
-    customer.saved_at_version(version);
+    customer.saved(version);
     let lease = Duration::minutes(1);
     let due = stores
         .outbox

@@ -133,13 +133,29 @@ pub struct LinkLocation {
 /// an attempt whose worker died is picked up again within a minute.
 pub const RECOVERY_LEASE: Duration = Duration::seconds(60);
 
+/// What a write of a customer recorded.
+///
+/// `at` is the time the store gave the change, the customer's `updated_at` from then on. A store takes it so that a CRM polling with `updated_since` and
+/// keeping the largest `updated_at` it has seen as its watermark misses no change: a change that
+/// becomes visible after a list was read never carries an `updated_at` below what that list
+/// could show (see [`CustomerStore::list`]). It is never before the `updated_at` the use case
+/// gave the customer, nor before the customer's previous one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    /// The version the customer is now at.
+    pub version: u64,
+    /// When the store recorded the change.
+    pub at: OffsetDateTime,
+}
+
 /// Storage of customers.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait CustomerStore: Send + Sync {
     /// Stores a new customer (version 0) with its events and outbox messages, atomically. Returns
-    /// the stored version (1). The outbox messages fall due at the time of the move: the newest
-    /// event's `at`, else `customer.updated_at` (the store reads no clock of its own here).
+    /// the stored version (1) and the time the store gave the customer as its `updated_at` (see
+    /// [`Saved`]; its `created_at` is kept as given). The outbox messages fall due at the time of the move: the
+    /// newest event's `at`, else `customer.updated_at`.
     ///
     /// # Errors
     /// [`SaveError::DuplicateExternalId`] when the firm already has a customer with this external
@@ -150,11 +166,12 @@ pub trait CustomerStore: Send + Sync {
         customer: &Customer,
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
-    ) -> Result<u64, SaveError>;
+    ) -> Result<Saved, SaveError>;
 
     /// Saves the customer if it is still at `customer.version`, with its events and outbox
     /// messages, atomically; when `inbound` is given, also records that provider event as seen in
-    /// the same transaction. Returns the new version (`customer.version + 1`). The outbox
+    /// the same transaction. Returns the new version (`customer.version + 1`) and the customer's
+    /// new `updated_at` (see [`Saved`]). The outbox
     /// messages fall due, and `inbound` counts as recorded, at the time of the move, taken as
     /// [`CustomerStore::insert`] takes it.
     ///
@@ -169,7 +186,7 @@ pub trait CustomerStore: Send + Sync {
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
         inbound: Option<&'a ProviderEventKey>,
-    ) -> Result<u64, SaveError>;
+    ) -> Result<Saved, SaveError>;
 
     /// The firm's customer with this id; `None` for an unknown id or another firm's.
     ///
@@ -230,6 +247,13 @@ pub trait CustomerStore: Send + Sync {
     }
 
     /// One page of the firm's customers matching the query, in [`CustomerFilter::order`].
+    ///
+    /// A page filtered by `updated_since` leaves out any customer whose `updated_at` is not
+    /// below the store's settled horizon: a time before which every change of the firm is
+    /// visible. So a CRM that moves its watermark to the largest `updated_at` it has seen never
+    /// passes a change that was still being written while it read; that change shows on its next
+    /// poll. The horizon is at most the time the page was read, and only a change in flight at
+    /// that moment holds it back.
     ///
     /// # Errors
     /// [`InfrastructureError`] only.

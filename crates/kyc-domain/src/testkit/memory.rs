@@ -18,7 +18,8 @@ use crate::ports::{
     AmlScreening, Applicant, ApplicantRequest, AttemptLocation, Balance, Clock, CreditsLedger,
     CustomerPage, CustomerStore, EntryKind, Hold, HoldKey, HoldState, IdGenerator, IdempotencyKey,
     IdentityProvider, InfrastructureError, IssuedToken, LedgerError, LedgerReceipt, LinkLocation,
-    ListOrder, ListQuery, ProviderError, RECOVERY_LEASE, SaveError, StatementEntry, StatementPage,
+    ListOrder, ListQuery, ProviderError, RECOVERY_LEASE, SaveError, Saved, StatementEntry,
+    StatementPage,
 };
 use crate::provider::{ProviderEvent, ProviderEventKey};
 use crate::status::KycStatus;
@@ -172,6 +173,22 @@ impl MemoryStore {
     }
 }
 
+/// The `updated_at` a write records: the customer's own, moved just past the firm's newest one
+/// when another write of the firm got there first (writes here take turns, so this keeps the
+/// order of `updated_at` the order of the writes, as the real stores do).
+fn stamp(data: &StoreData, customer: &Customer) -> OffsetDateTime {
+    let newest = data
+        .customers
+        .values()
+        .filter(|c| c.firm_id == customer.firm_id)
+        .map(|c| c.updated_at)
+        .max();
+    match newest {
+        Some(newest) if newest >= customer.updated_at => newest + time::Duration::nanoseconds(1),
+        _ => customer.updated_at,
+    }
+}
+
 #[async_trait]
 impl CustomerStore for MemoryStore {
     async fn insert(
@@ -179,7 +196,7 @@ impl CustomerStore for MemoryStore {
         customer: &Customer,
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
-    ) -> Result<u64, SaveError> {
+    ) -> Result<Saved, SaveError> {
         let call = self.faults.enter();
         let mut data = lock(&self.data);
         let taken = customer.external_id.as_ref().is_some_and(|ext| {
@@ -191,14 +208,16 @@ impl CustomerStore for MemoryStore {
             return Err(SaveError::DuplicateExternalId);
         }
         let mut state = customer.state().clone();
+        let at = stamp(&data, customer);
         state.version = 1;
+        state.updated_at = at;
         data.customers.insert(customer.id, state);
         data.events
             .extend(events.iter().map(|e| (customer.id, e.clone())));
         data.outbox.extend_from_slice(outbox);
         drop(data);
         self.faults.leave(call);
-        Ok(1)
+        Ok(Saved { version: 1, at })
     }
 
     async fn save<'a>(
@@ -207,7 +226,7 @@ impl CustomerStore for MemoryStore {
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
         inbound: Option<&'a ProviderEventKey>,
-    ) -> Result<u64, SaveError> {
+    ) -> Result<Saved, SaveError> {
         let call = self.faults.enter();
         let mut data = lock(&self.data);
         let stored = data
@@ -225,7 +244,9 @@ impl CustomerStore for MemoryStore {
             data.inbound.insert(key.clone());
         }
         let mut state = customer.state().clone();
+        let at = stamp(&data, customer);
         state.version = customer.version + 1;
+        state.updated_at = at;
         let version = state.version;
         data.customers.insert(customer.id, state);
         data.events
@@ -233,7 +254,7 @@ impl CustomerStore for MemoryStore {
         data.outbox.extend_from_slice(outbox);
         drop(data);
         self.faults.leave(call);
-        Ok(version)
+        Ok(Saved { version, at })
     }
 
     async fn get(

@@ -267,12 +267,12 @@ impl KycService {
             self.ports.clock.now(),
         );
         let outbox = outbox_for(firm, customer.id, &events);
-        let version = self
+        let saved = self
             .ports
             .customers
             .insert(&customer, &events, &outbox)
             .await?;
-        customer.saved_at_version(version);
+        customer.saved(saved);
         Ok(Upserted {
             customer,
             created: true,

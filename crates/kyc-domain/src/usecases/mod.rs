@@ -128,12 +128,12 @@ impl KycService {
         events: &[DomainEvent],
     ) -> Result<(), SaveError> {
         let outbox = outbox_for(customer.firm_id, customer.id, events);
-        let version = self
+        let saved = self
             .ports
             .customers
             .save(customer, events, &outbox, None)
             .await?;
-        customer.saved_at_version(version);
+        customer.saved(saved);
         Ok(())
     }
 
