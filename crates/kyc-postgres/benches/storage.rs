@@ -187,7 +187,7 @@ fn adapter_paths(c: &mut Criterion, rt: &Runtime, backend: &str, fx: &Arc<Fixtur
                             .await
                             .unwrap();
                         spent += start.elapsed();
-                        customer.saved_at_version(version);
+                        customer.saved(version);
                     }
                     spent
                 }
@@ -261,16 +261,23 @@ const INSERT_OUTBOX: &str =
 /// The Postgres adapter writes a customer row with its event and outbox message in one statement
 /// (data-modifying CTEs); the bare side does the same with one event and one message bound as
 /// plain values, the least any caller of that statement has to send.
-const PG_INSERT_WRITE: &str = "WITH saved AS (INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10) RETURNING firm_id, id), \
+const PG_INSERT_WRITE: &str = "WITH stamp AS MATERIALIZED ( \
+         SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
+         FROM (SELECT greatest($8::timestamptz, clock_timestamp()) AS at) AS now), \
+     saved AS (INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, stamp.at, 1, jsonb_set($9, '{updated_at}', to_jsonb(stamp.nanos)), $10 FROM stamp RETURNING firm_id, id), \
      new_events AS (INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
          SELECT $11, saved.firm_id, saved.id, $7, $12, $13, NULL, NULL FROM saved), \
      new_outbox AS (INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
          SELECT saved.firm_id, $14, $7, $7 FROM saved) \
      SELECT count(*) FROM saved";
 /// The save of [`PG_INSERT_WRITE`]: the row still at version `$10`, its event and message.
-const PG_SAVE_WRITE: &str = "WITH saved AS (UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-     updated_at = $5, version = version + 1, state = $6, next_screening_due = $7 WHERE id = $8 AND firm_id = $9 AND version = $10 \
+const PG_SAVE_WRITE: &str = "WITH stamp AS MATERIALIZED ( \
+         SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
+         FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at) AS now), \
+     saved AS (UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
+     updated_at = stamp.at, version = version + 1, state = jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)), \
+     next_screening_due = $7 FROM stamp WHERE id = $8 AND firm_id = $9 AND version = $10 \
      RETURNING firm_id, id), \
      new_events AS (INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
          SELECT $11, saved.firm_id, saved.id, $5, $12, $13, NULL, NULL FROM saved), \
@@ -322,7 +329,19 @@ async fn pg_bare_insert(
     assert_eq!(written, 1);
 }
 
-/// One bare SQLite insert: the adapter's three statements in one `BEGIN IMMEDIATE` transaction.
+/// The firm's newest `updated_at`, which the SQLite adapter reads before every write to keep
+/// `updated_at` in commit order (its statement, as the adapter sends it).
+async fn newest_change(tx: &mut sqlx::SqliteConnection, firm: &str) {
+    let newest: Option<i64> =
+        sqlx::query_scalar("SELECT max(updated_at) FROM customers WHERE firm_id = $1")
+            .bind(firm)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    std::hint::black_box(newest);
+}
+
+/// One bare SQLite insert: the adapter's statements in one `BEGIN IMMEDIATE` transaction.
 async fn sqlite_bare_insert(
     pool: &SqlitePool,
     p: &Prepared,
@@ -332,6 +351,7 @@ async fn sqlite_bare_insert(
     at: i64,
 ) {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    newest_change(&mut tx, firm).await;
     sqlx::query(INSERT_CUSTOMER)
         .bind(customer.to_string())
         .bind(firm)
@@ -392,11 +412,12 @@ async fn pg_bare_save(pool: &PgPool, p: &Prepared, t: &Target, at: OffsetDateTim
     t.version.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One bare SQLite save: the adapter's three statements in one `BEGIN IMMEDIATE` transaction.
+/// One bare SQLite save: the adapter's statements in one `BEGIN IMMEDIATE` transaction.
 async fn sqlite_bare_save(pool: &SqlitePool, p: &Prepared, t: &Target, at: OffsetDateTime) {
     let (firm, id) = (t.firm.to_string(), t.id.to_string());
     let at = micros(at);
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    newest_change(&mut tx, &firm).await;
     let done = sqlx::query(UPDATE_CUSTOMER)
         .bind(t.external.as_str())
         .bind(&p.email)
@@ -1038,9 +1059,9 @@ async fn profile(fx: &Fixture, backend: Backend<'_>) {
                 let stored = fx.stores.customers.save(&customer, &events, &outbox, None);
                 let version = stored.await.unwrap();
                 let spent = start.elapsed();
-                customer.saved_at_version(version);
+                customer.saved(version);
                 t.version
-                    .store(i64::try_from(version).unwrap(), Ordering::Relaxed);
+                    .store(i64::try_from(version.version).unwrap(), Ordering::Relaxed);
                 (serializing, spent)
             }
         };
