@@ -322,9 +322,13 @@ impl Customer {
     }
 
     /// Takes what a store recorded on a successful write: the version, and the time the store
-    /// gave the change as `updated_at`.
+    /// gave the change as `updated_at` (and as `created_at`, for a customer stored for the first
+    /// time with nothing done to it since it was created; see [`crate::ports::Saved`]).
     pub fn saved(&mut self, saved: crate::ports::Saved) {
         let state = self.state_mut();
+        if saved.version == 1 && state.created_at == state.updated_at {
+            state.created_at = saved.at;
+        }
         state.version = saved.version;
         state.updated_at = saved.at;
     }

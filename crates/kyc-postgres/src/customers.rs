@@ -89,6 +89,9 @@ impl PostgresStore {
     fn remember(&self, customer: &Customer, saved: Saved) {
         if self.states.enabled() {
             let mut state = customer.state().clone();
+            if saved.version == 1 && state.created_at == state.updated_at {
+                state.created_at = saved.at;
+            }
             state.version = saved.version;
             state.updated_at = saved.at;
             self.states
@@ -118,11 +121,15 @@ const STAMP: &str = "stamp AS MATERIALIZED ( \
      SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
      FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at) AS now)";
 
-/// The row statement of an insert: a new customer at version 1, created at its own `created_at`
-/// (`$26`) and updated at the stamp.
+/// The row statement of an insert: a new customer at version 1, updated at the stamp, and created
+/// at it too when nothing was done to it since it was created (`$26` null); else created at its
+/// own `created_at` (`$26`).
 const INSERT_ROW: &str = "INSERT INTO customers (external_id, email_normalized, kyc_status, aml_status, updated_at, state, next_screening_due, id, firm_id, version, created_at) \
-     SELECT $1, $2, $3, $4, stamp.at, jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)), \
-         $7, $8, $9, $10, $26 \
+     SELECT $1, $2, $3, $4, stamp.at, \
+         CASE WHEN $26::timestamptz IS NULL \
+             THEN jsonb_set(jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)), '{created_at}', to_jsonb(stamp.nanos)) \
+             ELSE jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)) END, \
+         $7, $8, $9, $10, coalesce($26::timestamptz, stamp.at) \
      FROM stamp";
 
 /// The row statement of a save: the customer still at version `$10`, updated at the stamp.
@@ -379,7 +386,9 @@ async fn write(
         _ => query.bind(outbox.iter().map(Json).collect::<Vec<_>>()),
     };
     if let RowWrite::Insert = row {
-        query = query.bind(at_micros(customer.created_at));
+        // Null when the customer is as it was created: it is then created at the stamp.
+        let fresh = customer.created_at == customer.updated_at;
+        query = query.bind((!fresh).then(|| at_micros(customer.created_at)));
     }
     query.fetch_optional(pool).await.map_err(save_error)
 }
@@ -462,12 +471,18 @@ pub(crate) fn page_statement<'q>(
 /// active in `pg_stat_activity` (see [`STAMP`]), at or after the start of its transaction; so with
 /// `read_at` taken first, a write stamped before `read_at` and before the start of every
 /// statement still active had finished by the time the view was read. `state = 'active'` leaves
-/// out sessions idle in a transaction: no write of a customer spans statements. The view shows
-/// the sessions of the service's own database role, which are the ones that write.
+/// out sessions idle in a transaction (no write of a customer spans statements), and only client
+/// sessions count (an autovacuum worker may run for minutes and writes no customer). The view
+/// shows the sessions of the service's own database role, which are the ones that write.
+///
+/// The sub-select names `read_at.at`, so it runs once per row of `read_at`, after the clock was
+/// read, never before.
 pub(crate) const HORIZON: &str = "WITH read_at AS MATERIALIZED (SELECT clock_timestamp() AS at) \
      SELECT least(read_at.at, ( \
          SELECT min(xact_start) FROM pg_stat_activity \
-         WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid())) \
+         WHERE read_at.at IS NOT NULL AND datname = current_database() \
+             AND backend_type = 'client backend' AND state = 'active' \
+             AND pid <> pg_backend_pid())) \
      FROM read_at";
 
 /// Keeps a page of a poll below the settled horizon, when there is one.

@@ -127,6 +127,9 @@ async fn stamp(
         Some(newest) if newest >= own => {
             let at = crate::from_micros(newest + 1)?;
             let mut state = Box::new(customer.state().clone());
+            if customer.version == 0 && state.created_at == state.updated_at {
+                state.created_at = at;
+            }
             state.updated_at = at;
             Ok((at, Some(state)))
         }

@@ -288,6 +288,12 @@ pub async fn a_change_is_never_stamped_before_one_that_committed_first(stores: S
     let mut late = insert_customer(&stores, firm, None).await;
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let first = insert_customer(&stores, firm, None).await;
+    let read = stores.customers.get(firm, first.id).await.unwrap();
+    assert_eq!(read.as_ref(), Some(&first));
+    assert_eq!(
+        first.created_at, first.updated_at,
+        "a new customer is created at the time it is stored"
+    );
     let move_time = first.updated_at - time::Duration::seconds(1);
     let events = late
         .update_contact(

@@ -135,7 +135,9 @@ pub const RECOVERY_LEASE: Duration = Duration::seconds(60);
 
 /// What a write of a customer recorded.
 ///
-/// `at` is the time the store gave the change, the customer's `updated_at` from then on. A store takes it so that a CRM polling with `updated_since` and
+/// `at` is the time the store gave the change, the customer's `updated_at` from then on; a new
+/// customer stored with nothing done to it since it was created (its `created_at` equal to its
+/// `updated_at`) is also created at `at`, so the two stay equal. A store takes it so that a CRM polling with `updated_since` and
 /// keeping the largest `updated_at` it has seen as its watermark misses no change: a change that
 /// becomes visible after a list was read never carries an `updated_at` below what that list
 /// could show (see [`CustomerStore::list`]). It is never before the `updated_at` the use case
@@ -153,8 +155,8 @@ pub struct Saved {
 #[async_trait]
 pub trait CustomerStore: Send + Sync {
     /// Stores a new customer (version 0) with its events and outbox messages, atomically. Returns
-    /// the stored version (1) and the time the store gave the customer as its `updated_at` (see
-    /// [`Saved`]; its `created_at` is kept as given). The outbox messages fall due at the time of the move: the
+    /// the stored version (1) and the time the store gave the customer as its `updated_at` (and its
+    /// `created_at` when the two were equal, see [`Saved`]). The outbox messages fall due at the time of the move: the
     /// newest event's `at`, else `customer.updated_at`.
     ///
     /// # Errors

@@ -210,6 +210,9 @@ impl CustomerStore for MemoryStore {
         let mut state = customer.state().clone();
         let at = stamp(&data, customer);
         state.version = 1;
+        if state.created_at == state.updated_at {
+            state.created_at = at;
+        }
         state.updated_at = at;
         data.customers.insert(customer.id, state);
         data.events
