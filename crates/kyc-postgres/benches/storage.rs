@@ -263,7 +263,7 @@ const INSERT_OUTBOX: &str =
 /// plain values, the least any caller of that statement has to send.
 const PG_INSERT_WRITE: &str = "WITH stamp AS MATERIALIZED ( \
          SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
-         FROM (SELECT greatest($8::timestamptz, clock_timestamp()) AS at) AS now), \
+         FROM (SELECT greatest($8::timestamptz, clock_timestamp()) AS at FROM (SELECT pg_current_xact_id() AS id OFFSET 0) AS xact WHERE xact.id IS NOT NULL) AS now), \
      saved AS (INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
      SELECT $1, $2, $3, $4, $5, $6, $7, stamp.at, 1, jsonb_set($9, '{updated_at}', to_jsonb(stamp.nanos)), $10 FROM stamp RETURNING firm_id, id), \
      new_events AS (INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
@@ -274,7 +274,7 @@ const PG_INSERT_WRITE: &str = "WITH stamp AS MATERIALIZED ( \
 /// The save of [`PG_INSERT_WRITE`]: the row still at version `$10`, its event and message.
 const PG_SAVE_WRITE: &str = "WITH stamp AS MATERIALIZED ( \
          SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
-         FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at) AS now), \
+         FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at FROM (SELECT pg_current_xact_id() AS id OFFSET 0) AS xact WHERE xact.id IS NOT NULL) AS now), \
      saved AS (UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
      updated_at = stamp.at, version = version + 1, state = jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)), \
      next_screening_due = $7 FROM stamp WHERE id = $8 AND firm_id = $9 AND version = $10 \

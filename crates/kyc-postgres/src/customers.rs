@@ -114,12 +114,16 @@ fn provider_key<'a>(
 }
 
 /// The time a write records (`stamp.at`, then `stamp.nanos` for the stored state): the database's
-/// clock as the statement runs, or the customer's own `updated_at` (`$5`) if that is later. Taken
-/// while this statement shows in `pg_stat_activity` as active, which is what the list's settled
-/// horizon ([`HORIZON`]) relies on.
+/// clock as the statement runs, or the customer's own `updated_at` (`$5`) if that is later. The
+/// transaction takes its id first (`pg_current_xact_id()`, in a sub-select kept apart by
+/// `OFFSET 0` and filtered on, so the planner neither drops it nor reads the clock before it),
+/// so from before the stamp to the commit this
+/// statement shows in `pg_stat_activity` as active with a transaction id: what the list's settled
+/// horizon ([`HORIZON`]) looks for.
 const STAMP: &str = "stamp AS MATERIALIZED ( \
      SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
-     FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at) AS now)";
+     FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at \
+           FROM (SELECT pg_current_xact_id() AS id OFFSET 0) AS xact WHERE xact.id IS NOT NULL) AS now)";
 
 /// The row statement of an insert: a new customer at version 1, updated at the stamp, and created
 /// at it too when nothing was done to it since it was created (`$26` null); else created at its
@@ -468,12 +472,14 @@ pub(crate) fn page_statement<'q>(
 
 /// The settled horizon of a poll: a time before which every change to `customers` is visible to
 /// any statement that starts after this one. A write stamps its row while its statement shows as
-/// active in `pg_stat_activity` (see [`STAMP`]), at or after the start of its transaction; so with
-/// `read_at` taken first, a write stamped before `read_at` and before the start of every
-/// statement still active had finished by the time the view was read. `state = 'active'` leaves
-/// out sessions idle in a transaction (no write of a customer spans statements), and only client
-/// sessions count (an autovacuum worker may run for minutes and writes no customer). The view
-/// shows the sessions of the service's own database role, which are the ones that write.
+/// active with a transaction id in `pg_stat_activity` (see [`STAMP`]), at or after the start of
+/// its transaction; so with `read_at` taken first, a write stamped before `read_at` and before
+/// the start of every such statement still active had finished by the time the view was read. Only statements that hold
+/// a transaction id count (a write takes one before its stamp; reads never do, so concurrent reads
+/// do not hold the horizon back); `state = 'active'` leaves out sessions idle in a transaction (no
+/// write of a customer spans statements), and only client sessions count (an autovacuum worker
+/// may run for minutes and writes no customer). The view shows the sessions of the service's own
+/// database role, which are the ones that write.
 ///
 /// The sub-select names `read_at.at`, so it runs once per row of `read_at`, after the clock was
 /// read, never before.
@@ -482,7 +488,7 @@ pub(crate) const HORIZON: &str = "WITH read_at AS MATERIALIZED (SELECT clock_tim
          SELECT min(xact_start) FROM pg_stat_activity \
          WHERE read_at.at IS NOT NULL AND datname = current_database() \
              AND backend_type = 'client backend' AND state = 'active' \
-             AND pid <> pg_backend_pid())) \
+             AND backend_xid IS NOT NULL AND pid <> pg_backend_pid())) \
      FROM read_at";
 
 /// Keeps a page of a poll below the settled horizon, when there is one.

@@ -396,3 +396,61 @@ async fn a_poll_stops_below_a_change_still_being_written() {
     })
     .await;
 }
+
+/// Only writes in flight hold a poll back: a long read running beside it does not, and a change
+/// committed before the poll is in it.
+#[tokio::test]
+async fn a_long_read_does_not_hold_a_poll_back() {
+    use kyc_domain::ports::{CustomerFilter, ListQuery};
+    use kyc_store_contract::touch_customer;
+    with_database(|pool| async move {
+        let stores = Stores::from_adapter(PostgresStore::new(pool.clone()));
+        let firm = new_firm(&stores).await;
+        let since = now() - time::Duration::seconds(1);
+        let mut customer = insert_customer(&stores, firm, None).await;
+        let reader = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT pg_sleep(2), count(*) FROM customers")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        });
+        let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query LIKE 'SELECT pg_sleep%'";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while sqlx::query_scalar::<_, i64>(sleeping)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            == 0
+        {
+            assert!(std::time::Instant::now() < deadline, "the read never started");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        touch_customer(&stores, &mut customer, 31).await;
+        let page = stores
+            .customers
+            .list(
+                firm,
+                &ListQuery {
+                    filter: CustomerFilter {
+                        updated_since: Some(since),
+                        ..Default::default()
+                    },
+                    after: None,
+                    limit: 100,
+                    include_total: false,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            page.customers.iter().map(|c| c.version).collect::<Vec<_>>(),
+            vec![customer.version],
+            "the committed change is in the poll"
+        );
+        reader.await.unwrap();
+    })
+    .await;
+}
