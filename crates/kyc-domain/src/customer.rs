@@ -325,12 +325,28 @@ impl Customer {
     /// gave the change as `updated_at` (and as `created_at`, for a customer stored for the first
     /// time with nothing done to it since it was created; see [`crate::ports::Saved`]).
     pub fn saved(&mut self, saved: crate::ports::Saved) {
+        let created_at_stamp = saved.version == 1 && self.as_created();
         let state = self.state_mut();
-        if saved.version == 1 && state.created_at == state.updated_at {
+        if created_at_stamp {
             state.created_at = saved.at;
         }
         state.version = saved.version;
         state.updated_at = saved.at;
+    }
+
+    /// Whether nothing was done to the customer since it was created (its `created_at` is its
+    /// `updated_at`): a store stamps such a customer's `created_at` with its first `updated_at`.
+    pub fn as_created(&self) -> bool {
+        self.state.created_at == self.state.updated_at
+    }
+
+    /// This customer as a store records it after a successful write: [`Customer::saved`] on a
+    /// copy, for a store to write or to remember.
+    #[must_use]
+    pub fn as_saved(&self, saved: crate::ports::Saved) -> Self {
+        let mut copy = self.clone();
+        copy.saved(saved);
+        copy
     }
 
     /// The CRM block.

@@ -88,14 +88,9 @@ impl PostgresStore {
     /// it skips the parse.
     fn remember(&self, customer: &Customer, saved: Saved) {
         if self.states.enabled() {
-            let mut state = customer.state().clone();
-            if saved.version == 1 && state.created_at == state.updated_at {
-                state.created_at = saved.at;
-            }
-            state.version = saved.version;
-            state.updated_at = saved.at;
+            let stored = customer.as_saved(saved);
             self.states
-                .put(customer.firm_id, customer.id, Arc::new(state));
+                .put(stored.firm_id, stored.id, Arc::clone(stored.shared_state()));
         }
     }
 }
@@ -391,8 +386,7 @@ async fn write(
     };
     if let RowWrite::Insert = row {
         // Null when the customer is as it was created: it is then created at the stamp.
-        let fresh = customer.created_at == customer.updated_at;
-        query = query.bind((!fresh).then(|| at_micros(customer.created_at)));
+        query = query.bind((!customer.as_created()).then(|| at_micros(customer.created_at)));
     }
     query.fetch_optional(pool).await.map_err(save_error)
 }

@@ -92,14 +92,11 @@ impl SqliteStore {
         Ok(Customer::restore_shared(state))
     }
 
-    /// Remembers the state just committed (`stored`, now as `saved` says), so the next read of it
-    /// skips the parse.
-    fn remember(&self, stored: &CustomerState, saved: Saved) {
+    /// Remembers the customer just committed, as stored, so the next read of it skips the parse.
+    fn remember(&self, stored: &Customer) {
         if self.states.enabled() {
-            let mut state = stored.clone();
-            state.version = saved.version;
-            state.updated_at = saved.at;
-            self.states.put(state.firm_id, state.id, Arc::new(state));
+            self.states
+                .put(stored.firm_id, stored.id, Arc::clone(stored.shared_state()));
         }
     }
 }
@@ -112,11 +109,10 @@ pub(crate) const NEWEST_CHANGE: &str = "SELECT max(updated_at) FROM customers WH
 /// the move and its turn to write), a microsecond past that. Writes take turns, so the order of
 /// `updated_at` within a firm is the order in which changes commit, and a CRM that keeps the
 /// largest `updated_at` it has listed as its watermark never passes a change still being written.
-/// Also returns the state to store when the time moved (the customer's carries its own).
 async fn stamp(
     tx: &mut SqliteConnection,
     customer: &Customer,
-) -> Result<(OffsetDateTime, Option<Box<CustomerState>>), SaveError> {
+) -> Result<OffsetDateTime, SaveError> {
     let newest: Option<i64> = sqlx::query_scalar(NEWEST_CHANGE)
         .bind(customer.firm_id.to_string())
         .fetch_one(&mut *tx)
@@ -124,16 +120,8 @@ async fn stamp(
         .map_err(save_error)?;
     let own = micros(customer.updated_at);
     match newest {
-        Some(newest) if newest >= own => {
-            let at = crate::from_micros(newest + 1)?;
-            let mut state = Box::new(customer.state().clone());
-            if customer.version == 0 && state.created_at == state.updated_at {
-                state.created_at = at;
-            }
-            state.updated_at = at;
-            Ok((at, Some(state)))
-        }
-        _ => Ok((customer.updated_at, None)),
+        Some(newest) if newest >= own => Ok(crate::from_micros(newest + 1)?),
+        _ => Ok(customer.updated_at),
     }
 }
 
@@ -305,8 +293,11 @@ impl CustomerStore for SqliteStore {
         outbox: &[OutboxMessage],
     ) -> Result<Saved, SaveError> {
         let mut tx = self.begin_write().await?;
-        let (at, stamped) = stamp(&mut tx, customer).await?;
-        let stored = stamped.as_deref().unwrap_or(customer.state());
+        let saved = Saved {
+            version: 1,
+            at: stamp(&mut tx, customer).await?,
+        };
+        let stored = customer.as_saved(saved);
         sqlx::query(
             "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)",
@@ -318,16 +309,15 @@ impl CustomerStore for SqliteStore {
         .bind(customer.kyc_status.as_str())
         .bind(customer.aml.status.as_str())
         .bind(micros(stored.created_at))
-        .bind(micros(at))
-        .bind(state_json(stored)?)
+        .bind(micros(stored.updated_at))
+        .bind(state_json(stored.state())?)
         .bind(customer.aml.next_screening_due.map(micros))
         .execute(&mut *tx)
         .await
         .map_err(save_error)?;
         write_children(&mut tx, customer, events, outbox, None).await?;
         tx.commit().await.map_err(save_error)?;
-        let saved = Saved { version: 1, at };
-        self.remember(stored, saved);
+        self.remember(&stored);
         Ok(saved)
     }
 
@@ -341,15 +331,18 @@ impl CustomerStore for SqliteStore {
     ) -> Result<Saved, SaveError> {
         let expected = i64::try_from(customer.version).map_err(InfrastructureError::internal)?;
         let mut tx = self.begin_write().await?;
-        let (at, stamped) = stamp(&mut tx, customer).await?;
-        let stored = stamped.as_deref().unwrap_or(customer.state());
+        let saved = Saved {
+            version: customer.version + 1,
+            at: stamp(&mut tx, customer).await?,
+        };
+        let stored = customer.as_saved(saved);
         let updated = sqlx::query(SAVE)
             .bind(customer.external_id.as_ref().map(ExternalId::as_str))
             .bind(customer.email.normalized())
             .bind(customer.kyc_status.as_str())
             .bind(customer.aml.status.as_str())
-            .bind(micros(at))
-            .bind(state_json(stored)?)
+            .bind(micros(stored.updated_at))
+            .bind(state_json(stored.state())?)
             .bind(customer.aml.next_screening_due.map(micros))
             .bind(customer.id.to_string())
             .bind(customer.firm_id.to_string())
@@ -362,11 +355,7 @@ impl CustomerStore for SqliteStore {
         }
         write_children(&mut tx, customer, events, outbox, inbound).await?;
         tx.commit().await.map_err(save_error)?;
-        let saved = Saved {
-            version: customer.version + 1,
-            at,
-        };
-        self.remember(stored, saved);
+        self.remember(&stored);
         Ok(saved)
     }
 

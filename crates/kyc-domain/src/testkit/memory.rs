@@ -207,20 +207,16 @@ impl CustomerStore for MemoryStore {
         if taken {
             return Err(SaveError::DuplicateExternalId);
         }
-        let mut state = customer.state().clone();
         let at = stamp(&data, customer);
-        state.version = 1;
-        if state.created_at == state.updated_at {
-            state.created_at = at;
-        }
-        state.updated_at = at;
-        data.customers.insert(customer.id, state);
+        let saved = Saved { version: 1, at };
+        data.customers
+            .insert(customer.id, customer.as_saved(saved).into_state());
         data.events
             .extend(events.iter().map(|e| (customer.id, e.clone())));
         data.outbox.extend_from_slice(outbox);
         drop(data);
         self.faults.leave(call);
-        Ok(Saved { version: 1, at })
+        Ok(saved)
     }
 
     async fn save<'a>(
@@ -246,18 +242,18 @@ impl CustomerStore for MemoryStore {
             }
             data.inbound.insert(key.clone());
         }
-        let mut state = customer.state().clone();
-        let at = stamp(&data, customer);
-        state.version = customer.version + 1;
-        state.updated_at = at;
-        let version = state.version;
-        data.customers.insert(customer.id, state);
+        let saved = Saved {
+            version: customer.version + 1,
+            at: stamp(&data, customer),
+        };
+        data.customers
+            .insert(customer.id, customer.as_saved(saved).into_state());
         data.events
             .extend(events.iter().map(|e| (customer.id, e.clone())));
         data.outbox.extend_from_slice(outbox);
         drop(data);
         self.faults.leave(call);
-        Ok(Saved { version, at })
+        Ok(saved)
     }
 
     async fn get(
