@@ -183,7 +183,7 @@ async fn migrating_from_the_first_schema_fills_the_new_columns_from_the_stored_s
         .bind(customer.id.as_uuid())
         .bind(firm.as_uuid())
         .bind(customer.email.normalized())
-        .bind(Json(first_schema_state(&customer, due)))
+        .bind(Json(kyc_store_contract::first_schema_state(&customer, due)))
         .execute(&pool)
         .await
         .unwrap();
@@ -306,25 +306,12 @@ async fn reads_are_identical_with_the_state_cache_disabled() {
     .await;
 }
 
-/// `customer`'s state as the first schema's rows held it: times were then written in `time`'s
-/// array form, which the migration's backfill reads.
-fn first_schema_state(
-    customer: &kyc_domain::customer::Customer,
-    due: time::OffsetDateTime,
-) -> serde_json::Value {
-    let mut state = serde_json::to_value(customer.state()).unwrap();
-    state["aml"]["next_screening_due"] = serde_json::to_value(due).unwrap();
-    assert!(state["aml"]["next_screening_due"].is_array());
-    state
-}
-
 /// A poll never shows a change committed after one that is still being written with an earlier
 /// `updated_at`: a save held on a row lock after taking its time keeps the settled horizon below
 /// that time, so a CRM's watermark cannot pass it; once it commits, the next poll from that
 /// watermark returns it.
 #[tokio::test]
 async fn a_poll_stops_below_a_change_still_being_written() {
-    use kyc_domain::ports::{CustomerFilter, ListQuery};
     use kyc_store_contract::{change_phone, touch_customer};
     with_database(|pool| async move {
         let stores = Stores::from_adapter(PostgresStore::new(pool.clone()));
@@ -332,29 +319,6 @@ async fn a_poll_stops_below_a_change_still_being_written() {
         let since = now() - time::Duration::seconds(1);
         let mut held = insert_customer(&stores, firm, None).await;
         let mut other = insert_customer(&stores, firm, None).await;
-        let poll = |since| {
-            let stores = stores.clone();
-            async move {
-                stores
-                    .customers
-                    .list(
-                        firm,
-                        &ListQuery {
-                            filter: CustomerFilter {
-                                updated_since: Some(since),
-                                ..Default::default()
-                            },
-                            after: None,
-                            limit: 100,
-                            include_total: false,
-                        },
-                    )
-                    .await
-                    .unwrap()
-                    .customers
-            }
-        };
-
         // Another session locks `held`'s row; the save takes its time, then waits on the lock.
         let mut locker = pool.begin().await.unwrap();
         sqlx::query("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE")
@@ -367,20 +331,15 @@ async fn a_poll_stops_below_a_change_still_being_written() {
             let (stores, held) = (stores.clone(), held.clone());
             async move { stores.customers.save(&held, &events, &[], None).await }
         });
-        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while sqlx::query_scalar::<_, i64>(waiting)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            == 0
-        {
-            assert!(std::time::Instant::now() < deadline, "the save never waited on the lock");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        wait_for(
+            &pool,
+            "wait_event_type = 'Lock'",
+            "the save never waited on the lock",
+        )
+        .await;
         // A later change of the same firm commits meanwhile.
         touch_customer(&stores, &mut other, 77).await;
-        let during = poll(since).await;
+        let during = poll(&stores, firm, since).await;
         assert!(
             during.iter().all(|c| c.id != other.id),
             "the poll showed a change committed after one still being written"
@@ -388,9 +347,16 @@ async fn a_poll_stops_below_a_change_still_being_written() {
 
         locker.commit().await.unwrap();
         let saved = writer.await.unwrap().unwrap();
-        assert!(saved.at < other.updated_at, "the held save took its time first");
+        assert!(
+            saved.at < other.updated_at,
+            "the held save took its time first"
+        );
         let watermark = during.iter().map(|c| c.updated_at).max().unwrap_or(since);
-        let after: Vec<_> = poll(watermark).await.into_iter().map(|c| c.id).collect();
+        let after: Vec<_> = poll(&stores, firm, watermark)
+            .await
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         assert!(after.contains(&held.id), "the held change was lost");
         assert!(after.contains(&other.id));
     })
@@ -401,7 +367,6 @@ async fn a_poll_stops_below_a_change_still_being_written() {
 /// committed before the poll is in it.
 #[tokio::test]
 async fn a_long_read_does_not_hold_a_poll_back() {
-    use kyc_domain::ports::{CustomerFilter, ListQuery};
     use kyc_store_contract::touch_customer;
     with_database(|pool| async move {
         let stores = Stores::from_adapter(PostgresStore::new(pool.clone()));
@@ -417,40 +382,57 @@ async fn a_long_read_does_not_hold_a_poll_back() {
                     .unwrap();
             }
         });
-        let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query LIKE 'SELECT pg_sleep%'";
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while sqlx::query_scalar::<_, i64>(sleeping)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            == 0
-        {
-            assert!(std::time::Instant::now() < deadline, "the read never started");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        wait_for(
+            &pool,
+            "state = 'active' AND query LIKE 'SELECT pg_sleep%'",
+            "the read never started",
+        )
+        .await;
         touch_customer(&stores, &mut customer, 31).await;
-        let page = stores
-            .customers
-            .list(
-                firm,
-                &ListQuery {
-                    filter: CustomerFilter {
-                        updated_since: Some(since),
-                        ..Default::default()
-                    },
-                    after: None,
-                    limit: 100,
-                    include_total: false,
-                },
-            )
-            .await
-            .unwrap();
+        let page = poll(&stores, firm, since).await;
         assert_eq!(
-            page.customers.iter().map(|c| c.version).collect::<Vec<_>>(),
+            page.iter().map(|c| c.version).collect::<Vec<_>>(),
             vec![customer.version],
             "the committed change is in the poll"
         );
         reader.await.unwrap();
     })
     .await;
+}
+
+/// One page of a poll: the firm's customers updated after `since`.
+async fn poll(
+    stores: &Stores,
+    firm: FirmId,
+    since: time::OffsetDateTime,
+) -> Vec<kyc_domain::customer::Customer> {
+    use kyc_domain::ports::{CustomerFilter, ListQuery};
+    let query = ListQuery {
+        filter: CustomerFilter {
+            updated_since: Some(since),
+            ..Default::default()
+        },
+        after: None,
+        limit: 100,
+        include_total: false,
+    };
+    stores.customers.list(firm, &query).await.unwrap().customers
+}
+
+/// Waits (10 s at most) until a session of this database matches `condition` in
+/// `pg_stat_activity`.
+async fn wait_for(pool: &PgPool, condition: &str, never: &str) {
+    let count = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {condition}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(&count)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "{never}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

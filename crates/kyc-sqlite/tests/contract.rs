@@ -162,7 +162,7 @@ async fn migrating_from_the_first_schema_fills_the_new_columns_from_the_stored_s
     .bind(customer.id.to_string())
     .bind(firm.to_string())
     .bind(customer.email.normalized())
-    .bind(first_schema_state(&customer, due).to_string())
+    .bind(kyc_store_contract::first_schema_state(&customer, due).to_string())
     .execute(&pool)
     .await
     .unwrap();
@@ -289,16 +289,4 @@ async fn marking_a_pass_delivered_in_one_statement_marks_only_those_entries() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-}
-
-/// `customer`'s state as the first schema's rows held it: times were then written in `time`'s
-/// array form, which the migration's backfill reads.
-fn first_schema_state(
-    customer: &kyc_domain::customer::Customer,
-    due: time::OffsetDateTime,
-) -> serde_json::Value {
-    let mut state = serde_json::to_value(customer.state()).unwrap();
-    state["aml"]["next_screening_due"] = serde_json::to_value(due).unwrap();
-    assert!(state["aml"]["next_screening_due"].is_array());
-    state
 }

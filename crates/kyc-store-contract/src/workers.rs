@@ -452,3 +452,12 @@ pub async fn outbox_messages_fall_due_at_the_time_of_their_move(stores: Stores) 
         outbox
     );
 }
+
+/// `customer`'s state as the first schema's rows held it: times were then written in `time`'s
+/// array form, which the migration's backfill of `next_screening_due` (`due`) reads.
+pub fn first_schema_state(customer: &Customer, due: OffsetDateTime) -> serde_json::Value {
+    let mut state = serde_json::to_value(customer.state()).unwrap();
+    state["aml"]["next_screening_due"] = serde_json::to_value(due).unwrap();
+    assert!(state["aml"]["next_screening_due"].is_array());
+    state
+}
