@@ -81,13 +81,26 @@ pub struct VerifiedIdentity {
     pub verified_country: String,
 }
 
+/// The nil id a state read from a document without one carries until its store sets the real one.
+fn unset_customer_id() -> CustomerId {
+    CustomerId::from_uuid(uuid::Uuid::nil())
+}
+
+/// The same for the firm.
+fn unset_firm_id() -> FirmId {
+    FirmId::from_uuid(uuid::Uuid::nil())
+}
+
 /// The data of a customer. Read it through [`Customer`] (which derefs to it); change it only
 /// through [`Customer`]'s moves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerState {
-    /// Id.
+    /// Id. Not written into a stored state (the row's own column holds it, and a store sets it
+    /// from there on every read); states stored with it still read.
+    #[serde(skip_serializing, default = "unset_customer_id")]
     pub id: CustomerId,
-    /// Tenant.
+    /// Tenant. Not written into a stored state, as `id`.
+    #[serde(skip_serializing, default = "unset_firm_id")]
     pub firm_id: FirmId,
     /// The CRM's id, immutable once set.
     #[serde(default, deserialize_with = "crate::values::stored::external_id")]

@@ -77,6 +77,8 @@ impl PostgresStore {
         }
         let Json(mut state): Json<CustomerState> = row.try_get(1).map_err(infra)?;
         state.version = version;
+        state.id = id;
+        state.firm_id = firm;
         let state = Arc::new(state);
         if self.states.enabled() {
             self.states.put(firm, id, Arc::clone(&state));

@@ -85,6 +85,8 @@ impl SqliteStore {
         let state: &str = row.try_get(1).map_err(infra)?;
         let mut state: CustomerState = from_json(state)?;
         state.version = version;
+        state.id = id;
+        state.firm_id = firm;
         let state = Arc::new(state);
         if self.states.enabled() {
             self.states.put(firm, id, Arc::clone(&state));

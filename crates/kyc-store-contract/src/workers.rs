@@ -461,3 +461,12 @@ pub fn first_schema_state(customer: &Customer, due: OffsetDateTime) -> serde_jso
     assert!(state["aml"]["next_screening_due"].is_array());
     state
 }
+
+/// `customer`'s state in the form stored before `null` members and the ids were left out: every
+/// member present, `id` and `firm_id` included.
+pub fn legacy_state(customer: &Customer) -> serde_json::Value {
+    let mut state = serde_json::to_value(customer.state()).unwrap();
+    state["id"] = serde_json::to_value(customer.id).unwrap();
+    state["firm_id"] = serde_json::to_value(customer.firm_id).unwrap();
+    state
+}
