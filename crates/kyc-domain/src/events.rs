@@ -308,6 +308,18 @@ pub enum OutboxMessage {
     },
 }
 
+impl OutboxMessage {
+    /// The notification type of a [`OutboxMessage::Notify`]; `None` for work the service does
+    /// itself. A store queues a notification only for a firm with an endpoint that wants it (see
+    /// [`CustomerStore::insert`](crate::ports::CustomerStore::insert)).
+    pub const fn notification(&self) -> Option<NotificationType> {
+        match self {
+            Self::Notify { notification, .. } => Some(*notification),
+            Self::RunScreening { .. } => None,
+        }
+    }
+}
+
 /// The outbox messages a batch of events calls for: one notification per status move, one
 /// `customer.updated` for other visible changes, `customer.created` for a new record, and a
 /// screening job when identity became verified.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kyc_domain::ports::{
-    MockAmlScreening, MockClock, MockCreditsLedger, MockCustomerStore, MockIdGenerator,
-    MockIdentityProvider, Saved, UpsertCandidates,
+    InsertOrMatch, MockAmlScreening, MockClock, MockCreditsLedger, MockCustomerStore,
+    MockIdGenerator, MockIdentityProvider, Saved, UpsertCandidates,
 };
 use kyc_domain::prelude::*;
 use kyc_domain::testkit::memory::World;
@@ -118,15 +118,15 @@ async fn a_create_landing_between_the_two_reads_is_an_update_not_a_conflict() {
     let mut store = MockCustomerStore::new();
     let (first, found) = (reads.clone(), winner.clone());
     store
-        .expect_find_upsert_candidates()
+        .expect_insert_unless_matched()
         .returning(move |_, _, _| {
             // Misses by external id on the first read (but sees the winner by email, committed
             // in between), finds the winner by external id afterwards.
             let again = first.fetch_add(1, Ordering::SeqCst) > 0;
-            Ok(UpsertCandidates {
+            Ok(InsertOrMatch::Matched(UpsertCandidates {
                 by_external_id: again.then(|| found.clone()),
                 by_email: Some(found.clone()),
-            })
+            }))
         });
     store.expect_insert().times(0);
     store.expect_save().times(0..=1).returning(|_, _, _, _| {
@@ -137,6 +137,9 @@ async fn a_create_landing_between_the_two_reads_is_an_update_not_a_conflict() {
     });
     let mut clock = MockClock::new();
     clock.expect_now().return_const(EPOCH);
+    let mut ids = MockIdGenerator::new();
+    ids.expect_customer_id()
+        .returning(|| CustomerId::from_uuid(uuid::Uuid::now_v7()));
     let service = KycService::new(
         Ports {
             customers: Arc::new(store),
@@ -144,7 +147,7 @@ async fn a_create_landing_between_the_two_reads_is_an_update_not_a_conflict() {
             provider: Arc::new(MockIdentityProvider::new()),
             screening: Arc::new(MockAmlScreening::new()),
             clock: Arc::new(clock),
-            ids: Arc::new(MockIdGenerator::new()),
+            ids: Arc::new(ids),
         },
         Settings::default(),
     );

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use kyc_domain::ports::{
-    ClaimOutcome, Clock, IdempotencyScope, IdempotencyStore, InfrastructureError, MockCustomerStore,
+    ClaimOutcome, Clock, IdempotencyScope, IdempotencyStore, InfrastructureError,
+    MockCustomerStore, SaveError,
 };
 use kyc_http::HttpConfig;
 use serde_json::{Value, json};
@@ -164,8 +165,12 @@ async fn a_key_longer_than_255_characters_is_422() {
 async fn a_failure_releases_the_key_and_answers_503_with_retry_after() {
     let mut customers = MockCustomerStore::new();
     customers
-        .expect_find_upsert_candidates()
-        .returning(|_, _, _| Err(InfrastructureError::unavailable("connection refused")));
+        .expect_insert_unless_matched()
+        .returning(|_, _, _| {
+            Err(SaveError::Infrastructure(InfrastructureError::unavailable(
+                "connection refused",
+            )))
+        });
     let app = app_built(
         HttpConfig {
             rate_limit_per_minute: 0,

@@ -9,11 +9,11 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use kyc_domain::customer::{AttemptPhase, Customer, CustomerState};
-use kyc_domain::events::{Actor, DomainEvent, OutboxMessage};
+use kyc_domain::events::{Actor, DomainEvent, NotificationType, OutboxMessage};
 use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
-    AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, LinkLocation, ListOrder,
-    ListQuery, RECOVERY_LEASE, SaveError, Saved, UpsertCandidates,
+    AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, InsertOrMatch, LinkLocation,
+    ListOrder, ListQuery, RECOVERY_LEASE, SaveError, Saved, UpsertCandidates,
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
@@ -171,17 +171,41 @@ const EVENT_PART: &str = "new_events AS ( \
      SELECT $19::uuid, saved.firm_id, saved.id, $20::timestamptz, $21::jsonb, $22::jsonb, $23::text, $24::text \
      FROM saved)";
 
-/// Queues the outbox messages (`$25`) in the order given, due at the time of the move (`$12`).
-const OUTBOX_PART: &str = "new_outbox AS ( \
-     INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
-     SELECT saved.firm_id, m.message, $12, $12 \
-     FROM saved, unnest($25::jsonb[]) WITH ORDINALITY AS m(message, position) \
-     ORDER BY m.position)";
+/// Whether the outbox message whose notification type is `{type}` (null for work that is not a
+/// notification) is queued: work always; a notification only while the firm has an enabled
+/// endpoint that wants it (no types: all), as [`CustomerStore::insert`] says.
+fn wanted(notification: &str) -> String {
+    format!(
+        "({notification} IS NULL OR EXISTS (SELECT 1 FROM webhook_endpoints AS endpoint \
+         WHERE endpoint.firm_id = saved.firm_id AND endpoint.disabled_at IS NULL \
+         AND (cardinality(endpoint.event_types) = 0 OR {notification} = ANY (endpoint.event_types))))"
+    )
+}
 
-/// Queues the one outbox message of most moves (`$25` as a plain value).
-const MESSAGE_PART: &str = "new_outbox AS ( \
-     INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
-     SELECT saved.firm_id, $25::jsonb, $12, $12 FROM saved)";
+/// Queues the outbox messages (`$25`, their notification types `$27`) in the order given, due at
+/// the time of the move (`$12`).
+fn outbox_part() -> String {
+    format!(
+        "new_outbox AS ( \
+         INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
+         SELECT saved.firm_id, m.message, $12, $12 \
+         FROM saved, unnest($25::jsonb[], $27::text[]) WITH ORDINALITY AS m(message, notification, position) \
+         WHERE {} \
+         ORDER BY m.position)",
+        wanted("m.notification")
+    )
+}
+
+/// Queues the one outbox message of most moves (`$25`, its notification type `$27`, as plain
+/// values).
+fn message_part() -> String {
+    format!(
+        "new_outbox AS ( \
+         INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
+         SELECT saved.firm_id, $25::jsonb, $12, $12 FROM saved WHERE {})",
+        wanted("$27::text")
+    )
+}
 
 /// How many rows a part of a write has.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -232,7 +256,8 @@ impl Parts {
 /// connection, when first used.
 ///
 /// The parameters keep their numbers in every variant (`$1`–`$10` and `$26` the row, then the
-/// parts' own); those of a left-out part are bound empty and not referenced.
+/// parts' own, the outbox's `$25` and `$27`); every variant binds all 27, and those it does not
+/// reference are bound empty (their types come with the statement, so they need no use).
 static WRITE_STATEMENTS: LazyLock<Vec<String>> = LazyLock::new(|| {
     let mut statements = Vec::with_capacity(72);
     for row in [RowWrite::Insert, RowWrite::Update(0)] {
@@ -263,6 +288,65 @@ fn write_statement(row: RowWrite, parts: Parts) -> String {
         RowWrite::Update(_) => UPDATE_ROW,
     };
     let mut statement = format!("WITH {STAMP}, saved AS ({row} RETURNING firm_id, id)");
+    push_parts(&mut statement, parts);
+    statement.push_str(" SELECT stamp.at FROM saved, stamp");
+    statement
+}
+
+/// The upsert's look-up (the customer with external id `$1`, else the firm's oldest with email
+/// `$2`, in firm `$9`; the fourth column says which), a materialized CTE named `found`. The
+/// `LIMIT` stops at the first branch that finds one: the upsert table does not look at the email
+/// match when the external id matched.
+const FOUND: &str = "found AS MATERIALIZED ( \
+     (SELECT version, state, id, 0 AS found_by FROM customers WHERE firm_id = $9 AND external_id = $1) \
+     UNION ALL \
+     (SELECT version, state, id, 1 FROM customers WHERE firm_id = $9 AND email_normalized = $2 ORDER BY created_at, id LIMIT 1) \
+     LIMIT 1)";
+
+/// [`STAMP`] for an insert that runs only when [`FOUND`] is empty: otherwise it has no row, so
+/// nothing after it writes, and the transaction never takes an id.
+const STAMP_UNLESS_FOUND: &str = "stamp AS MATERIALIZED ( \
+     SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
+     FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at \
+           FROM (SELECT pg_current_xact_id() AS id \
+                 FROM (SELECT WHERE NOT EXISTS (SELECT FROM found)) AS unmatched OFFSET 0) AS xact \
+           WHERE xact.id IS NOT NULL) AS now)";
+
+/// The insert of a new customer with its parts, run only when the upsert's look-up finds no
+/// match, in one statement ([`CustomerStore::insert_unless_matched`]). Its rows: the match
+/// (`version, state, id, found_by` as [`COLUMNS`] then which look-up, `at` null), or the stamp of
+/// the insert (the first four null).
+fn insert_unless_found_statement(parts: Parts) -> String {
+    let mut statement = format!(
+        "WITH {FOUND}, {STAMP_UNLESS_FOUND}, saved AS ({INSERT_ROW} RETURNING firm_id, id)"
+    );
+    push_parts(&mut statement, parts);
+    statement.push_str(
+        " SELECT version, state, id, found_by, NULL::timestamptz AS at FROM found \
+         UNION ALL SELECT NULL, NULL, NULL, NULL, stamp.at FROM saved, stamp",
+    );
+    statement
+}
+
+/// The [`insert_unless_found_statement`] variants, by `events * 3 + outbox` (a new customer has
+/// no attempts and no inbound event).
+static INSERT_UNLESS_FOUND_STATEMENTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let mut statements = Vec::with_capacity(9);
+    for events in Rows::ALL {
+        for outbox in Rows::ALL {
+            statements.push(insert_unless_found_statement(Parts {
+                inbound: false,
+                attempts: false,
+                events,
+                outbox,
+            }));
+        }
+    }
+    statements
+});
+
+/// Appends the parts a write has to its statement, each a data-modifying CTE against `saved`.
+fn push_parts(statement: &mut String, parts: Parts) {
     let events = match parts.events {
         Rows::None => None,
         Rows::One => Some(EVENT_PART),
@@ -270,17 +354,18 @@ fn write_statement(row: RowWrite, parts: Parts) -> String {
     };
     let outbox = match parts.outbox {
         Rows::None => None,
-        Rows::One => Some(MESSAGE_PART),
-        Rows::Many => Some(OUTBOX_PART),
+        Rows::One => Some(message_part()),
+        Rows::Many => Some(outbox_part()),
     };
     let inbound = parts.inbound.then_some(INBOUND_PART);
     let attempts = parts.attempts.then_some(ATTEMPTS_PART);
-    for part in [inbound, attempts, events, outbox].into_iter().flatten() {
+    for part in [inbound, attempts, events, outbox.as_deref()]
+        .into_iter()
+        .flatten()
+    {
         statement.push_str(", ");
         statement.push_str(part);
     }
-    statement.push_str(" SELECT stamp.at FROM saved, stamp");
-    statement
 }
 
 /// Which row statement a write starts with.
@@ -292,8 +377,23 @@ enum RowWrite {
     Update(i64),
 }
 
-/// Binds the parameters of the [`WRITE_STATEMENTS`] variant `customer`'s write needs and runs
-/// it, returning how many customer rows it wrote (0 or 1).
+/// The parts `customer`'s write has.
+fn parts_of(
+    customer: &Customer,
+    events: &[DomainEvent],
+    outbox: &[OutboxMessage],
+    inbound: Option<&ProviderEventKey>,
+) -> Parts {
+    Parts {
+        inbound: inbound.is_some(),
+        attempts: !customer.attempts.is_empty(),
+        events: Rows::of(events),
+        outbox: Rows::of(outbox),
+    }
+}
+
+/// Runs the [`WRITE_STATEMENTS`] variant `customer`'s write needs, returning the stamp it was
+/// written at, or `None` when it wrote no row (a save whose version moved).
 async fn write(
     pool: &sqlx::PgPool,
     row: RowWrite,
@@ -302,6 +402,26 @@ async fn write(
     outbox: &[OutboxMessage],
     inbound: Option<&ProviderEventKey>,
 ) -> Result<Option<OffsetDateTime>, SaveError> {
+    let statement = &WRITE_STATEMENTS[parts_of(customer, events, outbox, inbound).index(row)];
+    bind_write(statement, row, customer, events, outbox, inbound)?
+        .fetch_optional(pool)
+        .await
+        .map_err(save_error)?
+        .map(|stamped| stamped.try_get(0).map_err(infra))
+        .transpose()
+        .map_err(SaveError::Infrastructure)
+}
+
+/// `statement` (a [`WRITE_STATEMENTS`] or [`INSERT_UNLESS_FOUND_STATEMENTS`] variant) with every
+/// parameter of `customer`'s write bound.
+fn bind_write<'q>(
+    statement: &'q str,
+    row: RowWrite,
+    customer: &'q Customer,
+    events: &'q [DomainEvent],
+    outbox: &'q [OutboxMessage],
+    inbound: Option<&'q ProviderEventKey>,
+) -> Result<sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>, SaveError> {
     let attempts = &customer.attempts;
     let mut numbers = Vec::with_capacity(attempts.len());
     for attempt in attempts {
@@ -311,13 +431,8 @@ async fn write(
         RowWrite::Insert => 1,
         RowWrite::Update(version) => version,
     };
-    let parts = Parts {
-        inbound: inbound.is_some(),
-        attempts: !attempts.is_empty(),
-        events: Rows::of(events),
-        outbox: Rows::of(outbox),
-    };
-    let mut query = sqlx::query_scalar(WRITE_STATEMENTS[parts.index(row)].as_str())
+    let parts = parts_of(customer, events, outbox, inbound);
+    let mut query = sqlx::query(statement)
         .bind(customer.external_id.as_ref().map(ExternalId::as_str))
         .bind(customer.email.normalized())
         .bind(customer.kyc_status.as_str())
@@ -386,11 +501,19 @@ async fn write(
         (Rows::One, [message]) => query.bind(Json(message)),
         _ => query.bind(outbox.iter().map(Json).collect::<Vec<_>>()),
     };
-    if let RowWrite::Insert = row {
-        // Null when the customer is as it was created: it is then created at the stamp.
-        query = query.bind((!customer.as_created()).then(|| at_micros(customer.created_at)));
-    }
-    query.fetch_optional(pool).await.map_err(save_error)
+    // Null when the customer is as it was created: it is then created at the stamp. Bound (and
+    // unused) by saves too, so `$27` keeps its number.
+    query = query.bind(match row {
+        RowWrite::Insert => (!customer.as_created()).then(|| at_micros(customer.created_at)),
+        RowWrite::Update(_) => None,
+    });
+    let notification =
+        |message: &OutboxMessage| message.notification().map(NotificationType::as_str);
+    query = match (parts.outbox, outbox) {
+        (Rows::One, [message]) => query.bind(notification(message)),
+        _ => query.bind(outbox.iter().map(notification).collect::<Vec<_>>()),
+    };
+    Ok(query)
 }
 
 /// When the move being saved happened, on the caller's clock: its newest event, or (a save with no
@@ -648,6 +771,60 @@ impl CustomerStore for PostgresStore {
             }
         }
         Ok(candidates)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
+    async fn insert_unless_matched(
+        &self,
+        customer: &Customer,
+        events: &[DomainEvent],
+        outbox: &[OutboxMessage],
+    ) -> Result<InsertOrMatch, SaveError> {
+        let parts = parts_of(customer, events, outbox, None);
+        if parts.attempts {
+            // Not a customer as created: the look-up and the insert one after the other.
+            let candidates = self
+                .find_upsert_candidates(
+                    customer.firm_id,
+                    customer.external_id.as_ref(),
+                    &customer.email,
+                )
+                .await?;
+            if candidates.by_external_id.is_some() || candidates.by_email.is_some() {
+                return Ok(InsertOrMatch::Matched(candidates));
+            }
+            return self
+                .insert(customer, events, outbox)
+                .await
+                .map(InsertOrMatch::Inserted);
+        }
+        let statement =
+            &INSERT_UNLESS_FOUND_STATEMENTS[parts.events as usize * 3 + parts.outbox as usize];
+        let rows = bind_write(statement, RowWrite::Insert, customer, events, outbox, None)?
+            .fetch_all(&self.pool)
+            .await
+            .map_err(save_error)?;
+        let mut candidates = UpsertCandidates::default();
+        for row in &rows {
+            if let Some(at) = row.try_get::<Option<OffsetDateTime>, _>(4).map_err(infra)? {
+                let saved = Saved { version: 1, at };
+                self.remember(customer, saved);
+                return Ok(InsertOrMatch::Inserted(saved));
+            }
+            let found_by: i32 = row.try_get(3).map_err(infra)?;
+            let found = Some(self.row_to_customer(customer.firm_id, row)?);
+            if found_by == 0 {
+                candidates.by_external_id = found;
+            } else {
+                candidates.by_email = found;
+            }
+        }
+        if candidates.by_external_id.is_none() && candidates.by_email.is_none() {
+            return Err(SaveError::Infrastructure(InfrastructureError::internal(
+                "the insert of a customer neither wrote a row nor found a match",
+            )));
+        }
+        Ok(InsertOrMatch::Matched(candidates))
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kyc_domain::customer::{AttemptPhase, Customer, CustomerState};
-use kyc_domain::events::{Actor, DomainEvent, OutboxMessage};
+use kyc_domain::events::{Actor, DomainEvent, NotificationType, OutboxMessage};
 use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
     AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, LinkLocation, ListOrder,
@@ -202,13 +202,23 @@ async fn write_children(
     }
     let now = micros(move_time(customer, events));
     for message in outbox {
-        sqlx::query("INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) VALUES ($1, $2, $3, $3)")
-            .bind(&firm)
-            .bind(to_json(message)?)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(save_error)?;
+        // Work always; a notification only while the firm has an enabled endpoint that wants it
+        // (no types: all), as `CustomerStore::insert` says.
+        sqlx::query(
+            "INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
+             SELECT $1, $2, $3, $3 \
+             WHERE $4 IS NULL OR EXISTS (SELECT 1 FROM webhook_endpoints AS endpoint \
+                 WHERE endpoint.firm_id = $1 AND endpoint.disabled_at IS NULL \
+                 AND (json_array_length(endpoint.event_types) = 0 \
+                      OR EXISTS (SELECT 1 FROM json_each(endpoint.event_types) AS wanted WHERE wanted.value = $4)))",
+        )
+        .bind(&firm)
+        .bind(to_json(message)?)
+        .bind(now)
+        .bind(message.notification().map(NotificationType::as_str))
+        .execute(&mut *tx)
+        .await
+        .map_err(save_error)?;
     }
     Ok(())
 }

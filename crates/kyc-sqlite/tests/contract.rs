@@ -261,6 +261,7 @@ async fn marking_a_pass_delivered_in_one_statement_marks_only_those_entries() {
     let pool = store.pool().clone();
     let stores = Stores::from_adapter(store);
     let firm = new_firm(&stores).await;
+    kyc_store_contract::add_endpoint(&stores, firm, &[]).await;
     for n in 0..3 {
         insert_customer(&stores, firm, Some(&format!("crm-pass-{n}"))).await;
     }

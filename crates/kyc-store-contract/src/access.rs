@@ -12,7 +12,7 @@ use kyc_domain::values::Email;
 use time::Duration;
 use uuid::Uuid;
 
-use crate::{Stores, insert_customer, new_firm, now};
+use crate::{Stores, add_endpoint, insert_customer, new_firm, now};
 
 fn user(firm: FirmId, email: &str) -> User {
     User {
@@ -284,6 +284,7 @@ pub async fn webhook_endpoints_and_deliveries_round_trip(stores: Stores) {
 /// retried one comes back when due with one more attempt; a lease that ran out is handed out again.
 pub async fn outbox_batches_are_disjoint_and_retries_come_back(stores: Stores) {
     let firm = new_firm(&stores).await;
+    add_endpoint(&stores, firm, &[]).await;
     for _ in 0..10 {
         insert_customer(&stores, firm, None).await;
     }

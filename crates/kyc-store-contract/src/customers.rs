@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 
 use kyc_domain::customer::{AttemptPhase, Customer};
-use kyc_domain::events::{Actor, outbox_for};
+use kyc_domain::events::{Actor, NotificationType, OutboxMessage, outbox_for};
 use kyc_domain::ids::ApplicantId;
-use kyc_domain::ports::{RECOVERY_LEASE, SaveError};
+use kyc_domain::ports::{InsertOrMatch, RECOVERY_LEASE, SaveError};
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey, ProviderEventKind};
 use kyc_domain::risk::{ProviderLevels, RiskAnswers};
 use kyc_domain::status::KycStatus;
@@ -15,13 +15,15 @@ use time::Duration;
 use uuid::Uuid;
 
 use crate::{
-    Stores, change_phone, crm, insert_customer, new_customer, new_firm, now, staff, touch_customer,
+    Stores, add_endpoint, change_phone, crm, insert_customer, new_customer, new_firm, now, staff,
+    touch_customer,
 };
 
 /// Everything an insert stored comes back equal through `get`, `get_by_external_id` and
 /// `find_by_email` (case-insensitively), at version 1, with its creation event and outbox message.
 pub async fn inserted_customers_read_back_unchanged_by_every_lookup(stores: Stores) {
     let firm = new_firm(&stores).await;
+    add_endpoint(&stores, firm, &[]).await;
     let (mut customer, events, outbox) = new_customer(firm, Some("crm-1"), "Jane.Doe@Example.com");
     let version = stores
         .customers
@@ -95,9 +97,102 @@ pub async fn inserted_customers_read_back_unchanged_by_every_lookup(stores: Stor
     assert_eq!(messages, outbox);
 }
 
+/// A notification is queued only while the customer's firm has an enabled endpoint that wants its
+/// type (an endpoint with no types wants all); other outbox work is always queued. Endpoints of
+/// other firms and disabled ones do not count. Holds for an insert and a save, with one message
+/// and with several.
+pub async fn notifications_are_queued_only_for_an_endpoint_that_wants_them(stores: Stores) {
+    let kyc_changed = "customer.kyc_status_changed";
+    let none = new_firm(&stores).await;
+    let disabled = new_firm(&stores).await;
+    let endpoint = add_endpoint(&stores, disabled, &[]).await;
+    assert!(
+        stores
+            .webhooks
+            .disable_endpoint(disabled, endpoint.id, now())
+            .await
+            .unwrap()
+    );
+    let picky = new_firm(&stores).await;
+    add_endpoint(&stores, picky, &[kyc_changed]).await;
+    let all = new_firm(&stores).await;
+    add_endpoint(&stores, all, &[kyc_changed]).await;
+    add_endpoint(&stores, all, &[]).await;
+
+    // Several messages: a notification of each kind asked about, and work.
+    let several = |customer: &Customer| {
+        let notify = |notification| OutboxMessage::Notify {
+            firm_id: customer.firm_id,
+            customer_id: customer.id,
+            notification,
+            previous_kyc_status: None,
+            previous_aml_status: None,
+        };
+        vec![
+            notify(NotificationType::Created),
+            notify(NotificationType::KycStatusChanged),
+            OutboxMessage::RunScreening {
+                firm_id: customer.firm_id,
+                customer_id: customer.id,
+            },
+        ]
+    };
+    let mut given = Vec::new();
+    for firm in [none, disabled, picky, all] {
+        let (mut customer, events, _) = new_customer(
+            firm,
+            None,
+            &format!("{}@example.com", Uuid::new_v4().simple()),
+        );
+        let outbox = several(&customer);
+        let saved = stores
+            .customers
+            .insert(&customer, &events, &outbox)
+            .await
+            .unwrap();
+        customer.saved(saved);
+        given.extend(outbox);
+        // One message, through a save.
+        let events = change_phone(&mut customer, 5);
+        let outbox = outbox_for(firm, customer.id, &events);
+        assert_eq!(outbox.len(), 1, "a phone change notifies once: {outbox:?}");
+        stores
+            .customers
+            .save(&customer, &events, &outbox, None)
+            .await
+            .unwrap();
+        given.extend(outbox);
+    }
+    let queued: Vec<OutboxMessage> = stores
+        .outbox
+        .claim_batch(now(), now() + Duration::minutes(1), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.message)
+        .collect();
+    let firm_of = |message: &OutboxMessage| match message {
+        OutboxMessage::Notify { firm_id, .. } | OutboxMessage::RunScreening { firm_id, .. } => {
+            *firm_id
+        }
+    };
+    let expected: Vec<OutboxMessage> = given
+        .into_iter()
+        .filter(|message| match message.notification() {
+            None => true,
+            Some(kind) => {
+                let firm = firm_of(message);
+                firm == all || (firm == picky && kind == NotificationType::KycStatusChanged)
+            }
+        })
+        .collect();
+    assert_eq!(queued, expected);
+}
+
 /// A successful save makes the new state, every event and every outbox message visible together.
 pub async fn save_writes_state_events_and_outbox_together(stores: Stores) {
     let firm = new_firm(&stores).await;
+    add_endpoint(&stores, firm, &[]).await;
     let mut customer = insert_customer(&stores, firm, Some("crm-2")).await;
     let before = stores
         .audit
@@ -346,6 +441,146 @@ pub async fn fifty_concurrent_inserts_of_one_external_id_create_one_customer(sto
     // The losers left no events behind.
     let exported = stores.audit.firm_export(firm, None, 1000).await.unwrap();
     assert!(exported.iter().all(|entry| entry.customer_id == winners[0]));
+}
+
+/// `insert_unless_matched` stores a new customer (with its events and outbox) only when the firm
+/// has no customer with its external id and none with its email, and otherwise writes nothing and
+/// answers the upsert's candidates; matches in other firms do not count. Of 30 concurrent calls
+/// for one new external id, one inserts and every other finds it or is refused as a duplicate.
+pub async fn insert_unless_matched_stores_only_a_customer_nobody_matches(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    add_endpoint(&stores, firm, &[]).await;
+    let other_firm = new_firm(&stores).await;
+    insert_customer(&stores, other_firm, Some("crm-new")).await;
+
+    // No match (the other firm's customer with this external id does not count): stored.
+    let (mut created, events, outbox) = new_customer(firm, Some("crm-new"), "new@example.com");
+    let InsertOrMatch::Inserted(saved) = stores
+        .customers
+        .insert_unless_matched(&created, &events, &outbox)
+        .await
+        .unwrap()
+    else {
+        panic!("nothing matched, so the customer is stored");
+    };
+    assert_eq!(saved.version, 1);
+    created.saved(saved);
+    assert_eq!(created.created_at, created.updated_at);
+    assert_eq!(
+        stores.customers.get(firm, created.id).await.unwrap(),
+        Some(created.clone())
+    );
+    let trail = stores.audit.customer_trail(firm, created.id).await.unwrap();
+    assert_eq!(
+        trail
+            .into_iter()
+            .map(|entry| entry.event)
+            .collect::<Vec<_>>(),
+        events
+    );
+    let queued: Vec<_> = stores
+        .outbox
+        .claim_batch(now(), now() + Duration::minutes(1), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.message)
+        .collect();
+    assert_eq!(queued, outbox);
+
+    // Matched by external id, by email (another external id, or none): nothing written.
+    let by_email = insert_customer(&stores, firm, None).await;
+    stores
+        .outbox
+        .claim_batch(now(), now() + Duration::minutes(1), 100)
+        .await
+        .unwrap();
+    let cases = [
+        (
+            Some("crm-new"),
+            "someone-else@example.com",
+            Some(&created),
+            None,
+        ),
+        (
+            Some("crm-other"),
+            by_email.email.as_str(),
+            None,
+            Some(&by_email),
+        ),
+        (None, by_email.email.as_str(), None, Some(&by_email)),
+    ];
+    for (external_id, email, want_external, want_email) in cases {
+        let (candidate, events, outbox) = new_customer(firm, external_id, email);
+        let InsertOrMatch::Matched(found) = stores
+            .customers
+            .insert_unless_matched(&candidate, &events, &outbox)
+            .await
+            .unwrap()
+        else {
+            panic!("{external_id:?} / {email} matches, so nothing is stored");
+        };
+        assert_eq!(found.by_external_id.as_ref(), want_external);
+        if want_email.is_some() {
+            assert_eq!(found.by_email.as_ref(), want_email);
+        }
+        assert_eq!(
+            stores.customers.get(firm, candidate.id).await.unwrap(),
+            None
+        );
+        assert!(
+            stores
+                .audit
+                .customer_trail(firm, candidate.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert!(
+        stores
+            .outbox
+            .claim_batch(now(), now() + Duration::minutes(1), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a match queues nothing"
+    );
+
+    // Thirty at once for one new external id: one customer.
+    let tasks: Vec<_> = (0..30)
+        .map(|n| {
+            let stores = stores.clone();
+            tokio::spawn(async move {
+                let (customer, events, outbox) =
+                    new_customer(firm, Some("crm-race"), &format!("race{n}@example.com"));
+                match stores
+                    .customers
+                    .insert_unless_matched(&customer, &events, &outbox)
+                    .await
+                {
+                    Ok(InsertOrMatch::Inserted(_)) => Some(customer.id),
+                    Ok(InsertOrMatch::Matched(found)) => {
+                        Some(found.by_external_id.expect("found by external id").id)
+                    }
+                    Err(SaveError::DuplicateExternalId) => None,
+                    Err(other) => panic!("unexpected error {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.extend(task.await.unwrap());
+    }
+    let external = ExternalId::new("crm-race").unwrap();
+    let stored = stores
+        .customers
+        .get_by_external_id(firm, &external)
+        .await
+        .unwrap()
+        .expect("one was stored");
+    assert_eq!(ids, HashSet::from([stored.id]));
 }
 
 /// The upsert of the API (look up by externalId, insert, on a lost race read the winner) run 50

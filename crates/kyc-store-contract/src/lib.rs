@@ -32,7 +32,7 @@ use kyc_domain::events::{Actor, DomainEvent, OutboxMessage, Person, Role, outbox
 use kyc_domain::ids::{ApiKeyId, CustomerId, FirmId, UserId};
 use kyc_domain::ports::{
     ApiKeyStore, AuditLog, CustomerStore, EventFeed, Firm, FirmStore, IdempotencyStore,
-    OutboxStore, SessionStore, UserStore, WebhookStore,
+    OutboxStore, SessionStore, UserStore, WebhookEndpoint, WebhookEndpointId, WebhookStore,
 };
 use kyc_domain::values::{AddedVia, CustomerType, Email, ExternalId, FullName};
 use time::OffsetDateTime;
@@ -126,10 +126,12 @@ macro_rules! contract_tests {
             $setup;
             inserted_customers_read_back_unchanged_by_every_lookup,
             save_writes_state_events_and_outbox_together,
+            notifications_are_queued_only_for_an_endpoint_that_wants_them,
             a_failed_save_writes_nothing,
             two_saves_from_one_version_let_exactly_one_win,
             fifty_concurrent_inserts_of_one_external_id_create_one_customer,
             concurrent_upserts_of_one_external_id_all_return_the_same_customer,
+            insert_unless_matched_stores_only_a_customer_nobody_matches,
             an_inbound_provider_event_is_recorded_once,
             attempts_are_found_by_provider_ids_and_stuck_ones_are_listed,
             list_filters_pages_and_counts,
@@ -193,6 +195,27 @@ pub async fn new_firm(stores: &Stores) -> FirmId {
         .await
         .expect("create firm");
     id
+}
+
+/// Registers an enabled webhook endpoint for `firm` that wants `types` (none: every type), so
+/// the firm's notifications are queued.
+pub async fn add_endpoint(stores: &Stores, firm: FirmId, types: &[&str]) -> WebhookEndpoint {
+    let endpoint = WebhookEndpoint {
+        id: WebhookEndpointId::from_uuid(Uuid::now_v7()),
+        firm_id: firm,
+        url: format!("https://crm.example/hooks/{}", Uuid::new_v4().simple()),
+        description: None,
+        event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        disabled_at: None,
+        created_at: now(),
+    };
+    stores
+        .webhooks
+        .create_endpoint(&endpoint)
+        .await
+        .expect("create endpoint");
+    endpoint
 }
 
 /// The CRM integration acting through an API key.

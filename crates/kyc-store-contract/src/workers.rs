@@ -13,7 +13,7 @@ use kyc_domain::values::Credits;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::{Stores, insert_customer, new_firm, now, staff};
+use crate::{Stores, add_endpoint, insert_customer, new_firm, now, staff};
 
 /// Confirms risk and begins a verification on a stored customer, and saves it: the attempt is
 /// `Starting`, claimed at `now()`.
@@ -374,6 +374,7 @@ pub fn verified_customer(firm: FirmId, token_hash: &str, due: OffsetDateTime) ->
 /// that clock is far from the database's (a test clock, a skewed replica).
 pub async fn outbox_messages_fall_due_at_the_time_of_their_move(stores: Stores) {
     let firm = new_firm(&stores).await;
+    add_endpoint(&stores, firm, &[]).await;
     let yesterday = now() - Duration::days(1);
     let (mut customer, events) = Customer::create(
         CustomerId::from_uuid(Uuid::now_v7()),

@@ -117,6 +117,15 @@ pub struct UpsertCandidates {
     pub by_email: Option<Customer>,
 }
 
+/// What [`CustomerStore::insert_unless_matched`] did.
+#[derive(Debug, Clone)]
+pub enum InsertOrMatch {
+    /// The firm had no customer with the external id or the email: the new one is stored.
+    Inserted(Saved),
+    /// It had: nothing was written, and these are the upsert's candidates (at least one found).
+    Matched(UpsertCandidates),
+}
+
 /// The attempt a verification link was issued for, found by the hash of its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkLocation {
@@ -159,6 +168,12 @@ pub trait CustomerStore: Send + Sync {
     /// `created_at` when the two were equal, see [`Saved`]). The outbox messages fall due at the time of the move: the
     /// newest event's `at`, else `customer.updated_at`.
     ///
+    /// A notification ([`OutboxMessage::Notify`]) is queued only if, as the write runs, the
+    /// customer's firm has an enabled webhook endpoint that wants its type (an endpoint with no
+    /// types wants all): nobody else would receive it. Notifications reach an endpoint from the
+    /// moment it is registered; the event feed reads the audit events, which are always written.
+    /// Other messages are always queued.
+    ///
     /// # Errors
     /// [`SaveError::DuplicateExternalId`] when the firm already has a customer with this external
     /// id, including one inserted concurrently; [`SaveError::Infrastructure`] otherwise. On error
@@ -175,7 +190,7 @@ pub trait CustomerStore: Send + Sync {
     /// the same transaction. Returns the new version (`customer.version + 1`) and the customer's
     /// new `updated_at` (see [`Saved`]). The outbox
     /// messages fall due, and `inbound` counts as recorded, at the time of the move, taken as
-    /// [`CustomerStore::insert`] takes it.
+    /// [`CustomerStore::insert`] takes it; notifications are queued as it says.
     ///
     /// # Errors
     /// [`SaveError::VersionConflict`] when the stored version differs;
@@ -246,6 +261,36 @@ pub trait CustomerStore: Send + Sync {
             by_external_id,
             by_email,
         })
+    }
+
+    /// The create of an upsert, tried first: [`CustomerStore::find_upsert_candidates`] for the new
+    /// customer's external id and email, then, when it finds neither, [`CustomerStore::insert`]
+    /// of the customer with its events and outbox messages. A store that can do both in one
+    /// statement (one round trip, the look-up and the write in one snapshot) overrides this; the
+    /// default makes the two calls.
+    ///
+    /// # Errors
+    /// As [`CustomerStore::insert`]: [`SaveError::DuplicateExternalId`] when a concurrent insert
+    /// took the external id after the look-up; on error nothing is written.
+    async fn insert_unless_matched(
+        &self,
+        customer: &Customer,
+        events: &[DomainEvent],
+        outbox: &[OutboxMessage],
+    ) -> Result<InsertOrMatch, SaveError> {
+        let candidates = self
+            .find_upsert_candidates(
+                customer.firm_id,
+                customer.external_id.as_ref(),
+                &customer.email,
+            )
+            .await?;
+        if candidates.by_external_id.is_some() || candidates.by_email.is_some() {
+            return Ok(InsertOrMatch::Matched(candidates));
+        }
+        self.insert(customer, events, outbox)
+            .await
+            .map(InsertOrMatch::Inserted)
     }
 
     /// One page of the firm's customers matching the query, in [`CustomerFilter::order`].

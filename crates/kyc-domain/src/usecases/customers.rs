@@ -6,9 +6,11 @@ use tracing::instrument;
 use super::{CommandError, KycService, SAVE_ATTEMPTS};
 use crate::customer::{ContactUpdate, Customer, NewCustomer};
 use crate::error::LifecycleError;
-use crate::events::{Actor, Person, outbox_for};
+use crate::events::{Actor, DomainEvent, Person, outbox_for};
 use crate::ids::{CustomerId, FirmId};
-use crate::ports::{CustomerPage, InfrastructureError, ListQuery, SaveError, UpsertCandidates};
+use crate::ports::{
+    CustomerPage, InfrastructureError, InsertOrMatch, ListQuery, SaveError, UpsertCandidates,
+};
 use crate::risk::RiskAnswers;
 use crate::values::{AddedVia, CustomerType, Email, ExternalId, FullName, Phone, ValidationError};
 
@@ -163,12 +165,30 @@ impl KycService {
     ) -> Result<Upserted, UpsertError> {
         let store = &self.ports.customers;
         for _ in 0..SAVE_ATTEMPTS {
+            // A new customer is stored in the same step as the look-up that finds no match.
+            let (mut created, events) =
+                self.new_customer(firm, actor, &input, AddedVia::Integration);
+            let outbox = outbox_for(firm, created.id, &events);
             let UpsertCandidates {
                 by_external_id,
                 by_email,
-            } = store
-                .find_upsert_candidates(firm, input.external_id.as_ref(), &input.email)
-                .await?;
+            } = match store
+                .insert_unless_matched(&created, &events, &outbox)
+                .await
+            {
+                Ok(InsertOrMatch::Inserted(saved)) => {
+                    created.saved(saved);
+                    return Ok(Upserted {
+                        customer: created,
+                        created: true,
+                    });
+                }
+                Ok(InsertOrMatch::Matched(candidates)) => candidates,
+                // Taken by a concurrent create since the look-up: read again and update it.
+                Err(SaveError::DuplicateExternalId | SaveError::VersionConflict) => continue,
+                Err(SaveError::DuplicateInbound) => return Err(UpsertError::Contended),
+                Err(SaveError::Infrastructure(e)) => return Err(e.into()),
+            };
             let plan = plan_upsert(
                 input.external_id.is_some(),
                 by_external_id.as_ref(),
@@ -245,14 +265,15 @@ impl KycService {
         Err(UpsertError::Contended)
     }
 
-    async fn insert_new(
+    /// A new customer from the input (not stored) and its creation events.
+    fn new_customer(
         &self,
         firm: FirmId,
         actor: &Actor,
         input: &CustomerInput,
         added_via: AddedVia,
-    ) -> Result<Upserted, SaveError> {
-        let (mut customer, events) = Customer::create(
+    ) -> (Customer, Vec<DomainEvent>) {
+        Customer::create(
             self.ports.ids.customer_id(),
             firm,
             NewCustomer {
@@ -265,7 +286,17 @@ impl KycService {
             added_via,
             actor,
             self.ports.clock.now(),
-        );
+        )
+    }
+
+    async fn insert_new(
+        &self,
+        firm: FirmId,
+        actor: &Actor,
+        input: &CustomerInput,
+        added_via: AddedVia,
+    ) -> Result<Upserted, SaveError> {
+        let (mut customer, events) = self.new_customer(firm, actor, input, added_via);
         let outbox = outbox_for(firm, customer.id, &events);
         let saved = self
             .ports
