@@ -43,7 +43,9 @@ use kyc_domain::status::KycStatus;
 use kyc_domain::values::ExternalId;
 use kyc_postgres::PostgresStore;
 use kyc_sqlite::SqliteStore;
-use kyc_store_contract::{Stores, change_phone, insert_customer, new_customer, new_firm, now};
+use kyc_store_contract::{
+    Stores, add_endpoint, change_phone, insert_customer, new_customer, new_firm, now,
+};
 use sqlx::postgres::PgRow;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::SqliteRow;
@@ -77,6 +79,9 @@ struct Fixture {
 
 async fn fixture(stores: Stores, uncached: Stores) -> Fixture {
     let firm = new_firm(&stores).await;
+    // The bare statements queue every outbox message: so does the adapter for a firm with an
+    // endpoint that wants every notification.
+    add_endpoint(&stores, firm, &[]).await;
     let mut target = None;
     for n in 0..SEEDED {
         let customer = insert_customer(&stores, firm, Some(&format!("seed-{n}"))).await;
