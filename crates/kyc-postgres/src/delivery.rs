@@ -14,6 +14,15 @@ use crate::{PostgresStore, at_micros, fit, infra};
 use sqlx::types::Json;
 use uuid::Uuid;
 
+/// Leases (until `$1`) up to `$3` entries due at `$2`, oldest first, walking
+/// `outbox_pending_idx`: the undelivered entries only, so a lease never reads the delivered
+/// history.
+pub(crate) const CLAIM: &str = "UPDATE outbox SET locked_until = $1 WHERE id IN ( \
+     SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
+     AND (locked_until IS NULL OR locked_until <= $2) ORDER BY id LIMIT $3 \
+     FOR UPDATE SKIP LOCKED) \
+     RETURNING id, message, created_at, attempts";
+
 const ENDPOINT_COLUMNS: &str = "SELECT id, firm_id, url, description, event_types, secret, disabled_at, created_at FROM webhook_endpoints";
 
 fn endpoint_from_row(row: &PgRow) -> Result<WebhookEndpoint, InfrastructureError> {
@@ -183,19 +192,13 @@ impl OutboxStore for PostgresStore {
     ) -> Result<Vec<OutboxEntry>, InfrastructureError> {
         // SKIP LOCKED lets concurrent workers pass over rows another worker is leasing right
         // now instead of queueing behind it; the lease then keeps them apart after commit.
-        let rows = sqlx::query(
-            "UPDATE outbox SET locked_until = $1 WHERE id IN ( \
-                 SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
-                 AND (locked_until IS NULL OR locked_until <= $2) ORDER BY id LIMIT $3 \
-                 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, message, created_at, attempts",
-        )
-        .bind(at_micros(lease_until))
-        .bind(at_micros(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(infra)?;
+        let rows = sqlx::query(CLAIM)
+            .bind(at_micros(lease_until))
+            .bind(at_micros(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(infra)?;
         let mut entries = rows
             .iter()
             .map(|row| {

@@ -12,6 +12,14 @@ use time::OffsetDateTime;
 
 use crate::{SqliteStore, from_json, from_micros, from_micros_opt, infra, micros, to_json, uuid};
 
+/// Leases (until `$1`) up to `$3` entries due at `$2`, oldest first, walking
+/// `outbox_pending_idx`: the undelivered entries only, so a lease never reads the delivered
+/// history, nor sorts every due entry.
+pub(crate) const CLAIM: &str = "UPDATE outbox SET locked_until = $1 WHERE id IN ( \
+     SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
+     AND (locked_until IS NULL OR locked_until <= $2) ORDER BY id LIMIT $3) \
+     RETURNING id, message, created_at, attempts";
+
 const ENDPOINT_COLUMNS: &str = "SELECT id, firm_id, url, description, event_types, secret, disabled_at, created_at FROM webhook_endpoints";
 
 fn endpoint_from_row(row: &SqliteRow) -> Result<WebhookEndpoint, InfrastructureError> {
@@ -184,18 +192,13 @@ impl OutboxStore for SqliteStore {
     ) -> Result<Vec<OutboxEntry>, InfrastructureError> {
         // SQLite has no row locks; the immediate transaction makes the select-and-lease atomic.
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
-            "UPDATE outbox SET locked_until = $1 WHERE id IN ( \
-                 SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
-                 AND (locked_until IS NULL OR locked_until <= $2) ORDER BY id LIMIT $3) \
-             RETURNING id, message, created_at, attempts",
-        )
-        .bind(micros(lease_until))
-        .bind(micros(now))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(infra)?;
+        let rows = sqlx::query(CLAIM)
+            .bind(micros(lease_until))
+            .bind(micros(now))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(infra)?;
         tx.commit().await.map_err(infra)?;
         let mut entries = rows
             .iter()
