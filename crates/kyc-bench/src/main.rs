@@ -4,8 +4,8 @@
 //! SQLite file), creates firms and API keys with the real `kyc-server` CLI, seeds customers and
 //! open verification attempts through the storage adapter, starts the real `kyc-server serve`
 //! (release build, rate limits off) and this binary's bare axum + sqlx `baseline-server` on
-//! loopback ports, and drives both with the same client at the same concurrency, one phase at a
-//! time for a fixed duration. It prints per phase the throughput, p50/p99 latency, errors, the
+//! loopback ports, and drives both with the same client at the same concurrency for a fixed
+//! duration per phase; a baseline phase and the API's matching phase run in alternating slices. It prints per phase the throughput, p50/p99 latency, errors, the
 //! ratio to the matching baseline phase and the server's peak memory, and checks the targets of
 //! `docs/performance.md`. All traffic goes to 127.0.0.1; the database is dropped at the end.
 
@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 use kyc_domain::ids::FirmId;
 
 use crate::database::{Backend, RunDatabase};
-use crate::load::{PhaseLimits, run_phase};
+use crate::load::{PhaseLimits, run_paired, run_phase};
 use crate::processes::{KycServer, Running};
 use crate::report::{BackendReport, Phase};
 use crate::scenarios::{ListWalk, Target, Upserts, WebhookSupply, WebhookWorker};
@@ -85,6 +85,12 @@ struct RunArgs {
     /// Requests in flight at once, in every phase, against the server and the baseline alike.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Slices each pair of phases (a baseline and the API's matching phase) is measured in,
+    /// alternating between the two, so both meet the same conditions on the machine; each phase
+    /// still runs `--duration-secs` in all.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+
     /// Length of each measured phase.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
@@ -174,8 +180,14 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
 fn args_summary(args: &RunArgs) -> String {
     format!(
-        "{} customers in {} firms, {} open attempts; {} requests in flight; {} s per phase",
-        args.customers, args.firms, args.attempts, args.concurrency, args.duration_secs
+        "{} customers in {} firms, {} open attempts; {} requests in flight; {} s per phase, \
+         each baseline interleaved with its API phase in {} rounds",
+        args.customers,
+        args.firms,
+        args.attempts,
+        args.concurrency,
+        args.duration_secs,
+        args.rounds
     )
 }
 
@@ -263,24 +275,23 @@ async fn measure(
         .await;
     }
 
-    eprintln!("  phase: baseline read");
-    let target = bare.clone();
-    let result = run_phase(
+    eprintln!("  phase: baseline read and read one customer, interleaved");
+    let (baseline, own) = (bare.clone(), api.clone());
+    let (baseline_result, result) = run_paired(
         limits,
-        |w| w,
-        move |w| scenarios::baseline_read(target.clone(), w),
+        args.rounds,
+        (
+            |w| w,
+            move |w| scenarios::baseline_read(baseline.clone(), w),
+        ),
+        (|w| w, move |w| scenarios::api_read(own.clone(), w)),
     )
     .await;
-    report.push(Phase::BaselineRead, result, baseline_process.memory());
-
-    eprintln!("  phase: read one customer");
-    let target = api.clone();
-    let result = run_phase(
-        limits,
-        |w| w,
-        move |w| scenarios::api_read(target.clone(), w),
-    )
-    .await;
+    report.push(
+        Phase::BaselineRead,
+        baseline_result,
+        baseline_process.memory(),
+    );
     report.push(Phase::Read, result, server_process.memory());
 
     eprintln!("  phase: list pages");
@@ -291,20 +302,24 @@ async fn measure(
     .await;
     report.push(Phase::List, result, server_process.memory());
 
-    eprintln!("  phase: baseline insert");
-    let target = bare.clone();
-    let result = run_phase(limits, Upserts::new, move |upserts| {
-        scenarios::baseline_insert(target.clone(), upserts)
-    })
+    eprintln!("  phase: baseline insert and upsert, interleaved");
+    let (baseline, own) = (bare.clone(), api.clone());
+    let (baseline_result, result) = run_paired(
+        limits,
+        args.rounds,
+        (Upserts::new, move |upserts| {
+            scenarios::baseline_insert(baseline.clone(), upserts)
+        }),
+        (Upserts::new, move |upserts| {
+            scenarios::api_upsert(own.clone(), upserts)
+        }),
+    )
     .await;
-    report.push(Phase::BaselineInsert, result, baseline_process.memory());
-
-    eprintln!("  phase: upsert");
-    let target = api.clone();
-    let result = run_phase(limits, Upserts::new, move |upserts| {
-        scenarios::api_upsert(target.clone(), upserts)
-    })
-    .await;
+    report.push(
+        Phase::BaselineInsert,
+        baseline_result,
+        baseline_process.memory(),
+    );
     report.push(Phase::Upsert, result, server_process.memory());
 
     eprintln!("  phase: provider webhooks");
