@@ -14,6 +14,7 @@ use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, Fi
 use kyc_domain::ports::{
     AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, InsertOrMatch, LinkLocation,
     ListOrder, ListQuery, RECOVERY_LEASE, SaveError, Saved, UpsertCandidates,
+    insert_unless_matched_in_two_steps,
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
@@ -783,20 +784,7 @@ impl CustomerStore for PostgresStore {
         let parts = parts_of(customer, events, outbox, None);
         if parts.attempts {
             // Not a customer as created: the look-up and the insert one after the other.
-            let candidates = self
-                .find_upsert_candidates(
-                    customer.firm_id,
-                    customer.external_id.as_ref(),
-                    &customer.email,
-                )
-                .await?;
-            if candidates.by_external_id.is_some() || candidates.by_email.is_some() {
-                return Ok(InsertOrMatch::Matched(candidates));
-            }
-            return self
-                .insert(customer, events, outbox)
-                .await
-                .map(InsertOrMatch::Inserted);
+            return insert_unless_matched_in_two_steps(self, customer, events, outbox).await;
         }
         let statement =
             &INSERT_UNLESS_FOUND_STATEMENTS[parts.events as usize * 3 + parts.outbox as usize];

@@ -45,7 +45,11 @@ ANALYZE outbox;
 ";
 
 async fn explain(pool: &PgPool, mut statement: QueryBuilder<'_, sqlx::Postgres>) -> String {
-    let rows = statement.build().fetch_all(pool).await.expect("explain");
+    lines(&statement.build().fetch_all(pool).await.expect("explain"))
+}
+
+/// The plan in the rows of an `EXPLAIN`, one line each.
+fn lines(rows: &[sqlx::postgres::PgRow]) -> String {
     rows.iter()
         .map(|row| row.get::<String, _>(0))
         .collect::<Vec<_>>()
@@ -145,35 +149,29 @@ async fn list_and_poll_queries_on_100k_customers_use_an_index() {
         }
     }
     // The re-screening walk serves every firm: its partial index, not a scan of all customers.
-    let rows = sqlx::query(&format!("EXPLAIN {RESCREENING}"))
-        .bind(OffsetDateTime::now_utc())
-        .bind(100_i64)
-        .fetch_all(&pool)
-        .await
-        .expect("explain");
-    let plan = rows
-        .iter()
-        .map(|row| row.get::<String, _>(0))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let plan = lines(
+        &sqlx::query(&format!("EXPLAIN {RESCREENING}"))
+            .bind(OffsetDateTime::now_utc())
+            .bind(100_i64)
+            .fetch_all(&pool)
+            .await
+            .expect("explain"),
+    );
     if !plan.contains("customers_rescreening_idx") {
         failures.push(format!("due for rescreening\n{plan}"));
     }
     // The outbox lease walks the undelivered entries in order and stops at its limit: neither
     // the delivered history nor a sort of every due entry.
     let now = OffsetDateTime::now_utc();
-    let rows = sqlx::query(&format!("EXPLAIN {CLAIM}"))
-        .bind(now + Duration::minutes(1))
-        .bind(now)
-        .bind(16_i64)
-        .fetch_all(&pool)
-        .await
-        .expect("explain");
-    let plan = rows
-        .iter()
-        .map(|row| row.get::<String, _>(0))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let plan = lines(
+        &sqlx::query(&format!("EXPLAIN {CLAIM}"))
+            .bind(now + Duration::minutes(1))
+            .bind(now)
+            .bind(16_i64)
+            .fetch_all(&pool)
+            .await
+            .expect("explain"),
+    );
     if !plan.contains("outbox_pending_idx") || plan.contains("Sort") {
         failures.push(format!("outbox lease\n{plan}"));
     }

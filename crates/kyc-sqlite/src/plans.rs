@@ -49,7 +49,11 @@ SELECT '00000000-0000-0000-0000-000000000010', '{}', 0, 1600000000000000 FROM g;
 ";
 
 async fn plan(pool: &SqlitePool, mut statement: QueryBuilder<'_, Sqlite>) -> String {
-    let rows = statement.build().fetch_all(pool).await.expect("explain");
+    details(&statement.build().fetch_all(pool).await.expect("explain"))
+}
+
+/// The plan in the rows of an `EXPLAIN QUERY PLAN`, one line each.
+fn details(rows: &[sqlx::sqlite::SqliteRow]) -> String {
     rows.iter()
         .map(|row| row.get::<String, _>("detail"))
         .collect::<Vec<_>>()
@@ -63,14 +67,7 @@ async fn plan_of(pool: &SqlitePool, statement: &str, parameters: usize) -> Strin
     for n in 0..parameters {
         query = query.bind(format!("p{n}"));
     }
-    query
-        .fetch_all(pool)
-        .await
-        .expect("explain")
-        .iter()
-        .map(|row| row.get::<String, _>("detail"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    details(&query.fetch_all(pool).await.expect("explain"))
 }
 
 #[tokio::test]
@@ -205,32 +202,28 @@ async fn check_plans(pool: &SqlitePool, stats: &str, failures: &mut Vec<String>)
         }
     }
     // The re-screening walk serves every firm: its partial index delivers the rows in order.
-    let walk = sqlx::query(&format!("EXPLAIN QUERY PLAN {RESCREENING}"))
-        .bind(1_700_000_000_000_000_i64)
-        .bind(100_i64)
-        .fetch_all(pool)
-        .await
-        .expect("explain")
-        .iter()
-        .map(|row| row.get::<String, _>("detail"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let walk = details(
+        &sqlx::query(&format!("EXPLAIN QUERY PLAN {RESCREENING}"))
+            .bind(1_700_000_000_000_000_i64)
+            .bind(100_i64)
+            .fetch_all(pool)
+            .await
+            .expect("explain"),
+    );
     if !walk.contains("customers_rescreening_idx") || walk.contains("TEMP B-TREE") {
         failures.push(format!("{stats}: due for rescreening\n{walk}"));
     }
     // The outbox lease walks the undelivered entries in order and stops at its limit: neither
     // the delivered history nor a sort of every due entry.
-    let lease = sqlx::query(&format!("EXPLAIN QUERY PLAN {CLAIM}"))
-        .bind(1_700_000_060_000_000_i64)
-        .bind(1_700_000_000_000_000_i64)
-        .bind(16_i64)
-        .fetch_all(pool)
-        .await
-        .expect("explain")
-        .iter()
-        .map(|row| row.get::<String, _>("detail"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let lease = details(
+        &sqlx::query(&format!("EXPLAIN QUERY PLAN {CLAIM}"))
+            .bind(1_700_000_060_000_000_i64)
+            .bind(1_700_000_000_000_000_i64)
+            .bind(16_i64)
+            .fetch_all(pool)
+            .await
+            .expect("explain"),
+    );
     if !lease.contains("outbox_pending_idx") || lease.contains("TEMP B-TREE") {
         failures.push(format!("{stats}: outbox lease\n{lease}"));
     }

@@ -15,8 +15,8 @@ use time::Duration;
 use uuid::Uuid;
 
 use crate::{
-    Stores, add_endpoint, change_phone, crm, insert_customer, new_customer, new_firm, now, staff,
-    touch_customer,
+    Stores, add_endpoint, change_phone, claim_messages, crm, insert_customer, new_customer,
+    new_firm, now, staff, touch_customer,
 };
 
 /// Everything an insert stored comes back equal through `get`, `get_by_external_id` and
@@ -163,14 +163,7 @@ pub async fn notifications_are_queued_only_for_an_endpoint_that_wants_them(store
             .unwrap();
         given.extend(outbox);
     }
-    let queued: Vec<OutboxMessage> = stores
-        .outbox
-        .claim_batch(now(), now() + Duration::minutes(1), 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| entry.message)
-        .collect();
+    let queued = claim_messages(&stores).await;
     let firm_of = |message: &OutboxMessage| match message {
         OutboxMessage::Notify { firm_id, .. } | OutboxMessage::RunScreening { firm_id, .. } => {
             *firm_id
@@ -244,13 +237,7 @@ pub async fn save_writes_state_events_and_outbox_together(stores: Stores) {
         .map(|entry| entry.event.clone())
         .collect();
     assert_eq!(tail, events);
-    let batch = stores
-        .outbox
-        .claim_batch(now(), now() + Duration::minutes(1), 100)
-        .await
-        .unwrap();
-    let messages: Vec<_> = batch.into_iter().map(|entry| entry.message).collect();
-    assert_eq!(messages, outbox);
+    assert_eq!(claim_messages(&stores).await, outbox);
 }
 
 /// A save refused part-way (the inbound event was already recorded, or an adopted external id is
@@ -478,23 +465,11 @@ pub async fn insert_unless_matched_stores_only_a_customer_nobody_matches(stores:
             .collect::<Vec<_>>(),
         events
     );
-    let queued: Vec<_> = stores
-        .outbox
-        .claim_batch(now(), now() + Duration::minutes(1), 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| entry.message)
-        .collect();
-    assert_eq!(queued, outbox);
+    assert_eq!(claim_messages(&stores).await, outbox);
 
     // Matched by external id, by email (another external id, or none): nothing written.
     let by_email = insert_customer(&stores, firm, None).await;
-    stores
-        .outbox
-        .claim_batch(now(), now() + Duration::minutes(1), 100)
-        .await
-        .unwrap();
+    claim_messages(&stores).await;
     let cases = [
         (
             Some("crm-new"),
@@ -538,12 +513,7 @@ pub async fn insert_unless_matched_stores_only_a_customer_nobody_matches(stores:
         );
     }
     assert!(
-        stores
-            .outbox
-            .claim_batch(now(), now() + Duration::minutes(1), 100)
-            .await
-            .unwrap()
-            .is_empty(),
+        claim_messages(&stores).await.is_empty(),
         "a match queues nothing"
     );
 

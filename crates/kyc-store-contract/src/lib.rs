@@ -218,6 +218,18 @@ pub async fn add_endpoint(stores: &Stores, firm: FirmId, types: &[&str]) -> Webh
     endpoint
 }
 
+/// Leases every due outbox entry for a minute and returns their messages, oldest first.
+pub async fn claim_messages(stores: &Stores) -> Vec<OutboxMessage> {
+    stores
+        .outbox
+        .claim_batch(now(), now() + time::Duration::minutes(1), 100)
+        .await
+        .expect("claim outbox entries")
+        .into_iter()
+        .map(|entry| entry.message)
+        .collect()
+}
+
 /// The CRM integration acting through an API key.
 pub fn crm() -> Actor {
     Actor::ApiKey {

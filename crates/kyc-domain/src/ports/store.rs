@@ -126,6 +126,33 @@ pub enum InsertOrMatch {
     Matched(UpsertCandidates),
 }
 
+/// [`CustomerStore::insert_unless_matched`] as two calls: the upsert's look-up, then the insert
+/// when it found nothing. The method's default, for a store that overrides it to fall back on.
+///
+/// # Errors
+/// As [`CustomerStore::insert_unless_matched`].
+pub async fn insert_unless_matched_in_two_steps<S: CustomerStore + ?Sized>(
+    store: &S,
+    customer: &Customer,
+    events: &[DomainEvent],
+    outbox: &[OutboxMessage],
+) -> Result<InsertOrMatch, SaveError> {
+    let candidates = store
+        .find_upsert_candidates(
+            customer.firm_id,
+            customer.external_id.as_ref(),
+            &customer.email,
+        )
+        .await?;
+    if candidates.by_external_id.is_some() || candidates.by_email.is_some() {
+        return Ok(InsertOrMatch::Matched(candidates));
+    }
+    store
+        .insert(customer, events, outbox)
+        .await
+        .map(InsertOrMatch::Inserted)
+}
+
 /// The attempt a verification link was issued for, found by the hash of its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkLocation {
@@ -278,19 +305,7 @@ pub trait CustomerStore: Send + Sync {
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
     ) -> Result<InsertOrMatch, SaveError> {
-        let candidates = self
-            .find_upsert_candidates(
-                customer.firm_id,
-                customer.external_id.as_ref(),
-                &customer.email,
-            )
-            .await?;
-        if candidates.by_external_id.is_some() || candidates.by_email.is_some() {
-            return Ok(InsertOrMatch::Matched(candidates));
-        }
-        self.insert(customer, events, outbox)
-            .await
-            .map(InsertOrMatch::Inserted)
+        insert_unless_matched_in_two_steps(self, customer, events, outbox).await
     }
 
     /// One page of the firm's customers matching the query, in [`CustomerFilter::order`].
