@@ -87,6 +87,24 @@ impl PostgresStore {
         Ok(Customer::restore_shared(state))
     }
 
+    /// Puts the customer of an upsert look-up's row (the [`COLUMNS`], then which look-up found it:
+    /// 0 by external id, 1 by email) into `candidates`.
+    fn add_candidate(
+        &self,
+        candidates: &mut UpsertCandidates,
+        firm: FirmId,
+        row: &sqlx::postgres::PgRow,
+    ) -> Result<(), InfrastructureError> {
+        let found_by: i32 = row.try_get(3).map_err(infra)?;
+        let found = Some(self.row_to_customer(firm, row)?);
+        if found_by == 0 {
+            candidates.by_external_id = found;
+        } else {
+            candidates.by_email = found;
+        }
+        Ok(())
+    }
+
     /// Remembers the state just committed for `customer`, now as `saved` says, so the next read of
     /// it skips the parse.
     fn remember(&self, customer: &Customer, saved: Saved) {
@@ -763,13 +781,7 @@ impl CustomerStore for PostgresStore {
         .map_err(infra)?;
         let mut candidates = UpsertCandidates::default();
         for row in &rows {
-            let found_by: i32 = row.try_get(3).map_err(infra)?;
-            let customer = Some(self.row_to_customer(firm, row)?);
-            if found_by == 0 {
-                candidates.by_external_id = customer;
-            } else {
-                candidates.by_email = customer;
-            }
+            self.add_candidate(&mut candidates, firm, row)?;
         }
         Ok(candidates)
     }
@@ -799,13 +811,7 @@ impl CustomerStore for PostgresStore {
                 self.remember(customer, saved);
                 return Ok(InsertOrMatch::Inserted(saved));
             }
-            let found_by: i32 = row.try_get(3).map_err(infra)?;
-            let found = Some(self.row_to_customer(customer.firm_id, row)?);
-            if found_by == 0 {
-                candidates.by_external_id = found;
-            } else {
-                candidates.by_email = found;
-            }
+            self.add_candidate(&mut candidates, customer.firm_id, row)?;
         }
         if candidates.by_external_id.is_none() && candidates.by_email.is_none() {
             return Err(SaveError::Infrastructure(InfrastructureError::internal(
