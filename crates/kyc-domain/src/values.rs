@@ -409,6 +409,68 @@ impl From<Note> for String {
     }
 }
 
+text_value!(
+    /// The name a firm's admin gives an API key, 1–100 characters, shown wherever the key is
+    /// listed (the back office, the audit trail of what the key did).
+    KeyLabel,
+    "label",
+    100
+);
+
+/// A back-office user's password as typed, 12 to 1,024 characters: long enough that guessing is
+/// hopeless, short enough that hashing one cannot be used to tie up the server. Kept exactly as
+/// given (spaces count). `Debug` and `Display` print `[redacted]`, so a password never reaches a
+/// log by accident; [`Password::expose`] is the one way to read it, for the hasher.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// The fewest characters a password may have.
+    pub const MIN_CHARS: usize = 12;
+    /// The most characters a password may have.
+    pub const MAX_CHARS: usize = 1024;
+
+    /// Validates the length and wraps the password.
+    ///
+    /// # Errors
+    /// [`ValidationError`] on `password` when shorter than [`Password::MIN_CHARS`] or longer than
+    /// [`Password::MAX_CHARS`] characters.
+    pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
+        let text = text.into();
+        let chars = text.chars().count();
+        if chars < Self::MIN_CHARS {
+            return Err(ValidationError::new(
+                "password",
+                format!("a password must be at least {} characters", Self::MIN_CHARS),
+            ));
+        }
+        if chars > Self::MAX_CHARS {
+            return Err(ValidationError::new(
+                "password",
+                format!("a password must be at most {} characters", Self::MAX_CHARS),
+            ));
+        }
+        Ok(Self(text))
+    }
+
+    /// The password itself, for the one place that needs it: the hasher.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,6 +648,42 @@ mod tests {
     }
 
     #[test]
+    fn passwords_are_12_to_1024_characters_and_never_printed() {
+        assert_eq!(Password::new("eleven-char").unwrap_err().field, "password");
+        assert!(Password::new("twelve-chars").is_ok());
+        assert!(Password::new("é".repeat(1024)).is_ok());
+        assert!(Password::new("x".repeat(1025)).is_err());
+        let password = Password::new("  correct horse battery  ").unwrap();
+        assert_eq!(password.expose(), "  correct horse battery  ");
+        assert!(!format!("{password:?}").contains("horse"));
+        assert!(!password.to_string().contains("horse"));
+    }
+
+    #[test]
+    fn key_labels_are_trimmed_and_1_to_100_characters() {
+        assert_eq!(KeyLabel::new("  CRM sync ").unwrap().as_str(), "CRM sync");
+        assert_eq!(KeyLabel::new("   ").unwrap_err().field, "label");
+        assert!(KeyLabel::new("x".repeat(100)).is_ok());
+        assert!(KeyLabel::new("x".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn scope_sets_are_validated_deduplicated_and_sorted() {
+        assert_eq!(
+            ApiScope::parse_set("aml:read, customers:read,aml:read,").unwrap(),
+            vec![ApiScope::CustomersRead, ApiScope::AmlRead]
+        );
+        let unknown = ApiScope::parse_set("customers:read,customers:delete").unwrap_err();
+        assert_eq!(unknown.field, "scopes");
+        assert!(unknown.message.contains("customers:delete"), "{unknown}");
+        let none = ApiScope::parse_set(" , ").unwrap_err();
+        assert_eq!(none.field, "scopes");
+        for scope in ApiScope::ALL {
+            assert!(none.message.contains(scope.as_str()), "{none}");
+        }
+    }
+
+    #[test]
     fn credits_never_go_below_zero() {
         assert_eq!(Credits::new(1).checked_sub(Credits::new(2)), None);
         assert_eq!(
@@ -644,10 +742,41 @@ impl ApiScope {
                 ValidationError::new(
                     "scopes",
                     format!(
-                        "unknown scope {text:?}; expected one of customers:read, customers:write, aml:read, webhooks:manage"
+                        "unknown scope {text:?}; expected one of {}",
+                        Self::spelled_list()
                     ),
                 )
             })
+    }
+
+    /// Parses a comma-separated list (`aml:read, customers:read`): each scope trimmed, blanks
+    /// between commas ignored, duplicates dropped, sorted in [`ApiScope::ALL`]'s order. A key
+    /// needs at least one scope: one with none could do nothing.
+    ///
+    /// # Errors
+    /// [`ValidationError`] on `scopes` for an unknown scope, or when there is none at all; the
+    /// message names the valid scopes.
+    pub fn parse_set(text: &str) -> Result<Vec<Self>, ValidationError> {
+        let mut scopes = text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(Self::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if scopes.is_empty() {
+            return Err(ValidationError::new(
+                "scopes",
+                format!("at least one scope is needed: {}", Self::spelled_list()),
+            ));
+        }
+        scopes.sort();
+        scopes.dedup();
+        Ok(scopes)
+    }
+
+    /// Every scope in the contract's spelling, comma-separated, for messages.
+    fn spelled_list() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
     }
 }
 
