@@ -584,9 +584,16 @@ pub(crate) fn page_statement<'q>(
     query: &'q ListQuery,
     horizon: Option<OffsetDateTime>,
 ) -> QueryBuilder<'q, Postgres> {
-    let sort = match query.filter.order() {
+    let order = query.filter.order();
+    let sort = match order {
         ListOrder::CreatedAt => "created_at",
-        ListOrder::UpdatedAt => "updated_at",
+        ListOrder::UpdatedAt | ListOrder::UpdatedAtDesc => "updated_at",
+    };
+    // Past the cursor is below it when the walk goes down; the index is read backwards then.
+    let (past, direction) = if order.is_descending() {
+        ("<", " DESC")
+    } else {
+        (">", "")
     };
     let mut builder = QueryBuilder::<Postgres>::new(select);
     push_filters(&mut builder, firm, query);
@@ -595,7 +602,7 @@ pub(crate) fn page_statement<'q>(
         let key = at_micros(after.sort_key);
         // A row comparison Postgres resolves with one range scan of (firm_id, sort, id).
         builder
-            .push(format!(" AND ({sort}, id) > ("))
+            .push(format!(" AND ({sort}, id) {past} ("))
             .push_bind(key)
             .push(", ")
             .push_bind(after.id.as_uuid())
@@ -603,7 +610,7 @@ pub(crate) fn page_statement<'q>(
     }
     let limit = query.limit.clamp(1, 100);
     builder
-        .push(format!(" ORDER BY {sort}, id LIMIT "))
+        .push(format!(" ORDER BY {sort}{direction}, id{direction} LIMIT "))
         .push_bind(i64::from(limit) + 1);
     builder
 }

@@ -116,6 +116,16 @@ async fn list_and_poll_queries_on_100k_customers_use_an_index() {
             external_id: Some(ExternalId::new("ext-13").unwrap()),
             ..Default::default()
         },
+        // The back office's newest change first: the poll's index, read backwards.
+        CustomerFilter {
+            newest_first: true,
+            ..Default::default()
+        },
+        CustomerFilter {
+            newest_first: true,
+            aml_status: Some(AmlStatus::NeedsReview),
+            ..Default::default()
+        },
     ];
     let mut failures = Vec::new();
     for filter in queries {

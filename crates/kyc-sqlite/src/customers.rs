@@ -272,9 +272,16 @@ pub(crate) fn page_statement<'q>(
     firm: FirmId,
     query: &'q ListQuery,
 ) -> QueryBuilder<'q, Sqlite> {
-    let sort = match query.filter.order() {
+    let order = query.filter.order();
+    let sort = match order {
         ListOrder::CreatedAt => "created_at",
-        ListOrder::UpdatedAt => "updated_at",
+        ListOrder::UpdatedAt | ListOrder::UpdatedAtDesc => "updated_at",
+    };
+    // Past the cursor is below it when the walk goes down; the index is read backwards then.
+    let (past, direction) = if order.is_descending() {
+        ("<", " DESC")
+    } else {
+        (">", "")
     };
     let mut builder = QueryBuilder::<Sqlite>::new(select);
     push_filters(&mut builder, firm, query);
@@ -282,7 +289,7 @@ pub(crate) fn page_statement<'q>(
         let key = micros(after.sort_key);
         // A row value, which SQLite turns into one index range on (firm_id, sort, id).
         builder
-            .push(format!(" AND ({sort}, id) > ("))
+            .push(format!(" AND ({sort}, id) {past} ("))
             .push_bind(key)
             .push(", ")
             .push_bind(after.id.to_string())
@@ -290,7 +297,7 @@ pub(crate) fn page_statement<'q>(
     }
     let limit = query.limit.clamp(1, 100);
     builder
-        .push(format!(" ORDER BY {sort}, id LIMIT "))
+        .push(format!(" ORDER BY {sort}{direction}, id{direction} LIMIT "))
         .push_bind(i64::from(limit) + 1);
     builder
 }

@@ -160,6 +160,16 @@ async fn check_plans(pool: &SqlitePool, stats: &str, failures: &mut Vec<String>)
             external_id: Some(ExternalId::new("ext-13").unwrap()),
             ..Default::default()
         },
+        // The back office's newest change first: the poll's index, read backwards.
+        CustomerFilter {
+            newest_first: true,
+            ..Default::default()
+        },
+        CustomerFilter {
+            newest_first: true,
+            aml_status: Some(AmlStatus::NeedsReview),
+            ..Default::default()
+        },
     ];
     for filter in filters {
         for cursor in [None, Some(after.clone())] {
@@ -186,6 +196,7 @@ async fn check_plans(pool: &SqlitePool, stats: &str, failures: &mut Vec<String>)
             let ranged = query.after.is_none()
                 || unique
                 || page.contains("_at,id)>(")
+                || page.contains("_at,id)<(")
                 || page.contains("_at>?");
             if scans || !ranged || (page.contains("TEMP B-TREE") && !unique) {
                 failures.push(format!("{stats}: {query:?}\n{page}"));

@@ -7,7 +7,7 @@
 //! | Module | Proves |
 //! |---|---|
 //! | [`customers`] | round trips, atomic saves, optimistic concurrency, the externalId race, inbound dedupe, attempt look-ups |
-//! | [`pagination`] | list filters and counts, cursor walks under concurrent writers, polling with `updated_since` |
+//! | [`pagination`] | list filters and counts, cursor walks under concurrent writers, polling with `updated_since`, the newest-first walk |
 //! | [`audit`] | the event log only grows |
 //! | [`cache`] | cached customer states are never stale, never cross firms, never differ from a parse (adapters call these with two stores) |
 //! | [`tenancy`] | a firm's id never reaches another firm's rows |
@@ -137,6 +137,7 @@ macro_rules! contract_tests {
             list_filters_pages_and_counts,
             walking_every_page_while_writers_run_never_skips_or_repeats,
             polling_with_updated_since_and_cursor_loses_no_change,
+            a_newest_first_walk_returns_every_customer_once_newest_change_first,
             a_change_is_never_stamped_before_one_that_committed_first,
             the_event_log_only_grows,
             reads_with_one_firms_id_never_return_another_firms_rows,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use kyc_domain::customer::Customer;
 use kyc_domain::ids::{CustomerId, FirmId};
-use kyc_domain::ports::{CustomerFilter, ListOrder, ListQuery, PagePosition};
+use kyc_domain::ports::{CustomerFilter, ListQuery, PagePosition};
 use kyc_domain::risk::RiskAnswers;
 use kyc_domain::status::{AmlStatus, KycStatus};
 use kyc_domain::values::ExternalId;
@@ -34,11 +34,7 @@ pub async fn walk(
         let page = stores.customers.list(firm, &query).await.unwrap();
         assert!(page.customers.len() <= limit as usize);
         for customer in &page.customers {
-            let key = match filter.order() {
-                ListOrder::CreatedAt => customer.created_at,
-                ListOrder::UpdatedAt => customer.updated_at,
-            };
-            seen.push((customer.id, key));
+            seen.push((customer.id, filter.order().sort_key(customer)));
         }
         if !page.has_more {
             return seen;
@@ -210,6 +206,110 @@ pub async fn walking_every_page_while_writers_run_never_skips_or_repeats(stores:
     for writer in writers {
         writer.await.unwrap();
     }
+}
+
+/// The back office's newest-first list: a walk over every page in `(updated_at, id)` descending
+/// order returns every customer of the firm exactly once, the latest change first, and a customer
+/// changed during the walk moves to the front, behind the walk, so it is never shown twice.
+/// `updated_since` wins over `newest_first`: a poll always walks forward.
+pub async fn a_newest_first_walk_returns_every_customer_once_newest_change_first(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let other = new_firm(&stores).await;
+    let mut existing = Vec::new();
+    for _ in 0..20 {
+        existing.push(insert_customer(&stores, firm, None).await);
+    }
+    insert_customer(&stores, other, None).await;
+    // Change a few of the oldest, so the newest change is not the newest customer.
+    for (n, customer) in existing.iter_mut().take(6).enumerate().rev() {
+        touch_customer(&stores, customer, 7_000 + u32::try_from(n).unwrap()).await;
+    }
+    let newest = existing[0].id;
+    let filter = CustomerFilter {
+        newest_first: true,
+        ..Default::default()
+    };
+    let seen = walk(&stores, firm, &filter, 3).await;
+    let ids: Vec<_> = seen.iter().map(|(id, _)| *id).collect();
+    let unique: HashSet<_> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "a customer was repeated");
+    let expected: HashSet<_> = existing.iter().map(|c| c.id).collect();
+    assert_eq!(
+        unique, expected,
+        "every customer of the firm, and only those"
+    );
+    assert_eq!(ids[0], newest, "the latest change comes first");
+    let keys: Vec<_> = seen.iter().map(|(id, key)| (*key, *id)).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] > w[1]),
+        "the walk follows (updated_at, id) descending"
+    );
+    let stored: HashMap<_, _> = existing.iter().map(|c| (c.id, c.updated_at)).collect();
+    assert!(
+        seen.iter().all(|(id, key)| stored[id] == *key),
+        "each customer at its latest change"
+    );
+
+    // A customer changed after the first page was read moves ahead of the walk: not shown again.
+    let first = stores
+        .customers
+        .list(
+            firm,
+            &ListQuery {
+                filter: filter.clone(),
+                after: None,
+                limit: 5,
+                include_total: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((first.total, first.has_more), (Some(20), true));
+    let last = first.customers.last().unwrap();
+    let after = PagePosition::after(filter.order(), last);
+    let shown: HashSet<_> = first.customers.iter().map(|c| c.id).collect();
+    let mut moved = existing
+        .iter()
+        .find(|c| !shown.contains(&c.id))
+        .unwrap()
+        .clone();
+    touch_customer(&stores, &mut moved, 8_888).await;
+    let rest = stores
+        .customers
+        .list(
+            firm,
+            &ListQuery {
+                filter: filter.clone(),
+                after: Some(after),
+                limit: 100,
+                include_total: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!rest.has_more);
+    assert_eq!(
+        rest.customers.len(),
+        14,
+        "the rest but the customer that moved"
+    );
+    assert!(
+        rest.customers
+            .iter()
+            .all(|c| !shown.contains(&c.id) && c.id != moved.id)
+    );
+
+    let poll = CustomerFilter {
+        updated_since: Some(existing[0].updated_at - time::Duration::seconds(3600)),
+        newest_first: true,
+        ..Default::default()
+    };
+    let polled = walk(&stores, firm, &poll, 4).await;
+    let keys: Vec<_> = polled.iter().map(|(id, key)| (*key, *id)).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "with updated_since the walk goes forward"
+    );
 }
 
 /// Polling with `updated_since` and the cursor: every change saved before the poll began is

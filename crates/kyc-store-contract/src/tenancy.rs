@@ -108,6 +108,10 @@ pub async fn reads_with_one_firms_id_never_return_another_firms_rows(stores: Sto
             updated_since: Some(now() - Duration::hours(1)),
             ..Default::default()
         },
+        CustomerFilter {
+            newest_first: true,
+            ..Default::default()
+        },
     ];
     for filter in filters {
         let page = customers

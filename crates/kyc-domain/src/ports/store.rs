@@ -40,37 +40,77 @@ pub struct CustomerFilter {
     pub updated_since: Option<OffsetDateTime>,
     /// `external_id`
     pub external_id: Option<ExternalId>,
+    /// The most recently changed customers first, as the back office lists them. The CRM API
+    /// never sets it; `updated_since` wins when both are set, because a poll must walk forward.
+    pub newest_first: bool,
 }
 
 impl CustomerFilter {
     /// The order a walk with this filter follows. Polling with `updated_since` walks by
     /// `(updated_at, id)`, so a CRM that keeps the largest `updated_at` it saw as its watermark
-    /// misses nothing; a plain list walks by `(created_at, id)`, which no update can reorder.
+    /// misses nothing; a plain list walks by `(created_at, id)`, which no update can reorder;
+    /// `newest_first` (without `updated_since`) walks by `(updated_at, id)` descending.
     pub fn order(&self) -> ListOrder {
         if self.updated_since.is_some() {
             ListOrder::UpdatedAt
+        } else if self.newest_first {
+            ListOrder::UpdatedAtDesc
         } else {
             ListOrder::CreatedAt
         }
     }
 }
 
-/// The order of a customer walk; both ascending with the id as tie-breaker.
+/// The order of a customer walk, with the id as tie-breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListOrder {
-    /// `(created_at, id)`
+    /// `(created_at, id)` ascending.
     CreatedAt,
-    /// `(updated_at, id)`
+    /// `(updated_at, id)` ascending.
     UpdatedAt,
+    /// `(updated_at, id)` descending: the newest change first. A customer changed while a
+    /// person pages moves to the front, behind where they are, so a walk never shows it twice
+    /// (and shows its change only if it starts again).
+    UpdatedAtDesc,
+}
+
+impl ListOrder {
+    /// The customer's key in this order: the `sort_key` of a [`PagePosition`] after it.
+    pub fn sort_key(self, customer: &Customer) -> OffsetDateTime {
+        match self {
+            Self::CreatedAt => customer.created_at,
+            Self::UpdatedAt | Self::UpdatedAtDesc => customer.updated_at,
+        }
+    }
+
+    /// Whether the walk goes from the largest key to the smallest. A position after `(k, id)`
+    /// then means the customers with `(sort key, id) < (k, id)`.
+    pub const fn is_descending(self) -> bool {
+        match self {
+            Self::CreatedAt | Self::UpdatedAt => false,
+            Self::UpdatedAtDesc => true,
+        }
+    }
 }
 
 /// A position in a walk: the sort key and id of the last customer returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PagePosition {
-    /// `created_at` or `updated_at` of the last customer, by the walk's order.
+    /// `created_at` or `updated_at` of the last customer, by the walk's order
+    /// ([`ListOrder::sort_key`]).
     pub sort_key: OffsetDateTime,
     /// Its id.
     pub id: CustomerId,
+}
+
+impl PagePosition {
+    /// The position just after `customer` in a walk in `order`.
+    pub fn after(order: ListOrder, customer: &Customer) -> Self {
+        Self {
+            sort_key: order.sort_key(customer),
+            id: customer.id,
+        }
+    }
 }
 
 /// One page request.
@@ -308,7 +348,8 @@ pub trait CustomerStore: Send + Sync {
         insert_unless_matched_in_two_steps(self, customer, events, outbox).await
     }
 
-    /// One page of the firm's customers matching the query, in [`CustomerFilter::order`].
+    /// One page of the firm's customers matching the query, in [`CustomerFilter::order`]: after
+    /// `query.after` means past it in that order, so below it when the order is descending.
     ///
     /// A page filtered by `updated_since` leaves out any customer whose `updated_at` is not
     /// below the store's settled horizon: a time before which every change of the firm is

@@ -305,7 +305,7 @@ impl CustomerStore for MemoryStore {
         let order = query.filter.order();
         let key = |c: &CustomerState| match order {
             ListOrder::CreatedAt => (c.created_at, c.id),
-            ListOrder::UpdatedAt => (c.updated_at, c.id),
+            ListOrder::UpdatedAt | ListOrder::UpdatedAtDesc => (c.updated_at, c.id),
         };
         let data = lock(&self.data);
         let filter = &query.filter;
@@ -325,10 +325,20 @@ impl CustomerStore for MemoryStore {
             .collect();
         let total = query.include_total.then_some(matching.len() as u64);
         matching.sort_by_key(|c| key(c));
+        if order.is_descending() {
+            matching.reverse();
+        }
         let after = query.after.as_ref().map(|p| (p.sort_key, p.id));
+        let past = |c: &CustomerState, a| {
+            if order.is_descending() {
+                key(c) < a
+            } else {
+                key(c) > a
+            }
+        };
         let rest: Vec<_> = matching
             .into_iter()
-            .filter(|c| after.is_none_or(|a| key(c) > a))
+            .filter(|c| after.is_none_or(|a| past(c, a)))
             .collect();
         let limit = query.limit as usize;
         Ok(CustomerPage {
@@ -1002,6 +1012,7 @@ mod tests {
     use crate::customer::NewCustomer;
     use crate::events::{Actor, Person, Role};
     use crate::ids::UserId;
+    use crate::ports::{CustomerFilter, PagePosition};
     use crate::risk::{ProviderLevels, RiskAnswers};
     use crate::values::{AddedVia, CustomerType, FullName};
 
@@ -1119,5 +1130,42 @@ mod tests {
                 customer_id: customer.id,
             }]
         );
+    }
+
+    #[tokio::test]
+    async fn newest_first_walks_from_the_latest_change_down_and_resumes_below_the_cursor() {
+        let store = MemoryStore::default();
+        let firm = FirmId::from_uuid(Uuid::from_u128(60));
+        for n in 0..5_u32 {
+            let at = t0() + Duration::seconds(i64::from(n));
+            store
+                .insert(&starting(firm, at, u128::from(n)), &[], &[])
+                .await
+                .unwrap();
+        }
+        let filter = CustomerFilter {
+            newest_first: true,
+            ..CustomerFilter::default()
+        };
+        let page = |after| ListQuery {
+            filter: filter.clone(),
+            after,
+            limit: 2,
+            include_total: false,
+        };
+        let first = store.list(firm, &page(None)).await.unwrap();
+        let updated: Vec<_> = first.customers.iter().map(|c| c.updated_at).collect();
+        assert_eq!(
+            updated,
+            [t0() + Duration::seconds(4), t0() + Duration::seconds(3)]
+        );
+        let after = PagePosition::after(ListOrder::UpdatedAtDesc, &first.customers[1]);
+        let second = store.list(firm, &page(Some(after))).await.unwrap();
+        let updated: Vec<_> = second.customers.iter().map(|c| c.updated_at).collect();
+        assert_eq!(
+            updated,
+            [t0() + Duration::seconds(2), t0() + Duration::seconds(1)]
+        );
+        assert!(second.has_more);
     }
 }

@@ -15,7 +15,8 @@ use crate::error::ApiError;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Encoded {
-    /// `c` for `(created_at, id)`, `u` for `(updated_at, id)`.
+    /// `c` for `(created_at, id)`, `u` for `(updated_at, id)`, `d` for `(updated_at, id)`
+    /// descending.
     o: String,
     /// Sort key, Unix nanoseconds as text (exact, whatever the storage precision).
     k: String,
@@ -29,13 +30,15 @@ fn order_tag(order: ListOrder) -> &'static str {
     match order {
         ListOrder::CreatedAt => "c",
         ListOrder::UpdatedAt => "u",
+        ListOrder::UpdatedAtDesc => "d",
     }
 }
 
 /// What a cursor is bound to: the firm and every filter (not `limit` or `include`, which may
-/// change between pages).
+/// change between pages). `newest_first` is bound only when set, so every cursor issued before
+/// it existed (and every CRM cursor, which never sets it) keeps its binding.
 fn binding(firm: FirmId, filter: &CustomerFilter) -> String {
-    let canonical = format!(
+    let mut canonical = format!(
         "{firm}|{}|{}|{}|{}",
         filter.kyc_status.map_or("", |s| s.as_str()),
         filter.aml_status.map_or("", |s| s.as_str()),
@@ -45,6 +48,9 @@ fn binding(firm: FirmId, filter: &CustomerFilter) -> String {
             .unwrap_or_default(),
         filter.external_id.as_ref().map_or("", |e| e.as_str()),
     );
+    if filter.newest_first {
+        canonical.push_str("|newest_first");
+    }
     hex::encode(&Sha256::digest(canonical.as_bytes())[..12])
 }
 
@@ -129,5 +135,30 @@ mod tests {
         let stranger = FirmId::from_uuid(uuid::Uuid::from_u128(8));
         assert!(decode(&text, stranger, &filter).is_err());
         assert!(decode("not-a-cursor", firm(), &filter).is_err());
+    }
+
+    #[test]
+    fn a_newest_first_cursor_round_trips_and_is_refused_for_the_ascending_walk() {
+        let newest = CustomerFilter {
+            newest_first: true,
+            ..CustomerFilter::default()
+        };
+        let position = PagePosition {
+            sort_key: datetime!(2026-06-23 01:12:00 UTC),
+            id: CustomerId::from_uuid(uuid::Uuid::from_u128(42)),
+        };
+        let text = encode(firm(), &newest, &position);
+        assert_eq!(decode(&text, firm(), &newest).unwrap(), position);
+        assert!(decode(&text, firm(), &CustomerFilter::default()).is_err());
+        let ascending = encode(firm(), &CustomerFilter::default(), &position);
+        assert!(decode(&ascending, firm(), &newest).is_err());
+    }
+
+    #[test]
+    fn cursors_without_newest_first_keep_the_binding_they_always_had() {
+        // Computed as before `newest_first` existed: the firm and the four CRM filters.
+        let canonical = format!("{}||||", firm());
+        let before = hex::encode(&Sha256::digest(canonical.as_bytes())[..12]);
+        assert_eq!(binding(firm(), &CustomerFilter::default()), before);
     }
 }

@@ -240,13 +240,7 @@ pub(crate) async fn list_customers(
         .await?;
     let order = query.filter.order();
     let next_cursor = page.customers.last().filter(|_| page.has_more).map(|last| {
-        let position = PagePosition {
-            sort_key: match order {
-                kyc_domain::ports::ListOrder::CreatedAt => last.created_at,
-                kyc_domain::ports::ListOrder::UpdatedAt => last.updated_at,
-            },
-            id: last.id,
-        };
+        let position = PagePosition::after(order, last);
         cursor::encode(caller.firm_id, &query.filter, &position)
     });
     Ok(Json(CustomerListDto {
