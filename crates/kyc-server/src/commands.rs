@@ -79,6 +79,7 @@ pub async fn create_user(
         role,
         password_hash,
         created_at: OffsetDateTime::now_utc(),
+        disabled_at: None,
     };
     stores
         .users

@@ -36,6 +36,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User, InfrastructureError> {
             .ok_or_else(|| InfrastructureError::internal(format!("unknown role {role:?}")))?,
         password_hash: row.try_get("password_hash").map_err(infra)?,
         created_at: from_micros(row.try_get("created_at").map_err(infra)?)?,
+        disabled_at: from_micros_opt(row.try_get("disabled_at").map_err(infra)?)?,
     })
 }
 
@@ -105,7 +106,8 @@ impl FirmStore for SqliteStore {
     }
 }
 
-const USER_COLUMNS: &str = "SELECT id, firm_id, email, role, password_hash, created_at FROM users";
+const USER_COLUMNS: &str =
+    "SELECT id, firm_id, email, role, password_hash, created_at, disabled_at FROM users";
 
 #[async_trait]
 impl UserStore for SqliteStore {
@@ -113,8 +115,8 @@ impl UserStore for SqliteStore {
     async fn create_user(&self, user: &User) -> Result<(), CreateUserError> {
         let _turn = self.write_turn().await;
         sqlx::query(
-            "INSERT INTO users (id, firm_id, email, email_normalized, role, password_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO users (id, firm_id, email, email_normalized, role, password_hash, created_at, disabled_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(user.id.to_string())
         .bind(user.firm_id.to_string())
@@ -123,6 +125,7 @@ impl UserStore for SqliteStore {
         .bind(user.role.as_str())
         .bind(&user.password_hash)
         .bind(micros(user.created_at))
+        .bind(user.disabled_at.map(micros))
         .execute(&self.pool)
         .await
         .map_err(|error| {
@@ -162,6 +165,56 @@ impl UserStore for SqliteStore {
             .as_ref()
             .map(user_from_row)
             .transpose()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
+    async fn list_users(&self, firm: FirmId) -> Result<Vec<User>, InfrastructureError> {
+        sqlx::query(&format!(
+            "{USER_COLUMNS} WHERE firm_id = $1 ORDER BY email_normalized, id"
+        ))
+        .bind(firm.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(infra)?
+        .iter()
+        .map(user_from_row)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, user_id = %id))]
+    async fn set_user_role(
+        &self,
+        firm: FirmId,
+        id: UserId,
+        role: Role,
+    ) -> Result<bool, InfrastructureError> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query("UPDATE users SET role = $1 WHERE firm_id = $2 AND id = $3")
+            .bind(role.as_str())
+            .bind(firm.to_string())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(infra)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, user_id = %id))]
+    async fn set_user_disabled(
+        &self,
+        firm: FirmId,
+        id: UserId,
+        disabled_at: Option<OffsetDateTime>,
+    ) -> Result<bool, InfrastructureError> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query("UPDATE users SET disabled_at = $1 WHERE firm_id = $2 AND id = $3")
+            .bind(disabled_at.map(micros))
+            .bind(firm.to_string())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(infra)?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

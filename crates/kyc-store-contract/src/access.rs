@@ -22,6 +22,7 @@ fn user(firm: FirmId, email: &str) -> User {
         role: Role::ComplianceOfficer,
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
         created_at: now(),
+        disabled_at: None,
     }
 }
 
@@ -57,6 +58,172 @@ pub async fn users_log_in_by_a_globally_unique_email(stores: Stores) {
             .unwrap(),
         None
     );
+}
+
+/// A firm's users are listed by email compared without case, character by character; a user's
+/// role and disabled time change and read back by every look-up; a user created disabled stays
+/// so; an unknown id changes nothing.
+pub async fn users_are_listed_by_email_and_their_role_and_disabled_time_change(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    let run = Uuid::new_v4().simple().to_string();
+    // Upper case sorts before lower case by character code, and '.' before letters: the list
+    // must compare the lower-cased emails, byte by byte, whatever the database's collation.
+    let emails = [
+        format!("Zoe.{run}@firm.example"),
+        format!("a.b.{run}@firm.example"),
+        format!("ab.{run}@firm.example"),
+        format!("Bob.{run}@firm.example"),
+    ];
+    let mut users = Vec::new();
+    for email in &emails {
+        let user = user(firm, email);
+        stores.users.create_user(&user).await.unwrap();
+        users.push(user);
+    }
+    let mut disabled = user(firm, &format!("carol.{run}@firm.example"));
+    disabled.disabled_at = Some(now() - Duration::days(1));
+    stores.users.create_user(&disabled).await.unwrap();
+    users.push(disabled.clone());
+
+    let listed: Vec<String> = stores
+        .users
+        .list_users(firm)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.email.to_string())
+        .collect();
+    let mut expected: Vec<&User> = users.iter().collect();
+    expected.sort_by_key(|u| u.email.normalized());
+    assert_eq!(
+        listed,
+        expected
+            .iter()
+            .map(|u| u.email.to_string())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        stores.users.get_user(firm, disabled.id).await.unwrap(),
+        Some(disabled.clone()),
+        "a user created disabled reads back disabled"
+    );
+
+    let bob = &users[3];
+    assert!(
+        stores
+            .users
+            .set_user_role(firm, bob.id, Role::Admin)
+            .await
+            .unwrap()
+    );
+    let at = now();
+    assert!(
+        stores
+            .users
+            .set_user_disabled(firm, bob.id, Some(at))
+            .await
+            .unwrap()
+    );
+    let changed = User {
+        role: Role::Admin,
+        disabled_at: Some(at),
+        ..bob.clone()
+    };
+    assert_eq!(
+        stores.users.get_user(firm, bob.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert_eq!(
+        stores.users.find_user_by_email(&bob.email).await.unwrap(),
+        Some(changed.clone()),
+        "login sees the disabled time"
+    );
+    assert!(
+        stores
+            .users
+            .list_users(firm)
+            .await
+            .unwrap()
+            .contains(&changed)
+    );
+    assert!(
+        stores
+            .users
+            .set_user_disabled(firm, bob.id, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        stores
+            .users
+            .get_user(firm, bob.id)
+            .await
+            .unwrap()
+            .map(|u| u.disabled_at),
+        Some(None),
+        "enabled again"
+    );
+
+    let nobody = UserId::from_uuid(Uuid::now_v7());
+    assert!(
+        !stores
+            .users
+            .set_user_role(firm, nobody, Role::Admin)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !stores
+            .users
+            .set_user_disabled(firm, nobody, Some(at))
+            .await
+            .unwrap()
+    );
+}
+
+/// Another firm's user is never listed, and a change of role or disabled time made with one
+/// firm's id and another firm's user changes nothing.
+pub async fn another_firms_user_is_never_listed_changed_or_disabled(stores: Stores) {
+    let a = new_firm(&stores).await;
+    let b = new_firm(&stores).await;
+    let ours = user(a, &format!("{}@a.example", Uuid::new_v4().simple()));
+    let theirs = User {
+        role: Role::Staff,
+        ..user(b, &format!("{}@b.example", Uuid::new_v4().simple()))
+    };
+    stores.users.create_user(&ours).await.unwrap();
+    stores.users.create_user(&theirs).await.unwrap();
+
+    assert_eq!(
+        stores.users.list_users(a).await.unwrap(),
+        vec![ours.clone()]
+    );
+    assert_eq!(
+        stores.users.list_users(b).await.unwrap(),
+        vec![theirs.clone()]
+    );
+    assert!(
+        !stores
+            .users
+            .set_user_role(a, theirs.id, Role::Admin)
+            .await
+            .unwrap(),
+        "firm A changed the role of B's user"
+    );
+    assert!(
+        !stores
+            .users
+            .set_user_disabled(a, theirs.id, Some(now()))
+            .await
+            .unwrap(),
+        "firm A disabled B's user"
+    );
+    assert_eq!(
+        stores.users.get_user(b, theirs.id).await.unwrap(),
+        Some(theirs),
+        "B's user is unchanged"
+    );
+    assert_eq!(stores.users.get_user(a, ours.id).await.unwrap(), Some(ours));
 }
 
 /// Sessions are found by token hash, touched forward only, and gone once deleted.

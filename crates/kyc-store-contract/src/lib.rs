@@ -12,7 +12,7 @@
 //! | [`cache`] | cached customer states are never stale, never cross firms, never differ from a parse (adapters call these with two stores) |
 //! | [`tenancy`] | a firm's id never reaches another firm's rows |
 //! | [`idempotency`] | claim semantics under concurrency, replay, release, expiry and purge |
-//! | [`access`] | users, sessions, API keys, webhook endpoints and deliveries, the outbox |
+//! | [`access`] | users (listed, their role and disabled time changed, within their firm only), sessions, API keys, webhook endpoints and deliveries, the outbox |
 //! | [`workers`] | the link look-up, the re-screening walk, stuck attempts leased to one worker at a time, outbox rows due at their move's time |
 
 pub mod access;
@@ -145,6 +145,8 @@ macro_rules! contract_tests {
             completed_keys_replay_and_mismatched_bodies_are_refused,
             released_and_expired_keys_can_be_claimed_again_and_purge_removes_only_expired,
             users_log_in_by_a_globally_unique_email,
+            users_are_listed_by_email_and_their_role_and_disabled_time_change,
+            another_firms_user_is_never_listed_changed_or_disabled,
             sessions_are_touched_and_deleted,
             api_keys_are_found_by_hash_listed_and_revoked,
             webhook_endpoints_and_deliveries_round_trip,

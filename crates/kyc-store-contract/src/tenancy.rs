@@ -28,6 +28,7 @@ pub async fn reads_with_one_firms_id_never_return_another_firms_rows(stores: Sto
         role: Role::Admin,
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
         created_at: now(),
+        disabled_at: None,
     };
     stores.users.create_user(&user).await.unwrap();
     let key = ApiKeyRecord {

@@ -59,6 +59,17 @@ pub struct User {
     pub password_hash: String,
     /// When the user was created.
     pub created_at: OffsetDateTime,
+    /// When an admin disabled the user, if one did. A disabled user cannot log in, and a session
+    /// opened before is refused on its next request: the back office reads the user, and this
+    /// field, on every request. Kept rather than deleted, so the audit trail still names them.
+    pub disabled_at: Option<OffsetDateTime>,
+}
+
+impl User {
+    /// Whether the user may log in and act.
+    pub fn is_active(&self) -> bool {
+        self.disabled_at.is_none()
+    }
 }
 
 /// Why a user could not be created.
@@ -95,6 +106,38 @@ pub trait UserStore: Send + Sync {
     /// [`InfrastructureError`] only.
     async fn get_user(&self, firm: FirmId, id: UserId)
     -> Result<Option<User>, InfrastructureError>;
+
+    /// The firm's users, disabled ones included, ordered by email (compared case-insensitively,
+    /// character by character, whatever the database's collation). Never another firm's.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn list_users(&self, firm: FirmId) -> Result<Vec<User>, InfrastructureError>;
+
+    /// Gives the firm's user `id` the role `role`. Returns `false`, and changes nothing, for an
+    /// unknown id or another firm's user.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn set_user_role(
+        &self,
+        firm: FirmId,
+        id: UserId,
+        role: Role,
+    ) -> Result<bool, InfrastructureError>;
+
+    /// Sets when the firm's user `id` was disabled: `Some` disables them as of that time, `None`
+    /// enables them again. Returns `false`, and changes nothing, for an unknown id or another
+    /// firm's user.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn set_user_disabled(
+        &self,
+        firm: FirmId,
+        id: UserId,
+        disabled_at: Option<OffsetDateTime>,
+    ) -> Result<bool, InfrastructureError>;
 }
 
 /// A logged-in browser session, found by the SHA-256 of its cookie token.

@@ -1,7 +1,8 @@
 //! In-memory adapters of the ports the use cases drive, for domain tests and for outside suites
 //! that want the real use cases without a database or a provider. They keep the contracts the
 //! ports document (optimistic concurrency, duplicate detection, idempotent ledger operations), and
-//! share a [`Faults`] switch that simulates a crash before or after any port call.
+//! the customer store, ledger and provider share a [`Faults`] switch that simulates a crash before
+//! or after any port call. [`MemoryAccounts`] holds users and API keys.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,14 +13,16 @@ use time::OffsetDateTime;
 
 use crate::aml::AmlHit;
 use crate::customer::{AttemptPhase, Customer, CustomerState, VerifiedIdentity};
-use crate::events::{DomainEvent, OutboxMessage};
-use crate::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
+use crate::events::{DomainEvent, OutboxMessage, Role};
+use crate::ids::{
+    ApiKeyId, ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId, UserId,
+};
 use crate::ports::{
-    AmlScreening, Applicant, ApplicantRequest, AttemptLocation, Balance, Clock, CreditsLedger,
-    CustomerPage, CustomerStore, EntryKind, Hold, HoldKey, HoldState, IdGenerator, IdempotencyKey,
-    IdentityProvider, InfrastructureError, IssuedToken, LedgerError, LedgerReceipt, LinkLocation,
-    ListOrder, ListQuery, ProviderError, RECOVERY_LEASE, SaveError, Saved, StatementEntry,
-    StatementPage,
+    AmlScreening, ApiKeyRecord, ApiKeyStore, Applicant, ApplicantRequest, AttemptLocation, Balance,
+    Clock, CreateUserError, CreditsLedger, CustomerPage, CustomerStore, EntryKind, Hold, HoldKey,
+    HoldState, IdGenerator, IdempotencyKey, IdentityProvider, InfrastructureError, IssuedToken,
+    LedgerError, LedgerReceipt, LinkLocation, ListOrder, ListQuery, ProviderError, RECOVERY_LEASE,
+    SaveError, Saved, StatementEntry, StatementPage, User, UserStore,
 };
 use crate::provider::{ProviderEvent, ProviderEventKey};
 use crate::status::KycStatus;
@@ -120,6 +123,150 @@ impl IdGenerator for SequentialIds {
         IssuedToken {
             token: format!("token-{attempt}"),
             token_hash: format!("hash-{attempt}"),
+        }
+    }
+}
+
+/// Back-office users and API keys in memory, keeping what [`UserStore`] and [`ApiKeyStore`]
+/// promise: emails unique across firms whatever their case, every read and change scoped to the
+/// firm, a revocation time never overwritten.
+#[derive(Debug, Default)]
+pub struct MemoryAccounts {
+    users: Mutex<Vec<User>>,
+    api_keys: Mutex<Vec<ApiKeyRecord>>,
+}
+
+impl MemoryAccounts {
+    /// Changes the firm's user `id` with `change`; `false` when there is no such user.
+    fn change_user(&self, firm: FirmId, id: UserId, change: impl FnOnce(&mut User)) -> bool {
+        let mut users = lock(&self.users);
+        match users.iter_mut().find(|u| u.firm_id == firm && u.id == id) {
+            Some(user) => {
+                change(user);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[async_trait]
+impl UserStore for MemoryAccounts {
+    async fn create_user(&self, user: &User) -> Result<(), CreateUserError> {
+        let mut users = lock(&self.users);
+        let email = user.email.normalized();
+        if users.iter().any(|u| u.email.normalized() == email) {
+            return Err(CreateUserError::DuplicateEmail);
+        }
+        if users.iter().any(|u| u.id == user.id) {
+            return Err(CreateUserError::Infrastructure(
+                InfrastructureError::internal("a user with this id already exists"),
+            ));
+        }
+        users.push(user.clone());
+        Ok(())
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>, InfrastructureError> {
+        let email = email.normalized();
+        Ok(lock(&self.users)
+            .iter()
+            .find(|u| u.email.normalized() == email)
+            .cloned())
+    }
+
+    async fn get_user(
+        &self,
+        firm: FirmId,
+        id: UserId,
+    ) -> Result<Option<User>, InfrastructureError> {
+        Ok(lock(&self.users)
+            .iter()
+            .find(|u| u.firm_id == firm && u.id == id)
+            .cloned())
+    }
+
+    async fn list_users(&self, firm: FirmId) -> Result<Vec<User>, InfrastructureError> {
+        let mut users: Vec<User> = lock(&self.users)
+            .iter()
+            .filter(|u| u.firm_id == firm)
+            .cloned()
+            .collect();
+        users.sort_by_key(|u| (u.email.normalized(), u.id));
+        Ok(users)
+    }
+
+    async fn set_user_role(
+        &self,
+        firm: FirmId,
+        id: UserId,
+        role: Role,
+    ) -> Result<bool, InfrastructureError> {
+        Ok(self.change_user(firm, id, |user| user.role = role))
+    }
+
+    async fn set_user_disabled(
+        &self,
+        firm: FirmId,
+        id: UserId,
+        disabled_at: Option<OffsetDateTime>,
+    ) -> Result<bool, InfrastructureError> {
+        Ok(self.change_user(firm, id, |user| user.disabled_at = disabled_at))
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for MemoryAccounts {
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), InfrastructureError> {
+        let mut keys = lock(&self.api_keys);
+        if keys
+            .iter()
+            .any(|k| k.id == key.id || k.sha256 == key.sha256)
+        {
+            return Err(InfrastructureError::internal(
+                "an API key with this id or hash already exists",
+            ));
+        }
+        keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn find_api_key_by_sha256(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<ApiKeyRecord>, InfrastructureError> {
+        Ok(lock(&self.api_keys)
+            .iter()
+            .find(|k| k.sha256 == sha256)
+            .cloned())
+    }
+
+    async fn list_api_keys(&self, firm: FirmId) -> Result<Vec<ApiKeyRecord>, InfrastructureError> {
+        let mut keys: Vec<ApiKeyRecord> = lock(&self.api_keys)
+            .iter()
+            .filter(|k| k.firm_id == firm)
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse((k.created_at, k.id)));
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        firm: FirmId,
+        id: ApiKeyId,
+        at: OffsetDateTime,
+    ) -> Result<bool, InfrastructureError> {
+        let mut keys = lock(&self.api_keys);
+        match keys
+            .iter_mut()
+            .find(|k| k.firm_id == firm && k.id == id && k.revoked_at.is_none())
+        {
+            Some(key) => {
+                key.revoked_at = Some(at);
+                Ok(true)
+            }
+            None => Ok(false),
         }
     }
 }

@@ -275,6 +275,7 @@ impl App {
                 role,
                 password_hash: hash,
                 created_at: EPOCH,
+                disabled_at: None,
             })
             .await
             .unwrap();

@@ -1,0 +1,4 @@
+-- An admin disables a back-office user instead of deleting them: a disabled user cannot log in
+-- and their sessions are refused, while the audit trail keeps naming them. NULL: active;
+-- otherwise microseconds since the Unix epoch, as every time in this schema.
+ALTER TABLE users ADD COLUMN disabled_at INTEGER;
