@@ -85,6 +85,8 @@ pub struct BackOfficePorts {
     pub sessions: Arc<dyn SessionStore>,
     /// The audit trail: a customer's history and the firm's export.
     pub audit: Arc<dyn AuditLog>,
+    /// The use cases of the firm's users and API keys, which the back office's admins drive.
+    pub access: kyc_domain::usecases::AccessService,
     /// Verifies and reads provider webhooks; `None` when no webhook secret is configured, and
     /// then every delivery answers 503 so the provider keeps it for later.
     pub webhooks: Option<Arc<dyn ProviderWebhooks>>,

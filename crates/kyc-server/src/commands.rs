@@ -2,14 +2,11 @@
 //! grant credits. Each returns the one thing a script captures (an id or the key), which `main`
 //! prints alone on stdout; whatever else they say goes to the logs on stderr.
 
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHasher, SaltString};
 use kyc_domain::events::Role;
-use kyc_domain::ids::{ApiKeyId, FirmId, UserId};
-use kyc_domain::ports::{ApiKeyRecord, CreateUserError, Firm, IdempotencyKey, LedgerError, User};
-use kyc_domain::values::{ApiScope, Credits, Email};
-use rand::RngCore;
+use kyc_domain::ids::{FirmId, UserId};
+use kyc_domain::ports::{Firm, IdempotencyKey, LedgerError};
+use kyc_domain::usecases::{AccessError, AccessService, NewUser};
+use kyc_domain::values::{ApiScope, Credits, Email, KeyLabel, Password};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -17,10 +14,6 @@ use uuid::Uuid;
 
 use crate::Failure;
 use crate::database::Stores;
-use crate::system::{base64_url, sha256_hex};
-
-/// The shortest password a back-office user may have.
-pub const MIN_PASSWORD_CHARS: usize = 12;
 
 /// Creates a firm; returns its id.
 ///
@@ -48,9 +41,11 @@ pub async fn create_firm(stores: &Stores, name: &str) -> Result<FirmId, Failure>
 /// Creates a back-office user of `firm` with an argon2id hash of `password`; returns its id.
 ///
 /// # Errors
-/// An unknown firm, a malformed email, an unknown role, a short password, an email already in use.
+/// An unknown firm, a malformed email, an unknown role, a password of the wrong length, an email
+/// already in use, a storage failure.
 pub async fn create_user(
     stores: &Stores,
+    access: &AccessService,
     firm: &str,
     email: &str,
     role: &str,
@@ -60,51 +55,20 @@ pub async fn create_user(
     let email = Email::new(email).map_err(|e| Failure::new(format!("--email: {}", e.message)))?;
     let role = Role::parse(role)
         .ok_or_else(|| Failure::new("--role must be one of staff, compliance_officer, admin"))?;
-    let password_chars = password.expose_secret().chars().count();
-    if password_chars < MIN_PASSWORD_CHARS {
-        return Err(Failure::new(format!(
-            "the password read from stdin must be at least {MIN_PASSWORD_CHARS} characters"
-        )));
-    }
-    if password_chars > 1024 {
-        return Err(Failure::new(
-            "the password read from stdin must be at most 1024 characters",
-        ));
-    }
-    let password_hash = hash_password(password)?;
-    let user = User {
-        id: UserId::from_uuid(Uuid::now_v7()),
-        firm_id: firm,
-        email,
-        role,
-        password_hash,
-        created_at: OffsetDateTime::now_utc(),
-        disabled_at: None,
-    };
-    stores
-        .users
-        .create_user(&user)
+    let password = Password::new(password.expose_secret())
+        .map_err(|e| Failure::new(format!("--password-stdin: {}", e.message)))?;
+    let user = access
+        .create_user(
+            firm,
+            NewUser {
+                email,
+                role,
+                password,
+            },
+        )
         .await
-        .map_err(|error| match error {
-            CreateUserError::DuplicateEmail => {
-                Failure::new("--email: a user with this email already exists")
-            }
-            CreateUserError::Infrastructure(e) => Failure::storage("creating the user", &e),
-        })?;
-    tracing::info!(firm_id = %firm, user_id = %user.id, role = role.as_str(), "user created");
+        .map_err(|error| refused("creating the user", error))?;
     Ok(user.id)
-}
-
-/// An argon2id hash in PHC string form, with the crate's default (OWASP-recommended) parameters.
-///
-/// # Errors
-/// Only if hashing itself fails, which the default parameters never cause.
-pub fn hash_password(password: &SecretString) -> Result<String, Failure> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.expose_secret().as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|_| Failure::new("could not hash the password"))
 }
 
 /// What `api-key create` asks for.
@@ -122,62 +86,21 @@ pub struct NewApiKey<'a> {
     pub expires_at: Option<&'a str>,
 }
 
-/// A freshly made key and what storage keeps of it.
-#[derive(Debug)]
-pub struct IssuedKey {
-    /// The key, shown once.
-    pub key: SecretString,
-    /// The stored record (hashes and display parts only).
-    pub record: ApiKeyRecord,
-}
-
-/// Makes a key: `kyc_live_` or `kyc_test_` followed by 43 URL-safe characters (256 random bits),
-/// and the record storage keeps: the first 12 characters, the last 4, and the SHA-256.
-pub fn generate_api_key(
-    firm: FirmId,
-    label: &str,
-    scopes: Vec<String>,
-    test: bool,
-    expires_at: Option<OffsetDateTime>,
-    now: OffsetDateTime,
-) -> IssuedKey {
-    let mut random = [0_u8; 32];
-    rand::thread_rng().fill_bytes(&mut random);
-    let prefix = if test { "kyc_test_" } else { "kyc_live_" };
-    let key = format!("{prefix}{}", base64_url(&random));
-    let record = ApiKeyRecord {
-        id: ApiKeyId::from_uuid(Uuid::now_v7()),
-        firm_id: firm,
-        label: label.to_owned(),
-        scopes,
-        prefix: key.chars().take(12).collect(),
-        last4: key.chars().skip(key.chars().count() - 4).collect(),
-        sha256: sha256_hex(&key),
-        expires_at,
-        revoked_at: None,
-        created_at: now,
-    };
-    IssuedKey {
-        key: SecretString::from(key),
-        record,
-    }
-}
-
 /// Creates an API key; returns the key, which is never stored.
 ///
 /// # Errors
-/// An unknown firm, a blank label, an unknown or missing scope, a malformed or past expiry.
+/// An unknown firm, a blank or overlong label, an unknown or missing scope, a malformed or past
+/// expiry, a storage failure.
 pub async fn create_api_key(
     stores: &Stores,
+    access: &AccessService,
     request: NewApiKey<'_>,
 ) -> Result<SecretString, Failure> {
     let firm = existing_firm(stores, request.firm).await?;
-    let label = request.label.trim();
-    if label.is_empty() || label.chars().count() > 100 {
-        return Err(Failure::new("--label must be 1 to 100 characters"));
-    }
-    let scopes = parse_scopes(request.scopes)?;
-    let now = OffsetDateTime::now_utc();
+    let label = KeyLabel::new(request.label)
+        .map_err(|e| Failure::new(format!("--label: {}", e.message)))?;
+    let scopes = ApiScope::parse_set(request.scopes)
+        .map_err(|e| Failure::new(format!("--scopes: {}", e.message)))?;
     let expires_at = request
         .expires_at
         .map(|text| {
@@ -186,45 +109,34 @@ pub async fn create_api_key(
             })
         })
         .transpose()?;
-    if expires_at.is_some_and(|at| at <= now) {
-        return Err(Failure::new("--expires-at is in the past"));
-    }
-    let issued = generate_api_key(firm, label, scopes, request.test, expires_at, now);
-    stores
-        .api_keys
-        .create_api_key(&issued.record)
+    let issued = access
+        .create_api_key(
+            firm,
+            kyc_domain::usecases::NewApiKey {
+                label,
+                scopes,
+                sandbox: request.test,
+                expires_at,
+            },
+        )
         .await
-        .map_err(|e| Failure::storage("creating the API key", &e))?;
-    tracing::info!(
-        firm_id = %firm,
-        api_key_id = %issued.record.id,
-        prefix = %issued.record.prefix,
-        scopes = %issued.record.scopes.join(","),
-        "API key created; it is shown once and only its hash is stored"
-    );
-    Ok(issued.key)
+        .map_err(|error| refused("creating the API key", error))?;
+    Ok(SecretString::from(issued.key))
 }
 
-/// Parses `a,b` into the contract's spellings, without duplicates, in a stable order.
-///
-/// # Errors
-/// An unknown scope, or none at all.
-pub fn parse_scopes(text: &str) -> Result<Vec<String>, Failure> {
-    let mut scopes = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let scope =
-            ApiScope::parse(part).map_err(|e| Failure::new(format!("--scopes: {}", e.message)))?;
-        if !scopes.contains(&scope) {
-            scopes.push(scope);
+/// A refusal of the access use cases as the CLI says it: naming the flag to fix where there is
+/// one.
+fn refused(what: &str, error: AccessError) -> Failure {
+    match error {
+        AccessError::DuplicateEmail => {
+            Failure::new("--email: a user with this email already exists")
         }
+        AccessError::ExpiryInPast => Failure::new("--expires-at is in the past"),
+        AccessError::Infrastructure(e) => Failure::storage(what, &e),
+        other @ (AccessError::UserNotFound
+        | AccessError::ApiKeyNotFound
+        | AccessError::OwnAccount) => Failure::new(format!("{what} failed: {other}")),
     }
-    if scopes.is_empty() {
-        return Err(Failure::new(
-            "--scopes needs at least one of customers:read, customers:write, aml:read, webhooks:manage",
-        ));
-    }
-    scopes.sort();
-    Ok(scopes.into_iter().map(|s| s.as_str().to_owned()).collect())
 }
 
 /// Grants credits to a firm, once per reference: a repeat with the same reference and amount
@@ -297,7 +209,7 @@ pub struct DemoSeed {
 ///
 /// # Errors
 /// A storage failure.
-pub async fn seed_demo(stores: &Stores) -> Result<DemoSeed, Failure> {
+pub async fn seed_demo(stores: &Stores, access: &AccessService) -> Result<DemoSeed, Failure> {
     let email = Email::new(DEMO_EMAIL).map_err(|e| Failure::new(e.message))?;
     let existing = stores
         .users
@@ -310,6 +222,7 @@ pub async fn seed_demo(stores: &Stores) -> Result<DemoSeed, Failure> {
             let firm = create_firm(stores, "Demo Firm").await?;
             create_user(
                 stores,
+                access,
                 &firm.to_string(),
                 DEMO_EMAIL,
                 Role::ComplianceOfficer.as_str(),
@@ -333,6 +246,7 @@ pub async fn seed_demo(stores: &Stores) -> Result<DemoSeed, Failure> {
         .join(",");
     let api_key = create_api_key(
         stores,
+        access,
         NewApiKey {
             firm: &firm.to_string(),
             label: "demo",
@@ -356,62 +270,5 @@ async fn existing_firm(stores: &Stores, text: &str) -> Result<FirmId, Failure> {
         Ok(Some(_)) => Ok(id),
         Ok(None) => Err(Failure::new(format!("--firm: no firm with id {id}"))),
         Err(e) => Err(Failure::storage("reading the firm", &e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use argon2::{PasswordHash, PasswordVerifier};
-
-    use super::*;
-
-    #[test]
-    fn an_api_key_has_its_prefix_and_enough_random_characters_and_is_stored_only_hashed() {
-        let now = OffsetDateTime::now_utc();
-        let firm = FirmId::from_uuid(Uuid::now_v7());
-        let live = generate_api_key(firm, "crm", vec!["customers:read".into()], false, None, now);
-        let key = live.key.expose_secret();
-        let random = key.strip_prefix("kyc_live_").unwrap();
-        assert!(random.len() >= 32);
-        assert!(
-            random
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        );
-        assert_eq!(live.record.prefix, key[..12]);
-        assert_eq!(live.record.last4, key[key.len() - 4..]);
-        assert_eq!(live.record.sha256, sha256_hex(key));
-        assert!(!format!("{:?}", live.record).contains(random));
-        let test = generate_api_key(firm, "crm", vec![], true, None, now);
-        assert!(test.key.expose_secret().starts_with("kyc_test_"));
-        assert_ne!(test.key.expose_secret(), key);
-    }
-
-    #[test]
-    fn scopes_are_validated_deduplicated_and_sorted() {
-        assert_eq!(
-            parse_scopes("aml:read, customers:read,aml:read").unwrap(),
-            vec!["customers:read".to_owned(), "aml:read".to_owned()]
-        );
-        assert!(parse_scopes("customers:delete").is_err());
-        assert!(parse_scopes(" , ").is_err());
-    }
-
-    #[test]
-    fn passwords_are_hashed_with_argon2id_and_verify() {
-        let password = SecretString::from("correct horse battery staple");
-        let hash = hash_password(&password).unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        let parsed = PasswordHash::new(&hash).unwrap();
-        assert!(
-            Argon2::default()
-                .verify_password(b"correct horse battery staple", &parsed)
-                .is_ok()
-        );
-        assert!(
-            Argon2::default()
-                .verify_password(b"wrong", &parsed)
-                .is_err()
-        );
     }
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kyc_domain::ports::{
-    ApiKeyStore, AuditLog, CreditsLedger, CustomerStore, EventFeed, FirmStore, IdempotencyStore,
-    OutboxStore, SessionStore, UserStore, WebhookStore,
+    ApiKeyStore, AuditLog, CreditsLedger, CustomerStore, EventFeed, FirmStore, IdGenerator,
+    IdempotencyStore, OutboxStore, SessionStore, UserStore, WebhookStore,
 };
+use kyc_domain::usecases::{AccessPorts, AccessService};
 use kyc_ledger::{PgLedger, SqliteLedger};
 use kyc_postgres::PostgresStore;
 use kyc_sqlite::SqliteStore;
@@ -18,6 +19,7 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::Failure;
 use crate::config::{DatabaseUrl, Engine};
+use crate::system::{SystemClock, SystemCredentials};
 
 /// The migrations each engine must have applied, embedded from the adapter crates so readiness
 /// knows what "current" means for this build.
@@ -66,6 +68,20 @@ pub struct Stores {
     /// On PostgreSQL, the store behind these ports, whose API keys are served from memory while
     /// `serve` runs its listener for key changes ([`PostgresStore::listen_for_key_changes`]).
     pub postgres: Option<PostgresStore>,
+}
+
+impl Stores {
+    /// The use cases of the firms' users and API keys on these stores, with argon2id password
+    /// hashes, random keys, the wall clock and `ids`: what `serve` and the commands both drive.
+    pub fn access(&self, ids: Arc<dyn IdGenerator>) -> AccessService {
+        AccessService::new(AccessPorts {
+            users: self.users.clone(),
+            api_keys: self.api_keys.clone(),
+            credentials: Arc::new(SystemCredentials),
+            clock: Arc::new(SystemClock),
+            ids,
+        })
+    }
 }
 
 impl Backend {

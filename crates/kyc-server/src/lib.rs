@@ -11,7 +11,7 @@
 //! | [`failpoint`] | test-only fault injection around the credits ledger (`KYC_FAILPOINT`) |
 //! | [`database`] | the engine chosen by `DATABASE_URL`, migrations, the storage ports, readiness |
 //! | [`metered`] | provider-call metrics around the provider ports |
-//! | [`system`] | the wall clock and the id and link-token generator |
+//! | [`system`] | the wall clock, the id and link-token generator, password hashing and API key minting |
 //! | [`commands`] | `firm create`, `user create`, `api-key create`, `credits grant` |
 //! | [`serve`] | the composition of the service, the HTTP server, workers and graceful shutdown |
 //! | [`telemetry`] | log output (text or JSON on stderr) |
@@ -31,12 +31,14 @@ pub mod workers;
 
 use std::fmt;
 use std::io::Read;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::Config;
 use crate::database::Backend;
+use crate::system::ServerIds;
 
 /// `kyc-server`: the KYC/AML orchestration service and its administrative commands.
 #[derive(Debug, Parser)]
@@ -209,8 +211,9 @@ pub async fn run(cli: Cli) -> Result<Option<SecretString>, Failure> {
             }
             let password = read_password()?;
             let backend = open(&config).await?;
-            let id =
-                commands::create_user(&backend.stores(), &firm, &email, &role, &password).await;
+            let stores = backend.stores();
+            let access = stores.access(command_ids(&config));
+            let id = commands::create_user(&stores, &access, &firm, &email, &role, &password).await;
             backend.close().await;
             id.map(|id| Some(id.to_string().into()))
         }
@@ -222,8 +225,11 @@ pub async fn run(cli: Cli) -> Result<Option<SecretString>, Failure> {
             expires_at,
         }) => {
             let backend = open(&config).await?;
+            let stores = backend.stores();
+            let access = stores.access(command_ids(&config));
             let key = commands::create_api_key(
-                &backend.stores(),
+                &stores,
+                &access,
                 commands::NewApiKey {
                     firm: &firm,
                     label: &label,
@@ -255,6 +261,13 @@ async fn open(config: &Config) -> Result<Backend, Failure> {
     let backend = Backend::connect(&config.database_url).await?;
     backend.migrate().await?;
     Ok(backend)
+}
+
+/// The ids of what a command creates, made as `serve` makes them.
+fn command_ids(config: &Config) -> Arc<ServerIds> {
+    // No command derives a link token, but the generator is keyed as the server's would be.
+    let (link_secret, _) = config.link_secret();
+    Arc::new(ServerIds::new(link_secret.expose_secret().as_bytes()))
 }
 
 /// Reads the password from stdin, dropping one trailing line break (`echo pw | …`).

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use kyc_domain::ports::CreditsLedger;
-use kyc_domain::usecases::{KycService, Ports, Settings};
+use kyc_domain::usecases::{AccessService, KycService, Ports, Settings};
 use kyc_sumsub::simulator::WebhookTarget;
 use kyc_sumsub::{DigestAlgorithm, Simulator, SimulatorConfig, SumsubClient, SumsubConfig};
 use secrecy::ExposeSecret;
@@ -47,6 +47,8 @@ pub struct Composition {
     pub stores: Stores,
     /// The use cases.
     pub service: KycService,
+    /// The use cases of the firms' users and API keys.
+    pub access: AccessService,
     /// How the provider is reached, and the secrets shared with it.
     pub provider: ProviderSettings,
     /// The simulator to mount at `/sim/sumsub`, when it is on.
@@ -118,6 +120,7 @@ impl Composition {
         };
         let clock = Arc::new(SystemClock);
         let ids = Arc::new(ServerIds::new(link_secret.expose_secret().as_bytes()));
+        let access = stores.access(ids.clone());
         let service = KycService::new(
             Ports {
                 customers: stores.customers.clone(),
@@ -171,6 +174,7 @@ impl Composition {
             backend,
             stores,
             service,
+            access,
             provider,
             simulator,
             clock,
@@ -200,6 +204,7 @@ impl Composition {
                 users: self.stores.users.clone(),
                 sessions: self.stores.sessions.clone(),
                 audit: self.stores.audit.clone(),
+                access: self.access.clone(),
                 // With the simulator on this is the secret it signs with; without a secret, provider
                 // webhooks answer 503 and Sumsub keeps them for later.
                 webhooks: self.provider.webhook_secret.clone().map(|secret| {
@@ -400,7 +405,7 @@ async fn run_server(config: Config, migrate: bool, seed_demo: bool) -> Result<()
     let composition = Composition::build(&config, &public_url, migrate).await?;
     let app = composition.router(&config, &public_url);
     if seed_demo {
-        let seed = crate::commands::seed_demo(&composition.stores).await?;
+        let seed = crate::commands::seed_demo(&composition.stores, &composition.access).await?;
         print_demo(&seed, &public_url, config.verification_cost_credits);
     }
 
@@ -468,7 +473,11 @@ fn print_demo(seed: &crate::commands::DemoSeed, public_url: &PublicUrl, cost_cre
          \n  OpenAPI        {openapi}\
          \n  Simulator      {sim}\
          \n  Metrics        {metrics}\
-         \n\nWalk a customer through the lifecycle: paste each step into a shell (curl only).\n\
+         \n\nWalk a customer through the lifecycle in the browser: push one in with step 1 below (or\
+         \npress Add a customer), log in at {backoffice}, answer the risk questions, Start\
+         \nVerification, open the link it shows in the same browser and press Approve; the README\
+         \nwalks through every page.\
+         \n\nOr with curl only: paste each step into a shell.\n\
          \n  # 1. The firm's CRM pushes a customer in. This never starts KYC and never charges.\
          \n  KYC={base}\
          \n  KEY={key}\
@@ -506,7 +515,7 @@ fn print_demo(seed: &crate::commands::DemoSeed, public_url: &PublicUrl, cost_cre
         firm = seed.firm,
         credits = seed.available_credits,
         base = public_url.as_str(),
-        backoffice = public_url.join("/api/backoffice"),
+        backoffice = public_url.join("/app"),
         api = public_url.join("/api/v1"),
         openapi = public_url.join("/api/v1/openapi.json"),
         sim = public_url.join(SIMULATOR_MOUNT),

@@ -1,8 +1,17 @@
-//! The wall clock and the id generator: the two things the pure domain asks the outside world for.
+//! The wall clock, the id generator and the credentials: what the pure domain asks the outside
+//! world for.
 
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHasher, SaltString};
+use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use kyc_domain::ids::{CustomerId, ExternalUserId};
-use kyc_domain::ports::{Clock, IdGenerator, IssuedToken};
+use kyc_domain::ids::{ApiKeyId, CustomerId, ExternalUserId, UserId};
+use kyc_domain::ports::{
+    Clock, Credentials, IdGenerator, InfrastructureError, IssuedToken, MintedApiKey,
+};
+use kyc_domain::values::Password;
+use rand::RngCore;
 use secrecy::{ExposeSecret, SecretSlice};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -18,7 +27,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// UUID v7 customer ids and link tokens derived from the server secret.
+/// UUID v7 ids and link tokens derived from the server secret.
 pub struct ServerIds {
     link_secret: SecretSlice<u8>,
 }
@@ -43,6 +52,14 @@ impl IdGenerator for ServerIds {
         CustomerId::from_uuid(Uuid::now_v7())
     }
 
+    fn user_id(&self) -> UserId {
+        UserId::from_uuid(Uuid::now_v7())
+    }
+
+    fn api_key_id(&self) -> ApiKeyId {
+        ApiKeyId::from_uuid(Uuid::now_v7())
+    }
+
     fn link_token(&self, attempt: &ExternalUserId) -> IssuedToken {
         // An HMAC, not a random draw: every replica and every retry derives the same token for
         // the same attempt, and nobody without the secret can guess it. 16 bytes = 128 bits.
@@ -55,6 +72,54 @@ impl IdGenerator for ServerIds {
             token_hash: sha256_hex(&token),
             token,
         }
+    }
+}
+
+/// argon2id password hashes and API keys drawn from the operating system's random source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemCredentials;
+
+#[async_trait]
+impl Credentials for SystemCredentials {
+    async fn hash_password(&self, password: &Password) -> Result<String, InfrastructureError> {
+        // Hashing takes tens of milliseconds of CPU by design: off the async workers, so requests
+        // on the same runtime are not held up by it.
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(InfrastructureError::internal)?
+    }
+
+    fn mint_api_key(&self, sandbox: bool) -> MintedApiKey {
+        mint_api_key(sandbox)
+    }
+}
+
+/// An argon2id hash in PHC string form, with the crate's default (OWASP-recommended) parameters
+/// and a fresh salt. Blocks for as long as hashing takes.
+///
+/// # Errors
+/// Only if hashing itself fails, which the default parameters never cause.
+pub fn hash_password(password: &Password) -> Result<String, InfrastructureError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.expose().as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| InfrastructureError::internal(format!("hashing a password: {error}")))
+}
+
+/// A new key: `kyc_live_` or `kyc_test_` followed by 43 URL-safe characters (256 random bits),
+/// with the parts storage keeps: the first 12 characters, the last 4, and the SHA-256.
+pub fn mint_api_key(sandbox: bool) -> MintedApiKey {
+    let mut random = [0_u8; 32];
+    rand::thread_rng().fill_bytes(&mut random);
+    let prefix = if sandbox { "kyc_test_" } else { "kyc_live_" };
+    let key = format!("{prefix}{}", base64_url(&random));
+    MintedApiKey {
+        prefix: key.chars().take(12).collect(),
+        last4: key.chars().skip(key.chars().count() - 4).collect(),
+        sha256: sha256_hex(&key),
+        key,
     }
 }
 
@@ -71,6 +136,7 @@ pub fn sha256_hex(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use argon2::{PasswordHash, PasswordVerifier};
     use kyc_domain::ids::AttemptNumber;
 
     use super::*;
@@ -111,5 +177,52 @@ mod tests {
     fn customer_ids_are_version_7() {
         let id = ServerIds::new(b"k").customer_id();
         assert_eq!(id.as_uuid().get_version_num(), 7);
+    }
+
+    #[test]
+    fn an_api_key_has_its_prefix_and_enough_random_characters_and_is_stored_only_hashed() {
+        let live = SystemCredentials.mint_api_key(false);
+        let key = &live.key;
+        let random = key.strip_prefix("kyc_live_").unwrap();
+        assert_eq!(random.len(), 43);
+        assert!(
+            random
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_eq!(live.prefix, key[..12]);
+        assert_eq!(live.last4, key[key.len() - 4..]);
+        assert_eq!(live.sha256, sha256_hex(key));
+        assert!(!format!("{live:?}").contains(random));
+        let test = SystemCredentials.mint_api_key(true);
+        assert!(test.key.starts_with("kyc_test_"));
+        assert_ne!(&test.key, key);
+    }
+
+    #[tokio::test]
+    async fn passwords_are_hashed_with_argon2id_and_verify() {
+        let password = Password::new("correct horse battery staple").unwrap();
+        let hash = SystemCredentials.hash_password(&password).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        let parsed = PasswordHash::new(&hash).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse battery staple", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"wrong", &parsed)
+                .is_err()
+        );
+        let again = SystemCredentials.hash_password(&password).await.unwrap();
+        assert_ne!(hash, again, "each hash has its own salt");
+    }
+
+    #[test]
+    fn user_and_api_key_ids_are_version_7() {
+        let ids = ServerIds::new(b"k");
+        assert_eq!(ids.user_id().as_uuid().get_version_num(), 7);
+        assert_eq!(ids.api_key_id().as_uuid().get_version_num(), 7);
     }
 }

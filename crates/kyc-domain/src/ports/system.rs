@@ -1,8 +1,13 @@
-//! Time and identity: the two things a pure domain cannot make up itself.
+//! Time, identity and secrets: what a pure domain cannot make up itself.
 
+use std::fmt;
+
+use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::ids::{CustomerId, ExternalUserId};
+use super::InfrastructureError;
+use crate::ids::{ApiKeyId, CustomerId, ExternalUserId, UserId};
+use crate::values::Password;
 
 /// The current time. Tests use a fixed or stepping clock.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -26,9 +31,58 @@ pub trait IdGenerator: Send + Sync {
     /// A new customer id (UUID v7 in production: time-ordered, index-friendly).
     fn customer_id(&self) -> CustomerId;
 
+    /// A new back-office user id (UUID v7 in production).
+    fn user_id(&self) -> UserId;
+
+    /// A new API key id (UUID v7 in production).
+    fn api_key_id(&self) -> ApiKeyId;
+
     /// The verification link token of an attempt: 128 bits that look random and cannot be
     /// guessed without the server's secret (an HMAC of the attempt's external user id), and are
     /// the same each time they are derived. A retried or resumed Start Verification, a second
     /// replica and the back office all show the same link, while storage keeps only the hash.
     fn link_token(&self, attempt: &ExternalUserId) -> IssuedToken;
+}
+
+/// A freshly minted API key: the key itself, shown to the person who created it once and never
+/// stored, and the parts storage keeps to recognise and display it. `Debug` leaves the key out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MintedApiKey {
+    /// The whole key (`kyc_live_…` or `kyc_test_…`), shown once.
+    pub key: String,
+    /// Its first 12 characters, shown in the back office.
+    pub prefix: String,
+    /// Its last 4 characters, shown in the back office.
+    pub last4: String,
+    /// The SHA-256 of the whole key, lowercase hex: what a request is matched by.
+    pub sha256: String,
+}
+
+impl fmt::Debug for MintedApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MintedApiKey")
+            .field("key", &"[redacted]")
+            .field("prefix", &self.prefix)
+            .field("last4", &self.last4)
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// Password hashing and API key minting: the cryptography behind back-office logins and CRM keys,
+/// kept out of the domain so it needs no hashing library and tests can use a cheap stand-in.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Credentials: Send + Sync {
+    /// The password's hash in PHC string form (argon2id in production), with a fresh salt: what
+    /// [`User::password_hash`](super::User::password_hash) holds and login verifies against.
+    /// Deliberately slow, so an adapter runs it where it does not hold up other requests.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only, when hashing could not run at all; nothing was stored.
+    async fn hash_password(&self, password: &Password) -> Result<String, InfrastructureError>;
+
+    /// A new API key: `kyc_test_` (a sandbox key) or `kyc_live_` followed by at least 256
+    /// random bits in URL-safe characters, with its display parts and SHA-256.
+    fn mint_api_key(&self, sandbox: bool) -> MintedApiKey;
 }

@@ -2,7 +2,8 @@
 //! that want the real use cases without a database or a provider. They keep the contracts the
 //! ports document (optimistic concurrency, duplicate detection, idempotent ledger operations), and
 //! the customer store, ledger and provider share a [`Faults`] switch that simulates a crash before
-//! or after any port call. [`MemoryAccounts`] holds users and API keys.
+//! or after any port call. [`MemoryAccounts`] holds users and API keys, and [`FakeCredentials`]
+//! stands in for password hashing and key minting.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,14 +20,15 @@ use crate::ids::{
 };
 use crate::ports::{
     AmlScreening, ApiKeyRecord, ApiKeyStore, Applicant, ApplicantRequest, AttemptLocation, Balance,
-    Clock, CreateUserError, CreditsLedger, CustomerPage, CustomerStore, EntryKind, Hold, HoldKey,
-    HoldState, IdGenerator, IdempotencyKey, IdentityProvider, InfrastructureError, IssuedToken,
-    LedgerError, LedgerReceipt, LinkLocation, ListOrder, ListQuery, ProviderError, RECOVERY_LEASE,
-    SaveError, Saved, StatementEntry, StatementPage, User, UserStore,
+    Clock, CreateUserError, Credentials, CreditsLedger, CustomerPage, CustomerStore, EntryKind,
+    Hold, HoldKey, HoldState, IdGenerator, IdempotencyKey, IdentityProvider, InfrastructureError,
+    IssuedToken, LedgerError, LedgerReceipt, LinkLocation, ListOrder, ListQuery, MintedApiKey,
+    ProviderError, RECOVERY_LEASE, SaveError, Saved, StatementEntry, StatementPage, User,
+    UserStore,
 };
 use crate::provider::{ProviderEvent, ProviderEventKey};
 use crate::status::KycStatus;
-use crate::values::{Credits, Email, ExternalId};
+use crate::values::{Credits, Email, ExternalId, Password};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A crash simulated by a panic never holds a lock, but a failing assertion elsewhere might:
@@ -109,14 +111,29 @@ impl Clock for ManualClock {
     }
 }
 
-/// Sequential customer ids and readable, deterministic link tokens.
+/// Sequential ids (one count for every kind, so no two ids it makes are equal) and readable,
+/// deterministic link tokens.
 #[derive(Debug, Default)]
 pub struct SequentialIds(AtomicU64);
 
+impl SequentialIds {
+    fn next(&self) -> uuid::Uuid {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        uuid::Uuid::from_u128(u128::from(n))
+    }
+}
+
 impl IdGenerator for SequentialIds {
     fn customer_id(&self) -> CustomerId {
-        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-        CustomerId::from_uuid(uuid::Uuid::from_u128(u128::from(n)))
+        CustomerId::from_uuid(self.next())
+    }
+
+    fn user_id(&self) -> UserId {
+        UserId::from_uuid(self.next())
+    }
+
+    fn api_key_id(&self) -> ApiKeyId {
+        ApiKeyId::from_uuid(self.next())
     }
 
     fn link_token(&self, attempt: &ExternalUserId) -> IssuedToken {
@@ -269,6 +286,170 @@ impl ApiKeyStore for MemoryAccounts {
             None => Ok(false),
         }
     }
+}
+
+/// Credentials for tests: cheap, deterministic, and plainly not production ones. A password's
+/// "hash" is [`FakeCredentials::hash_of`] it (a marker and the password's SHA-256, unsalted, which
+/// no login should ever accept); keys are numbered in the order minted (`kyc_test_000…0001`),
+/// with their real SHA-256, so a key minted here is found by the hash of what was shown.
+#[derive(Debug, Default)]
+pub struct FakeCredentials(AtomicU64);
+
+impl FakeCredentials {
+    /// What [`Credentials::hash_password`] returns for `password` here.
+    pub fn hash_of(password: &Password) -> String {
+        format!(
+            "$fake-not-a-hash${}",
+            sha256_hex(password.expose().as_bytes())
+        )
+    }
+}
+
+#[async_trait]
+impl Credentials for FakeCredentials {
+    async fn hash_password(&self, password: &Password) -> Result<String, InfrastructureError> {
+        Ok(Self::hash_of(password))
+    }
+
+    fn mint_api_key(&self, sandbox: bool) -> MintedApiKey {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        let prefix = if sandbox { "kyc_test_" } else { "kyc_live_" };
+        // 43 characters after the prefix, as a real key has.
+        let key = format!("{prefix}{n:0>43}");
+        MintedApiKey {
+            prefix: key[..12].to_owned(),
+            last4: key[key.len() - 4..].to_owned(),
+            sha256: sha256_hex(key.as_bytes()),
+            key,
+        }
+    }
+}
+
+/// SHA-256 (FIPS 180-4) as lowercase hex, written out here because the domain depends on no
+/// hashing library and the fakes must keep the ports' promise that keys are matched by it.
+pub fn sha256_hex(message: &[u8]) -> String {
+    const K: [u32; 64] = [
+        0x428a_2f98,
+        0x7137_4491,
+        0xb5c0_fbcf,
+        0xe9b5_dba5,
+        0x3956_c25b,
+        0x59f1_11f1,
+        0x923f_82a4,
+        0xab1c_5ed5,
+        0xd807_aa98,
+        0x1283_5b01,
+        0x2431_85be,
+        0x550c_7dc3,
+        0x72be_5d74,
+        0x80de_b1fe,
+        0x9bdc_06a7,
+        0xc19b_f174,
+        0xe49b_69c1,
+        0xefbe_4786,
+        0x0fc1_9dc6,
+        0x240c_a1cc,
+        0x2de9_2c6f,
+        0x4a74_84aa,
+        0x5cb0_a9dc,
+        0x76f9_88da,
+        0x983e_5152,
+        0xa831_c66d,
+        0xb003_27c8,
+        0xbf59_7fc7,
+        0xc6e0_0bf3,
+        0xd5a7_9147,
+        0x06ca_6351,
+        0x1429_2967,
+        0x27b7_0a85,
+        0x2e1b_2138,
+        0x4d2c_6dfc,
+        0x5338_0d13,
+        0x650a_7354,
+        0x766a_0abb,
+        0x81c2_c92e,
+        0x9272_2c85,
+        0xa2bf_e8a1,
+        0xa81a_664b,
+        0xc24b_8b70,
+        0xc76c_51a3,
+        0xd192_e819,
+        0xd699_0624,
+        0xf40e_3585,
+        0x106a_a070,
+        0x19a4_c116,
+        0x1e37_6c08,
+        0x2748_774c,
+        0x34b0_bcb5,
+        0x391c_0cb3,
+        0x4ed8_aa4a,
+        0x5b9c_ca4f,
+        0x682e_6ff3,
+        0x748f_82ee,
+        0x78a5_636f,
+        0x84c8_7814,
+        0x8cc7_0208,
+        0x90be_fffa,
+        0xa450_6ceb,
+        0xbef9_a3f7,
+        0xc671_78f2,
+    ];
+    let mut state: [u32; 8] = [
+        0x6a09_e667,
+        0xbb67_ae85,
+        0x3c6e_f372,
+        0xa54f_f53a,
+        0x510e_527f,
+        0x9b05_688c,
+        0x1f83_d9ab,
+        0x5be0_cd19,
+    ];
+    let mut padded = message.to_vec();
+    padded.push(0x80);
+    while padded.len() % 64 != 56 {
+        padded.push(0);
+    }
+    let bits = (message.len() as u64).wrapping_mul(8);
+    padded.extend_from_slice(&bits.to_be_bytes());
+    for block in padded.chunks_exact(64) {
+        let mut w = [0_u32; 64];
+        for (i, word) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = state;
+        for i in 0..64 {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let choice = (e & f) ^ (!e & g);
+            let t1 = h
+                .wrapping_add(s1)
+                .wrapping_add(choice)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let majority = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(majority);
+            h = g;
+            g = f;
+            f = e;
+            e = d.wrapping_add(t1);
+            d = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }
+        for (word, add) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
+            *word = word.wrapping_add(add);
+        }
+    }
+    state.iter().map(|word| format!("{word:08x}")).collect()
 }
 
 #[derive(Default)]
@@ -1277,6 +1458,38 @@ mod tests {
                 customer_id: customer.id,
             }]
         );
+    }
+
+    #[test]
+    fn sha256_matches_the_published_test_vectors() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        // Two blocks of padding.
+        assert_eq!(
+            sha256_hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+    }
+
+    #[test]
+    fn fake_keys_look_like_real_ones_and_are_matched_by_their_sha256() {
+        let credentials = FakeCredentials::default();
+        let live = credentials.mint_api_key(false);
+        let sandbox = credentials.mint_api_key(true);
+        assert!(live.key.starts_with("kyc_live_"));
+        assert!(sandbox.key.starts_with("kyc_test_"));
+        assert_eq!(live.key.len(), "kyc_live_".len() + 43);
+        assert_ne!(live.key[9..], sandbox.key[9..]);
+        assert_eq!(live.prefix, live.key[..12]);
+        assert_eq!(live.last4, live.key[live.key.len() - 4..]);
+        assert_eq!(live.sha256, sha256_hex(live.key.as_bytes()));
+        assert!(!format!("{live:?}").contains(&live.key));
     }
 
     #[tokio::test]

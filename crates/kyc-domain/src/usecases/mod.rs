@@ -2,13 +2,17 @@
 //! asks the aggregate to make the move (which refuses or returns the events), and saves state,
 //! events and outbox messages together. A save that loses an optimistic-concurrency race is
 //! retried from a fresh load, so concurrent requests never overwrite each other.
+//!
+//! [`AccessService`] administers a firm's back-office users and API keys.
 
+mod access;
 mod customers;
 mod review;
 mod verification;
 
 use std::sync::Arc;
 
+pub use access::*;
 pub use customers::*;
 pub use review::*;
 pub use verification::*;

@@ -12,13 +12,14 @@ use axum::body::Body;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use kyc_domain::ports::{
-    ApiKeyRecord, ApiKeyStore, Clock, CreditsLedger, CustomerStore, Firm, FirmStore, IdGenerator,
-    IdempotencyKey, IssuedToken, User, UserStore,
+    ApiKeyRecord, ApiKeyStore, Clock, Credentials, CreditsLedger, CustomerStore, Firm, FirmStore,
+    IdGenerator, IdempotencyKey, InfrastructureError, IssuedToken, MintedApiKey, User, UserStore,
 };
 use kyc_domain::prelude::*;
 use kyc_domain::testkit::memory::{FakeProvider, Faults, ManualClock, MemoryLedger, SequentialIds};
 use kyc_domain::testkit::strategies::{EPOCH, person};
-use kyc_domain::usecases::{KycService, Ports, Settings};
+use kyc_domain::usecases::{AccessPorts, AccessService, KycService, Ports, Settings};
+use kyc_domain::values::Password;
 use kyc_http::{
     BackOfficePorts, HttpConfig, HttpPorts, Metrics, ProviderWebhooks, Readiness, WebhookRejection,
 };
@@ -39,6 +40,14 @@ impl IdGenerator for TestIds {
         self.0.customer_id()
     }
 
+    fn user_id(&self) -> UserId {
+        self.0.user_id()
+    }
+
+    fn api_key_id(&self) -> ApiKeyId {
+        self.0.api_key_id()
+    }
+
     fn link_token(&self, attempt: &ExternalUserId) -> IssuedToken {
         use sha2::Digest;
         let token = hex::encode(&sha2::Sha256::digest(format!("link:{attempt}"))[..16]);
@@ -47,6 +56,42 @@ impl IdGenerator for TestIds {
             token,
         }
     }
+}
+
+/// Credentials as the server's, with argon2id at the low cost [`App::add_user`] uses (so users
+/// created through the access use cases log in quickly) and keys whose hash is the real SHA-256,
+/// so they authenticate.
+pub struct TestCredentials(SequentialIds);
+
+#[async_trait]
+impl Credentials for TestCredentials {
+    async fn hash_password(&self, password: &Password) -> Result<String, InfrastructureError> {
+        Ok(low_cost_hash(password.expose()))
+    }
+
+    fn mint_api_key(&self, sandbox: bool) -> MintedApiKey {
+        let prefix = if sandbox { "kyc_test_" } else { "kyc_live_" };
+        let key = format!("{prefix}{}", self.0.customer_id().as_uuid().simple());
+        MintedApiKey {
+            prefix: key[..12].to_owned(),
+            last4: key[key.len() - 4..].to_owned(),
+            sha256: kyc_http::auth::key_sha256(&key),
+            key,
+        }
+    }
+}
+
+/// An argon2id hash of `password` at a low cost, to keep tests quick; verification reads the
+/// cost from the hash.
+pub fn low_cost_hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+    let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"test-salt-16byte").unwrap();
+    hasher
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
 }
 
 /// A provider webhook check as simple as the real one: `X-Payload-Digest` is the hex
@@ -179,6 +224,13 @@ pub async fn app_built(config: HttpConfig, customers: Option<Arc<dyn CustomerSto
         },
         Settings::default(),
     );
+    let access = AccessService::new(AccessPorts {
+        users: Arc::new(store.clone()),
+        api_keys: Arc::new(store.clone()),
+        credentials: Arc::new(TestCredentials(SequentialIds::default())),
+        clock: clock.clone(),
+        ids: Arc::new(TestIds::default()),
+    });
     let ready = Arc::new(Switch(AtomicBool::new(true)));
     let router = kyc_http::router_with(
         HttpPorts {
@@ -192,6 +244,7 @@ pub async fn app_built(config: HttpConfig, customers: Option<Arc<dyn CustomerSto
             users: Arc::new(store.clone()),
             sessions: Arc::new(store.clone()),
             audit: Arc::new(store.clone()),
+            access,
             webhooks: Some(Arc::new(TestWebhooks)),
         }),
         config,
@@ -254,18 +307,9 @@ impl App {
         (key, id)
     }
 
-    /// Stores a back-office user with `password` (argon2id at a low cost, to keep tests quick;
-    /// verification reads the cost from the hash).
+    /// Stores a back-office user with `password` (see [`low_cost_hash`]).
     pub async fn add_user(&self, firm: FirmId, email: &str, role: Role, password: &str) -> UserId {
-        use argon2::password_hash::{PasswordHasher, SaltString};
-        let params = argon2::Params::new(1024, 1, 1, None).unwrap();
-        let hasher =
-            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let salt = SaltString::encode_b64(b"test-salt-16byte").unwrap();
-        let hash = hasher
-            .hash_password(password.as_bytes(), &salt)
-            .unwrap()
-            .to_string();
+        let hash = low_cost_hash(password);
         let id = UserId::from_uuid(uuid::Uuid::new_v4());
         self.store
             .create_user(&User {
