@@ -157,7 +157,7 @@ pub async fn api_upsert(target: Arc<Target>, mut upserts: Upserts) -> (Upserts, 
     let firm = target.firm_of(upserts.worker);
     let sent = upserts.sent;
     upserts.sent += 1;
-    let (body, expected) = if sent % 2 == 0 {
+    let (body, expected) = if sent.is_multiple_of(2) {
         let customers = &target.firms[firm].not_started;
         let customer = &customers[rand::thread_rng().gen_range(0..customers.len())];
         (

@@ -120,7 +120,7 @@ pub async fn seed(store: Arc<dyn CustomerStore>, plan: &SeedPlan) -> Result<Seed
                 // Counted within the firm, so that every firm keeps customers without one
                 // whatever the number of firms and the stride.
                 let in_firm = index / firms;
-                let with_attempt = in_firm % stride == 0 && index / stride < attempts;
+                let with_attempt = in_firm.is_multiple_of(stride) && index / stride < attempts;
                 out.push(seeder.one(index, with_attempt).await?);
                 if index % 20_000 == 0 && index > 0 {
                     eprintln!("  seeded ~{index} customers in {:.0?}", started.elapsed());

@@ -1151,7 +1151,7 @@ async fn pair(
     bare: impl Future<Output = Duration>,
     adapter: impl Future<Output = Duration>,
 ) -> (Duration, Duration) {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         let bare = bare.await;
         (bare, adapter.await)
     } else {

@@ -168,10 +168,11 @@ impl KeyCache {
         if inner.listeners == 0 || inner.generation != ticket.0 {
             return;
         }
-        if inner.entries.len() >= self.capacity && !inner.entries.contains_key(&record.sha256) {
-            if let Some(victim) = inner.entries.keys().next().cloned() {
-                inner.entries.remove(&victim);
-            }
+        if inner.entries.len() >= self.capacity
+            && !inner.entries.contains_key(&record.sha256)
+            && let Some(victim) = inner.entries.keys().next().cloned()
+        {
+            inner.entries.remove(&victim);
         }
         inner
             .entries

@@ -799,10 +799,10 @@ async fn create_applicant(
     else {
         return bad_request("Required parameter 'levelName' is not present");
     };
-    if let Some(levels) = &shared.config.levels {
-        if !levels.contains(&level_name) {
-            return not_found(&format!("Level '{level_name}'"));
-        }
+    if let Some(levels) = &shared.config.levels
+        && !levels.contains(&level_name)
+    {
+        return not_found(&format!("Level '{level_name}'"));
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return bad_request("Malformed JSON body");
@@ -1103,10 +1103,10 @@ async fn websdk_link(
             .unwrap_or(1800);
         (level, query.get("externalUserId").cloned(), ttl)
     };
-    if let Some(levels) = &shared.config.levels {
-        if !levels.contains(&level_name) {
-            return not_found(&format!("Level '{level_name}'"));
-        }
+    if let Some(levels) = &shared.config.levels
+        && !levels.contains(&level_name)
+    {
+        return not_found(&format!("Level '{level_name}'"));
     }
     let link_id = format!("sbx_{}", random_hex(12));
     let expires_at = OffsetDateTime::now_utc() + Duration::from_secs(ttl_secs.min(31_536_000));
