@@ -196,12 +196,14 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
             tracing::warn!(%error, "could not release an idempotency claim after a failure");
         }
     } else {
-        let headers = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| vec![(header::CONTENT_TYPE.as_str().to_owned(), v.to_owned())])
-            .unwrap_or_default();
+        // A page's answer is often a redirect: its target is part of the answer.
+        let headers = [header::CONTENT_TYPE, header::LOCATION]
+            .into_iter()
+            .filter_map(|name| {
+                let value = parts.headers.get(&name)?.to_str().ok()?;
+                Some((name.as_str().to_owned(), value.to_owned()))
+            })
+            .collect();
         let stored = StoredResponse {
             status: parts.status.as_u16(),
             headers,

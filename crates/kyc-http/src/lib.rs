@@ -17,6 +17,7 @@
 //! |---|---|
 //! | [`crm`] | the CRM routes, their request/response DTOs and list cursors |
 //! | [`backoffice`] | the back-office JSON routes, sessions, CSRF and login limits |
+//! | `web` | the back-office web pages under `/app` (templates, forms, security headers) |
 //! | [`provider`] | the provider webhook and the verification link |
 //! | [`auth`] | API-key authentication and scope checks |
 //! | [`error`] | [`ApiError`], the one mapping of errors to status and code |
@@ -34,6 +35,7 @@ pub mod openapi;
 pub mod ops;
 pub mod provider;
 pub(crate) mod rate_limit;
+pub(crate) mod web;
 
 use std::sync::Arc;
 
@@ -188,7 +190,11 @@ pub fn router_with(
         .merge(crm::routes(state.clone()))
         .merge(provider::routes());
     if back_office.is_some() {
-        app = app.merge(backoffice::routes(state.clone()));
+        app = app
+            .merge(backoffice::routes(state.clone()))
+            .nest(web::MOUNT, web::routes(state.clone()))
+            // A nested router's `/` answers `/app` only; people also type the slash.
+            .route("/app/", axum::routing::get(web::home));
     }
     app.merge(ops::routes())
         .fallback(ops::not_found)

@@ -35,7 +35,11 @@ const STATEMENT_LIMIT: u32 = 50;
 /// Audit events read per step of the export.
 const EXPORT_BATCH: u32 = 500;
 
-async fn find(state: &AppState, staff: &Staff, id: &str) -> Result<Customer, ApiError> {
+/// The session's firm's customer named by `id` (its UUID or external id).
+///
+/// # Errors
+/// 404 for an unknown customer or another firm's; storage failures.
+pub(crate) async fn find(state: &AppState, staff: &Staff, id: &str) -> Result<Customer, ApiError> {
     let reference = CustomerRef::parse(id).map_err(|_| ApiError::customer_not_found())?;
     state
         .ports
@@ -54,7 +58,7 @@ fn back_office(state: &AppState) -> Result<&crate::BackOfficePorts, ApiError> {
 
 /// The customer's link: `{public_url}/v/{token}`. The token is re-derived from the attempt (the
 /// generator is deterministic per attempt), so it is never stored in plain text.
-fn verification_url(state: &AppState, token: &str) -> String {
+pub(crate) fn verification_url(state: &AppState, token: &str) -> String {
     format!(
         "{}/v/{token}",
         state.config.public_url.trim_end_matches('/')
@@ -62,7 +66,7 @@ fn verification_url(state: &AppState, token: &str) -> String {
 }
 
 /// The link of the customer's open attempt while they still have something to do there.
-fn current_link(state: &AppState, customer: &Customer) -> Option<String> {
+pub(crate) fn current_link(state: &AppState, customer: &Customer) -> Option<String> {
     let attempt = customer
         .attempt_behind_link()
         .filter(|a| a.link_token_hash.is_some())?;
@@ -76,14 +80,27 @@ fn current_link(state: &AppState, customer: &Customer) -> Option<String> {
     Some(verification_url(state, &token))
 }
 
-struct ListParams {
-    filter: CustomerFilter,
-    search: Option<String>,
-    limit: u32,
-    cursor: Option<String>,
+/// What a back-office list page asks for.
+pub(crate) struct ListParams {
+    /// Status filters (and the walk's order).
+    pub(crate) filter: CustomerFilter,
+    /// Lowercase text to find in name, email or external id.
+    pub(crate) search: Option<String>,
+    /// Page size.
+    pub(crate) limit: u32,
+    /// Resume after this cursor.
+    pub(crate) cursor: Option<String>,
 }
 
-fn parse_list_params(pairs: Vec<(String, String)>) -> Result<ListParams, ApiError> {
+/// One page of a back-office list.
+pub(crate) struct FoundPage {
+    /// The customers.
+    pub(crate) customers: Vec<Customer>,
+    /// The cursor of the next page, when there is one.
+    pub(crate) next_cursor: Option<String>,
+}
+
+pub(crate) fn parse_list_params(pairs: Vec<(String, String)>) -> Result<ListParams, ApiError> {
     let mut params = ListParams {
         filter: CustomerFilter::default(),
         search: None,
@@ -130,7 +147,7 @@ fn parse_list_params(pairs: Vec<(String, String)>) -> Result<ListParams, ApiErro
 }
 
 /// Whether the customer's name, email or external id contains `search` (lowercase).
-fn matches_search(customer: &Customer, search: &str) -> bool {
+pub(crate) fn matches_search(customer: &Customer, search: &str) -> bool {
     customer.full_name.as_str().to_lowercase().contains(search)
         || customer.email.as_str().to_lowercase().contains(search)
         || customer
@@ -139,9 +156,14 @@ fn matches_search(customer: &Customer, search: &str) -> bool {
             .is_some_and(|e| e.as_str().to_lowercase().contains(search))
 }
 
-fn position_of(customer: &Customer) -> PagePosition {
+/// Where a walk in the filter's order resumes after `customer`.
+fn position_of(customer: &Customer, filter: &CustomerFilter) -> PagePosition {
+    let sort_key = match filter.order() {
+        ListOrder::CreatedAt => customer.created_at,
+        ListOrder::UpdatedAt | ListOrder::UpdatedAtDesc => customer.updated_at,
+    };
     PagePosition {
-        sort_key: customer.created_at,
+        sort_key,
         id: customer.id,
     }
 }
@@ -159,10 +181,30 @@ pub(crate) async fn list_customers(
     let Query(pairs) =
         query.map_err(|_| ApiError::invalid_request("The query string could not be parsed."))?;
     let params = parse_list_params(pairs)?;
+    debug_assert_eq!(params.filter.order(), ListOrder::CreatedAt);
+    let limit = params.limit;
+    let page = find_page(&state, staff.firm_id, params).await?;
+    Ok(Json(CustomerPageDto {
+        data: page.customers.iter().map(CustomerDto::from).collect(),
+        has_more: page.next_cursor.is_some(),
+        next_cursor: page.next_cursor,
+        limit,
+    }))
+}
+
+/// A page of the firm's customers in the filter's order, with the search applied.
+///
+/// # Errors
+/// 422 for a cursor issued for other filters; storage failures.
+pub(crate) async fn find_page(
+    state: &AppState,
+    firm: kyc_domain::ids::FirmId,
+    params: ListParams,
+) -> Result<FoundPage, ApiError> {
     let mut after = params
         .cursor
         .as_deref()
-        .map(|text| cursor::decode(text, staff.firm_id, &params.filter))
+        .map(|text| cursor::decode(text, firm, &params.filter))
         .transpose()?;
     // Storage has no text search: walk the filtered list in order and keep the matches. The
     // cursor is the position of the last customer returned, so the next page resumes right after
@@ -179,7 +221,7 @@ pub(crate) async fn list_customers(
             .ports
             .service
             .list_customers(
-                staff.firm_id,
+                firm,
                 &ListQuery {
                     filter: params.filter.clone(),
                     after: after.clone(),
@@ -188,7 +230,10 @@ pub(crate) async fn list_customers(
                 },
             )
             .await?;
-        let last = page.customers.last().map(position_of);
+        let last = page
+            .customers
+            .last()
+            .map(|c| position_of(c, &params.filter));
         for customer in page.customers {
             let wanted = params
                 .search
@@ -215,14 +260,11 @@ pub(crate) async fn list_customers(
     let next_cursor = found
         .last()
         .filter(|_| has_more)
-        .map(|last| cursor::encode(staff.firm_id, &params.filter, &position_of(last)));
-    debug_assert_eq!(params.filter.order(), ListOrder::CreatedAt);
-    Ok(Json(CustomerPageDto {
-        data: found.iter().map(CustomerDto::from).collect(),
-        has_more,
+        .map(|last| cursor::encode(firm, &params.filter, &position_of(last, &params.filter)));
+    Ok(FoundPage {
+        customers: found,
         next_cursor,
-        limit: params.limit,
-    }))
+    })
 }
 
 /// Create a customer by hand (`added_via = ADMIN_MANUAL`).

@@ -92,7 +92,7 @@ fn new_session_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -283,7 +283,6 @@ pub(crate) async fn login(State(state): State<AppState>, request: Request) -> Re
 }
 
 async fn run_login(state: AppState, request: Request) -> Result<Response, ApiError> {
-    let ports = back_office(&state)?.clone();
     let address = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -293,10 +292,56 @@ async fn run_login(state: AppState, request: Request) -> Result<Response, ApiErr
         serde_json::from_value(serde_json::Value::Object(body)).map_err(|_| {
             ApiError::invalid_request("The body must be {\"email\": string, \"password\": string}.")
         })?;
-    let account = login.email.trim().to_lowercase();
+    let signed_in = sign_in(&state, &login.email, login.password, address, None).await?;
+    let body = LoginDto {
+        user: UserDto {
+            id: signed_in.user.id.to_string(),
+            email: signed_in.user.email.as_str().to_owned(),
+            role: signed_in.user.role.as_str(),
+            firm_id: signed_in.user.firm_id.to_string(),
+        },
+        csrf_token: csrf_token_for(&signed_in.token),
+    };
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, signed_in.cookie);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// A successful login: the user, the new session's token and the cookie that carries it.
+pub(crate) struct SignedIn {
+    /// Who logged in.
+    pub(crate) user: kyc_domain::ports::User,
+    /// The new session's token (the cookie's value).
+    pub(crate) token: String,
+    /// `Set-Cookie` for the new session.
+    pub(crate) cookie: HeaderValue,
+}
+
+/// Checks an email and password against the login limits and the stored argon2id hash, and
+/// starts a new session: the one way into the back office, for the JSON API and the pages alike.
+/// `replaces` is the session token the browser already held, if any: it ends here, so a session
+/// id planted before login is never the one that is logged in.
+///
+/// # Errors
+/// 401 `BadCredentials` for a wrong email or password or a disabled user (one message for all);
+/// 429 after too many failures for the account or the address; storage failures.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    email: &str,
+    password: String,
+    address: Option<SocketAddr>,
+    replaces: Option<&str>,
+) -> Result<SignedIn, ApiError> {
+    let ports = back_office(state)?.clone();
+    let account = email.trim().to_lowercase();
     let now = state.ports.clock.now();
     state.logins.check(&account, address, now)?;
-    let user = match Email::new(login.email.trim()) {
+    let user = match Email::new(email.trim()) {
         Ok(email) => ports.users.find_user_by_email(&email).await?,
         Err(_) => None,
     };
@@ -305,12 +350,15 @@ async fn run_login(state: AppState, request: Request) -> Result<Response, ApiErr
         Some(user) => user.password_hash.clone(),
         None => state.logins.dummy_hash().await?,
     };
-    let matches = password_matches(hash, login.password).await?;
-    let Some(user) = user.filter(|_| matches) else {
+    let matches = password_matches(hash, password).await?;
+    let Some(user) = user.filter(|user| matches && user.disabled_at.is_none()) else {
         state.logins.fail(&account, address, now);
         return Err(ApiError::BadCredentials);
     };
     state.logins.succeed(&account);
+    if let Some(old) = replaces {
+        ports.sessions.delete_session(&token_sha256(old)).await?;
+    }
     let token = new_session_token();
     let lifetime_secs = state.config.session_lifetime_secs;
     let session = Session {
@@ -322,24 +370,18 @@ async fn run_login(state: AppState, request: Request) -> Result<Response, ApiErr
         expires_at: now + Duration::seconds(i64::try_from(lifetime_secs).unwrap_or(i64::MAX)),
     };
     ports.sessions.create_session(&session).await?;
-    let body = LoginDto {
-        user: UserDto {
-            id: user.id.to_string(),
-            email: user.email.as_str().to_owned(),
-            role: user.role.as_str(),
-            firm_id: user.firm_id.to_string(),
-        },
-        csrf_token: csrf_token_for(&token),
-    };
-    let mut response = Json(body).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        cookie_header(&state.config, &token, lifetime_secs),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    tracing::info!(firm_id = %user.firm_id, user_id = %user.id, "logged in");
+    let cookie = cookie_header(&state.config, &token, lifetime_secs);
+    Ok(SignedIn {
+        user,
+        token,
+        cookie,
+    })
+}
+
+/// The `Set-Cookie` that ends the session cookie in the browser.
+pub(crate) fn cleared_cookie(config: &HttpConfig) -> HeaderValue {
+    cookie_header(config, "", 0)
 }
 
 /// Log out: the session ends at once and the cookie is cleared.
@@ -357,11 +399,16 @@ pub(crate) async fn logout(
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, cookie_header(&state.config, "", 0));
+        .insert(header::SET_COOKIE, cleared_cookie(&state.config));
     Ok(response)
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Staff, ApiError> {
+/// The live session behind the request's cookie, as a [`Staff`]; touches it (idle expiry) and
+/// reads the user again, so a change of role or a disabled user applies at once.
+///
+/// # Errors
+/// 401 `SessionRequired` without a live session or for a disabled user; storage failures.
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Staff, ApiError> {
     let ports = back_office(state)?;
     let token = session_cookie(headers).ok_or(ApiError::SessionRequired)?;
     let token_hash = token_sha256(&token);
@@ -386,6 +433,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Staff, Ap
         .users
         .get_user(session.firm_id, session.user_id)
         .await?
+        .filter(|user| user.disabled_at.is_none())
         .ok_or(ApiError::SessionRequired)?;
     Ok(Staff {
         person: Person {
@@ -447,6 +495,8 @@ pub enum RoleNeed {
     StaffOrAbove,
     /// `compliance_officer` only: AML review, decisions, restarts, the audit export.
     ComplianceOfficer,
+    /// `admin` only: the firm's users and API keys.
+    Admin,
 }
 
 impl RoleNeed {
@@ -455,14 +505,16 @@ impl RoleNeed {
         match self {
             Self::StaffOrAbove => role.is_staff_or_above(),
             Self::ComplianceOfficer => role.is_compliance_officer(),
+            Self::Admin => role == Role::Admin,
         }
     }
 
-    fn refusal(self) -> ApiError {
+    pub(crate) fn refusal(self) -> ApiError {
         ApiError::Forbidden(
             match self {
                 Self::StaffOrAbove => "This requires the role staff or compliance_officer.",
                 Self::ComplianceOfficer => "This requires the role compliance_officer.",
+                Self::Admin => "This requires the role admin.",
             }
             .to_owned(),
         )
