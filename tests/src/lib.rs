@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
+pub mod browser;
+
 /// Which database the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
