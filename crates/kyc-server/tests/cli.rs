@@ -724,6 +724,12 @@ fn demo_seeds_a_firm_an_officer_and_a_working_key_and_reuses_them_on_a_second_ru
     assert!(printed.contains("officer@demo.example"), "{printed}");
     assert!(printed.contains("(100 credits)"), "{printed}");
     assert!(printed.contains(&format!("http://127.0.0.1:{}/sim/sumsub", first.port)));
+    let back_office = format!("http://127.0.0.1:{}/app", first.port);
+    assert!(
+        printed.contains(&format!("{back_office}  login officer@demo.example")),
+        "{printed}"
+    );
+    assert_eq!(http_status(first.port, "/app/login"), Some(200));
     assert_eq!(
         http_status_with_key(first.port, "/api/v1/customers", &key),
         Some(200)
