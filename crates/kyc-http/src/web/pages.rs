@@ -31,7 +31,7 @@ use crate::backoffice::dto::{
 };
 use crate::backoffice::routes::{ListParams, current_link, find, find_page};
 use crate::backoffice::session::{
-    RoleNeed, Staff, authenticate, cleared_cookie, session_cookie, sign_in,
+    RoleNeed, Staff, authenticate, cleared_cookie, cookie_value, session_cookie, sign_in,
 };
 use crate::error::ApiError;
 
@@ -75,17 +75,6 @@ fn login_cookie(state: &AppState, value: &str, max_age_secs: u32) -> HeaderValue
         "{LOGIN_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/app/login; Max-Age={max_age_secs}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.trim())
 }
 
 /// The login form, bound to this browser by a token in a `SameSite=Strict` cookie and in the
