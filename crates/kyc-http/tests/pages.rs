@@ -472,3 +472,28 @@ async fn a_disabled_user_is_logged_out_at_once_and_cannot_log_in_again() {
     assert_eq!(again.status, StatusCode::UNAUTHORIZED);
     assert!(again.text.contains("The email or password is incorrect."));
 }
+
+#[tokio::test]
+async fn a_cursor_that_is_not_ours_shows_the_first_page_and_says_why() {
+    let app = app().await;
+    let session = officer(&app).await;
+    app.create("crm-1", "jane@example.com").await;
+    let reply = page(
+        &app,
+        "/app/customers?status=NOT_STARTED&cursor=not-a-cursor",
+        &session.cookie,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        reply.text.contains("Showing the first page."),
+        "{}",
+        reply.text
+    );
+    assert!(reply.text.contains("jane@example.com"));
+    assert!(
+        reply
+            .text
+            .contains("<option value=\"NOT_STARTED\" selected>")
+    );
+}

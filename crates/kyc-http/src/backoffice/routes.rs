@@ -498,17 +498,30 @@ pub(crate) async fn credits(
         .iter()
         .find(|(name, _)| name == "cursor")
         .map(|(_, value)| value.as_str());
-    let ledger = &state.ports.service.ports().ledger;
-    let balance = ledger.balance(staff.firm_id).await.map_err(ledger_error)?;
-    let page = ledger
-        .statement(staff.firm_id, cursor, STATEMENT_LIMIT)
-        .await
-        .map_err(ledger_error)?;
+    let (balance, page) = credits_page(&state, staff.firm_id, cursor).await?;
     Ok(Json(CreditsDto::of(
         balance,
         &page.entries,
         page.next_cursor,
     )))
+}
+
+/// The firm's balance and one page of its statement, newest first, resuming at `cursor`.
+///
+/// # Errors
+/// 503 when the ledger's storage is down; 500 for anything else.
+pub(crate) async fn credits_page(
+    state: &AppState,
+    firm: kyc_domain::ids::FirmId,
+    cursor: Option<&str>,
+) -> Result<(kyc_domain::ports::Balance, kyc_domain::ports::StatementPage), ApiError> {
+    let ledger = &state.ports.service.ports().ledger;
+    let balance = ledger.balance(firm).await.map_err(ledger_error)?;
+    let page = ledger
+        .statement(firm, cursor, STATEMENT_LIMIT)
+        .await
+        .map_err(ledger_error)?;
+    Ok((balance, page))
 }
 
 fn ledger_error(error: kyc_domain::ports::LedgerError) -> ApiError {

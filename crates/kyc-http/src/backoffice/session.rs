@@ -111,17 +111,29 @@ pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn cookie_header(config: &HttpConfig, value: &str, max_age_secs: u64) -> HeaderValue {
+/// `Set-Cookie` for one of the back office's cookies: `HttpOnly`, `SameSite=Strict`, and
+/// `Secure` when the public URL is HTTPS.
+pub(crate) fn strict_cookie(
+    config: &HttpConfig,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age_secs: u64,
+) -> HeaderValue {
     let secure = if config.public_url.starts_with("https://") {
         "; Secure"
     } else {
         ""
     };
     let text = format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}{secure}"
+        "{name}={value}; HttpOnly; SameSite=Strict; Path={path}; Max-Age={max_age_secs}{secure}"
     );
-    // The token is URL-safe base64, so the header is always valid text.
+    // Our values are URL-safe base64, so the header is always valid text.
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn cookie_header(config: &HttpConfig, value: &str, max_age_secs: u64) -> HeaderValue {
+    strict_cookie(config, SESSION_COOKIE, value, "/", max_age_secs)
 }
 
 fn back_office(state: &AppState) -> Result<&BackOfficePorts, ApiError> {

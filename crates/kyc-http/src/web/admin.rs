@@ -331,6 +331,23 @@ async fn keys_page(
     )
 }
 
+/// A refused form about keys: the keys page again with the reason; a failure of ours is an
+/// error page (and logged).
+async fn keys_refused(state: &AppState, staff: &Staff, error: ApiError) -> Response {
+    if error.status().is_server_error() {
+        return error.into_response();
+    }
+    keys_page(
+        state,
+        staff,
+        error.status(),
+        None,
+        Some(error.to_string()),
+        None,
+    )
+    .await
+}
+
 /// `GET /app/admin/api-keys`.
 pub(crate) async fn api_keys(
     State(state): State<AppState>,
@@ -387,18 +404,7 @@ pub(crate) async fn create_api_key(
             )
             .await
         }
-        Err(error) if error.status().is_server_error() => error.into_response(),
-        Err(error) => {
-            keys_page(
-                &state,
-                &staff,
-                error.status(),
-                None,
-                Some(error.to_string()),
-                None,
-            )
-            .await
-        }
+        Err(error) => keys_refused(&state, &staff, error).await,
     }
 }
 
@@ -419,17 +425,6 @@ pub(crate) async fn revoke_api_key(
     .await;
     match result {
         Ok(_) => see_other("/app/admin/api-keys?notice=key_revoked"),
-        Err(error) if error.status().is_server_error() => error.into_response(),
-        Err(error) => {
-            keys_page(
-                &state,
-                &staff,
-                error.status(),
-                None,
-                Some(error.to_string()),
-                None,
-            )
-            .await
-        }
+        Err(error) => keys_refused(&state, &staff, error).await,
     }
 }

@@ -31,7 +31,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use kyc_domain::events::Role;
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
@@ -500,10 +499,4 @@ fn asset(content_type: &'static str, text: &'static str) -> Response {
 /// Any other path under `/app`.
 async fn not_found() -> Response {
     ApiError::NotFound("No such page.").into_response()
-}
-
-/// Whether `role` may do what `need` guards: the same test the routes' role layer applies, so a
-/// form is shown exactly to those the server would let act.
-pub(crate) fn may(role: Role, need: RoleNeed) -> bool {
-    need.allows(role)
 }

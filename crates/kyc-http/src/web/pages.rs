@@ -24,21 +24,20 @@ use subtle::ConstantTimeEq;
 
 use super::forms::Fields;
 use super::views::{self, Chip, HitView, StatementLine, TimelineEntry};
-use super::{Layout, may, render, see_other};
+use super::{Layout, render, see_other};
 use crate::AppState;
 use crate::backoffice::dto::{
     CreateCustomerRequest, DecisionRequest, DispositionRequest, RestartRequest,
 };
-use crate::backoffice::routes::{ListParams, current_link, find, find_page};
+use crate::backoffice::routes::{ListParams, credits_page, current_link, find, find_page};
 use crate::backoffice::session::{
     RoleNeed, Staff, authenticate, cleared_cookie, cookie_value, session_cookie, sign_in,
+    strict_cookie,
 };
 use crate::error::ApiError;
 
 /// Customers per list page.
 const PAGE_SIZE: u32 = 50;
-/// Statement lines per credits page.
-const STATEMENT_PAGE: u32 = 50;
 /// The cookie that binds the login form to the browser that loaded it.
 const LOGIN_COOKIE: &str = "kyc_login";
 
@@ -65,16 +64,14 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn login_cookie(state: &AppState, value: &str, max_age_secs: u32) -> HeaderValue {
-    let secure = if state.config.public_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    HeaderValue::from_str(&format!(
-        "{LOGIN_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/app/login; Max-Age={max_age_secs}{secure}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
+fn login_cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
+    strict_cookie(
+        &state.config,
+        LOGIN_COOKIE,
+        value,
+        "/app/login",
+        max_age_secs,
+    )
 }
 
 /// The login form, bound to this browser by a token in a `SameSite=Strict` cookie and in the
@@ -316,28 +313,35 @@ async fn render_list(
         filter_query.push_str(&format!("aml_status={}&", status.as_str()));
     }
     let filtered = filter.kyc_status.is_some() || filter.aml_status.is_some() || !search.is_empty();
-    let params = ListParams {
+    let params = |cursor: Option<String>| ListParams {
         filter: filter.clone(),
         search: Some(search.clone()).filter(|s| !s.is_empty()),
         limit: PAGE_SIZE,
-        cursor: input.cursor,
+        cursor,
     };
-    let (rows, next_cursor, status) = match find_page(state, staff.firm_id, params).await {
+    let had_cursor = input.cursor.is_some();
+    let mut status = StatusCode::OK;
+    let page = match find_page(state, staff.firm_id, params(input.cursor)).await {
+        // A cursor of other filters (edited by hand): the first page of these, saying why.
+        Err(ApiError::Validation { message, .. }) if had_cursor => {
+            status = StatusCode::UNPROCESSABLE_ENTITY;
+            error = Some(format!("{message} Showing the first page."));
+            find_page(state, staff.firm_id, params(None)).await
+        }
+        other => other,
+    };
+    let (rows, next_cursor) = match page {
         Ok(page) => (
             page.customers.iter().map(Row::from).collect(),
             page.next_cursor,
-            StatusCode::OK,
         ),
-        Err(error @ ApiError::Validation { .. }) => {
-            return list_refused(state, staff, error.to_string()).await;
-        }
         Err(other) => return other.into_response(),
     };
     let page = ListPage {
         layout: Layout::for_staff("Customers", "customers", staff)
             .with_notice(notice)
             .with_error(error),
-        can_create: may(staff.person.role, RoleNeed::StaffOrAbove),
+        can_create: RoleNeed::StaffOrAbove.allows(staff.person.role),
         search: input.search.trim().to_owned(),
         status: filter.kyc_status.map_or("", |s| s.as_str()).to_owned(),
         aml_status: filter.aml_status.map_or("", |s| s.as_str()).to_owned(),
@@ -361,26 +365,6 @@ async fn render_list(
         filter_query,
     };
     render(status, &page)
-}
-
-/// A cursor that does not belong to the filters (edited by hand): the first page, with why.
-async fn list_refused(state: &AppState, staff: &Staff, reason: String) -> Response {
-    let page = Box::pin(render_list(
-        state,
-        staff,
-        ListInput {
-            status: String::new(),
-            aml_status: String::new(),
-            search: String::new(),
-            cursor: None,
-        },
-        None,
-    ))
-    .await;
-    let (mut parts, body) = page.into_parts();
-    parts.status = StatusCode::UNPROCESSABLE_ENTITY;
-    tracing::debug!(reason = %reason, "a list page was asked with a cursor of other filters");
-    Response::from_parts(parts, body)
 }
 
 /// `GET /app/customers`: newest change first, filtered by status (`?status=`, `?aml_status=`),
@@ -651,8 +635,8 @@ async fn customer_page(
         .customer_trail(staff.firm_id, customer.id)
         .await?;
     let role = staff.person.role;
-    let staff_may = may(role, RoleNeed::StaffOrAbove);
-    let officer_may = may(role, RoleNeed::ComplianceOfficer);
+    let staff_may = RoleNeed::StaffOrAbove.allows(role);
+    let officer_may = RoleNeed::ComplianceOfficer.allows(role);
     let status = customer.kyc_status;
     let risk = &customer.risk;
     let startable = person_move(status, PersonTrigger::StartVerification).is_ok();
@@ -1120,16 +1104,7 @@ pub(crate) async fn credits(
         .find(|(name, _)| name == "cursor")
         .map(|(_, value)| value.as_str())
         .filter(|c| !c.is_empty());
-    let ledger = &state.ports.service.ports().ledger;
-    let result = async {
-        let balance = ledger.balance(staff.firm_id).await?;
-        let page = ledger
-            .statement(staff.firm_id, cursor, STATEMENT_PAGE)
-            .await?;
-        Ok::<_, kyc_domain::ports::LedgerError>((balance, page))
-    }
-    .await;
-    match result {
+    match credits_page(&state, staff.firm_id, cursor).await {
         Ok((balance, page)) => render(
             StatusCode::OK,
             &CreditsPage {
@@ -1141,10 +1116,7 @@ pub(crate) async fn credits(
                 next_cursor: page.next_cursor,
             },
         ),
-        Err(kyc_domain::ports::LedgerError::Infrastructure(error)) => {
-            ApiError::from(error).into_response()
-        }
-        Err(other) => ApiError::Internal(Box::new(other)).into_response(),
+        Err(error) => error.into_response(),
     }
 }
 
