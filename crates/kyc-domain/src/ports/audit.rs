@@ -52,23 +52,3 @@ pub trait AuditLog: Send + Sync {
         limit: u32,
     ) -> Result<Vec<AuditEntry>, InfrastructureError>;
 }
-
-/// The firm-scoped event feed a CRM polls instead of (or as well as) receiving webhooks.
-#[cfg_attr(feature = "mock", mockall::automock)]
-#[async_trait]
-pub trait EventFeed: Send + Sync {
-    /// Up to `limit` of the firm's events after the cursor `after` (exclusive), in log order.
-    ///
-    /// On Postgres sequence numbers are handed out before commit, so a slow transaction may make
-    /// an event with a smaller sequence visible after a larger one was read; readers that must
-    /// see everything re-read a short window behind their cursor.
-    ///
-    /// # Errors
-    /// [`InfrastructureError`] only.
-    async fn events_after(
-        &self,
-        firm: FirmId,
-        after: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<AuditEntry>, InfrastructureError>;
-}

@@ -8,8 +8,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::InfrastructureError;
-use crate::events::OutboxMessage;
-use crate::ids::FirmId;
+use crate::customer::Customer;
+use crate::events::{NotificationType, OutboxMessage};
+use crate::ids::{CustomerId, FirmId};
+use crate::status::{AmlStatus, KycStatus};
 
 /// A firm's webhook endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,7 +50,11 @@ pub struct WebhookEndpoint {
     pub event_types: Vec<String>,
     /// The signing secret (Standard Webhooks `whsec_…`).
     pub secret: String,
-    /// When it was disabled, if it was.
+    /// The secret it replaced, still signing beside it until `previous_secret_expires_at`.
+    pub previous_secret: Option<String>,
+    /// When the replaced secret stops signing.
+    pub previous_secret_expires_at: Option<OffsetDateTime>,
+    /// When it was disabled (by its admin, or by a `410 Gone`), if it was.
     pub disabled_at: Option<OffsetDateTime>,
     /// When it was created.
     pub created_at: OffsetDateTime,
@@ -75,6 +81,26 @@ pub struct WebhookDelivery {
     pub error: Option<String>,
     /// How long it took.
     pub duration_ms: u64,
+}
+
+impl WebhookEndpoint {
+    /// Whether it wants notifications of this type (no types: all).
+    pub fn wants(&self, notification: NotificationType) -> bool {
+        self.event_types.is_empty() || self.event_types.iter().any(|t| t == notification.as_str())
+    }
+
+    /// The secrets that sign a message sent at `at`: the current one, and the replaced one while
+    /// its overlap lasts.
+    pub fn signing_secrets(&self, at: OffsetDateTime) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let (Some(previous), Some(until)) =
+            (&self.previous_secret, self.previous_secret_expires_at)
+            && at < until
+        {
+            secrets.push(previous.as_str());
+        }
+        secrets
+    }
 }
 
 /// Storage of webhook endpoints and their delivery log.
@@ -118,6 +144,29 @@ pub trait WebhookStore: Send + Sync {
         at: OffsetDateTime,
     ) -> Result<bool, InfrastructureError>;
 
+    /// Rewrites the firm's endpoint (url, description, types, secrets, `disabled_at`) with
+    /// `endpoint`'s fields. Returns `false` for an unknown or deleted endpoint, or another firm's.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn update_endpoint(
+        &self,
+        endpoint: &WebhookEndpoint,
+    ) -> Result<bool, InfrastructureError>;
+
+    /// Deletes the firm's endpoint at `at`: it is no longer listed, found or delivered to, and
+    /// its pending messages are dropped; its delivery log is kept. Returns `false` for an
+    /// unknown endpoint, another firm's, or one already deleted.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn delete_endpoint(
+        &self,
+        firm: FirmId,
+        id: WebhookEndpointId,
+        at: OffsetDateTime,
+    ) -> Result<bool, InfrastructureError>;
+
     /// Appends one delivery attempt to the log.
     ///
     /// # Errors
@@ -134,6 +183,134 @@ pub trait WebhookStore: Send + Sync {
         endpoint: WebhookEndpointId,
         limit: u32,
     ) -> Result<Vec<WebhookDelivery>, InfrastructureError>;
+}
+
+/// A position in a firm's event feed: after the event at it. Positions increase in the order
+/// events become visible (commit order), so a reader that resumes after the last position it saw
+/// misses nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FeedPosition {
+    /// The writing transaction's place (on PostgreSQL its id; 0 where writes are serial).
+    pub transaction: i64,
+    /// The event's own sequence number.
+    pub sequence: i64,
+}
+
+/// One notification, as the event feed and the webhooks carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEvent {
+    /// Where it is in the feed.
+    pub position: FeedPosition,
+    /// Its id: the Standard Webhooks `webhook-id` of every delivery of it.
+    pub id: Uuid,
+    /// The firm.
+    pub firm_id: FirmId,
+    /// The customer.
+    pub customer_id: CustomerId,
+    /// What happened.
+    pub notification: NotificationType,
+    /// The KYC status before, where it changed.
+    pub previous_kyc_status: Option<KycStatus>,
+    /// The AML status before, where it changed.
+    pub previous_aml_status: Option<AmlStatus>,
+    /// The customer as the change left it.
+    pub customer: Customer,
+    /// When the change was saved.
+    pub occurred_at: OffsetDateTime,
+}
+
+/// The firms' event feeds: every notification written with the change that caused it (see
+/// [`CustomerStore::save`](super::CustomerStore::save)).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait EventFeed: Send + Sync {
+    /// Up to `limit` of the firm's events after `after` (from the first without it), in feed
+    /// order. Only events whose position can no longer be preceded by one still being written
+    /// are returned, so a later read after the last position returned never skips one.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn read_events(
+        &self,
+        firm: FirmId,
+        after: Option<FeedPosition>,
+        limit: u32,
+    ) -> Result<Vec<FeedEvent>, InfrastructureError>;
+}
+
+/// One message leased to a delivery worker: an event for one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedDelivery {
+    /// Its place in the delivery queue.
+    pub id: i64,
+    /// Where it goes.
+    pub endpoint: WebhookEndpoint,
+    /// What it carries.
+    pub event: FeedEvent,
+    /// How many attempts were made before.
+    pub attempts: u32,
+}
+
+/// How one attempt ended, for the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// A 2xx: never sent again.
+    Delivered,
+    /// Try again at this time.
+    RetryAt(OffsetDateTime),
+    /// The retry schedule is spent: kept as failed, sent again only by a replay.
+    GaveUp,
+    /// The receiver answered `410 Gone`: the endpoint is disabled (its messages wait).
+    Gone,
+}
+
+/// The webhook delivery queue: one message per event and endpoint that wants it, written with
+/// the change, leased to workers.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync {
+    /// Leases up to `limit` due messages until `lease_until`. Only the oldest unfinished message
+    /// of each (endpoint, customer) is handed out, so a customer's messages reach an endpoint in
+    /// order; no endpoint gets more than `per_endpoint` leased at once, so one slow endpoint
+    /// cannot take every worker; messages of disabled or deleted endpoints wait. Concurrent
+    /// workers (several servers) get disjoint batches; a message whose lease ran out (its worker
+    /// died mid-send) is handed out again.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn claim_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+        per_endpoint: u32,
+    ) -> Result<Vec<QueuedDelivery>, InfrastructureError>;
+
+    /// Records the attempt in the endpoint's log and applies its outcome to the message (and,
+    /// for [`DeliveryOutcome::Gone`], disables the endpoint), in one transaction.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        attempt: &WebhookDelivery,
+        outcome: DeliveryOutcome,
+    ) -> Result<(), InfrastructureError>;
+
+    /// Queues the firm's event `event` again for its endpoint, due at `at`, behind that
+    /// customer's other messages. Returns `false` when the endpoint (not deleted) or the event
+    /// is not the firm's, or the endpoint never had the event queued.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn replay(
+        &self,
+        firm: FirmId,
+        endpoint: WebhookEndpointId,
+        event: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<bool, InfrastructureError>;
 }
 
 /// One outbox row handed to a worker.

@@ -235,11 +235,12 @@ pub trait CustomerStore: Send + Sync {
     /// `created_at` when the two were equal, see [`Saved`]). The outbox messages fall due at the time of the move: the
     /// newest event's `at`, else `customer.updated_at`.
     ///
-    /// A notification ([`OutboxMessage::Notify`]) is queued only if, as the write runs, the
-    /// customer's firm has an enabled webhook endpoint that wants its type (an endpoint with no
-    /// types wants all): nobody else would receive it. Notifications reach an endpoint from the
-    /// moment it is registered; the event feed reads the audit events, which are always written.
-    /// Other messages are always queued.
+    /// A notification ([`OutboxMessage::Notify`]) is not queued as work: it is appended to the
+    /// firm's event feed ([`EventFeed`](super::EventFeed)) with the customer as saved, and queued
+    /// for delivery ([`DeliveryQueue`](super::DeliveryQueue)) to each of the firm's endpoints that,
+    /// as the write runs, is enabled and wants its type (an endpoint with no types wants all), in
+    /// the same transaction. Endpoints get notifications from the moment they are registered.
+    /// Other messages are queued as work.
     ///
     /// # Errors
     /// [`SaveError::DuplicateExternalId`] when the firm already has a customer with this external

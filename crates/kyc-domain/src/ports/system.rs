@@ -5,7 +5,7 @@ use std::fmt;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::InfrastructureError;
+use super::{InfrastructureError, WebhookEndpointId};
 use crate::ids::{ApiKeyId, CustomerId, ExternalUserId, UserId};
 use crate::values::Password;
 
@@ -36,6 +36,9 @@ pub trait IdGenerator: Send + Sync {
 
     /// A new API key id (UUID v7 in production).
     fn api_key_id(&self) -> ApiKeyId;
+
+    /// A new webhook endpoint id (UUID v7 in production).
+    fn webhook_endpoint_id(&self) -> WebhookEndpointId;
 
     /// The verification link token of an attempt: 128 bits that look random and cannot be
     /// guessed without the server's secret (an HMAC of the attempt's external user id), and are
@@ -85,4 +88,8 @@ pub trait Credentials: Send + Sync {
     /// A new API key: `kyc_test_` (a sandbox key) or `kyc_live_` followed by at least 256
     /// random bits in URL-safe characters, with its display parts and SHA-256.
     fn mint_api_key(&self, sandbox: bool) -> MintedApiKey;
+
+    /// A new webhook signing secret in the Standard Webhooks form: `whsec_` followed by the
+    /// standard base64 of at least 192 random bits.
+    fn mint_webhook_secret(&self) -> String;
 }

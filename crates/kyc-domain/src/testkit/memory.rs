@@ -24,7 +24,7 @@ use crate::ports::{
     Hold, HoldKey, HoldState, IdGenerator, IdempotencyKey, IdentityProvider, InfrastructureError,
     IssuedToken, LedgerError, LedgerReceipt, LinkLocation, ListOrder, ListQuery, MintedApiKey,
     ProviderError, RECOVERY_LEASE, SaveError, Saved, StatementEntry, StatementPage, User,
-    UserStore,
+    UserStore, WebhookEndpointId,
 };
 use crate::provider::{ProviderEvent, ProviderEventKey};
 use crate::status::KycStatus;
@@ -134,6 +134,10 @@ impl IdGenerator for SequentialIds {
 
     fn api_key_id(&self) -> ApiKeyId {
         ApiKeyId::from_uuid(self.next())
+    }
+
+    fn webhook_endpoint_id(&self) -> WebhookEndpointId {
+        WebhookEndpointId::from_uuid(self.next())
     }
 
     fn link_token(&self, attempt: &ExternalUserId) -> IssuedToken {
@@ -322,6 +326,12 @@ impl Credentials for FakeCredentials {
             sha256: sha256_hex(key.as_bytes()),
             key,
         }
+    }
+
+    fn mint_webhook_secret(&self) -> String {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        // 32 base64 characters decode to 24 bytes, as a real secret's do.
+        format!("whsec_{n:A>32}")
     }
 }
 

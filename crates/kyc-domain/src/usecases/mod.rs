@@ -9,6 +9,7 @@ mod access;
 mod customers;
 mod review;
 mod verification;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ pub use access::*;
 pub use customers::*;
 pub use review::*;
 pub use verification::*;
+pub use webhooks::*;
 
 use crate::customer::Customer;
 use crate::error::LifecycleError;
