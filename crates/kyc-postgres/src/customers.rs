@@ -190,39 +190,68 @@ const EVENT_PART: &str = "new_events AS ( \
      SELECT $19::uuid, saved.firm_id, saved.id, $20::timestamptz, $21::jsonb, $22::jsonb, $23::text, $24::text \
      FROM saved)";
 
-/// Whether the outbox message whose notification type is `{type}` (null for work that is not a
-/// notification) is queued: work always; a notification only while the firm has an enabled
-/// endpoint that wants it (no types: all), as [`CustomerStore::insert`] says.
-fn wanted(notification: &str) -> String {
+/// The endpoints a notification of type `{type}` of the firm `{firm}` is queued for: the firm's
+/// endpoints that are enabled and want it (no types: all), as [`CustomerStore::insert`] says.
+fn wanting(notification: &str, firm: &str) -> String {
     format!(
-        "({notification} IS NULL OR EXISTS (SELECT 1 FROM webhook_endpoints AS endpoint \
-         WHERE endpoint.firm_id = saved.firm_id AND endpoint.disabled_at IS NULL \
-         AND (cardinality(endpoint.event_types) = 0 OR {notification} = ANY (endpoint.event_types))))"
+        "webhook_endpoints AS endpoint ON endpoint.firm_id = {firm} \
+         AND endpoint.disabled_at IS NULL AND endpoint.deleted_at IS NULL \
+         AND (cardinality(endpoint.event_types) = 0 OR {notification} = ANY (endpoint.event_types))"
     )
 }
 
-/// Queues the outbox messages (`$25`, their notification types `$27`) in the order given, due at
-/// the time of the move (`$12`).
+/// Queues the deliveries of the notifications just written (`new_notifications`), in their
+/// order, one per endpoint that wants each.
+fn deliveries_part() -> String {
+    format!(
+        "new_messages AS ( \
+         INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at) \
+         SELECT n.firm_id, endpoint.id, n.customer_id, n.id, n.occurred_at \
+         FROM new_notifications AS n JOIN {} \
+         ORDER BY n.id, endpoint.id)",
+        wanting("n.type", "n.firm_id")
+    )
+}
+
+/// The customer as the row statement left it, for the feed: its stored state (which carries the
+/// version it was loaded at) at the version the row now has.
+const SAVED_STATE: &str = "jsonb_set(saved.state, '{version}', to_jsonb(saved.version))";
+
+/// Writes the outbox messages (`$25`, their notification types `$27`) in the order given: work
+/// (no type) to the outbox, due at the time of the move (`$12`); notifications to the feed with
+/// the customer as saved, stamped as the customer is, and queued for delivery.
 fn outbox_part() -> String {
     format!(
         "new_outbox AS ( \
          INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
          SELECT saved.firm_id, m.message, $12, $12 \
          FROM saved, unnest($25::jsonb[], $27::text[]) WITH ORDINALITY AS m(message, notification, position) \
-         WHERE {} \
-         ORDER BY m.position)",
-        wanted("m.notification")
+         WHERE m.notification IS NULL \
+         ORDER BY m.position), \
+         new_notifications AS ( \
+         INSERT INTO notifications (firm_id, customer_id, type, message, state, occurred_at) \
+         SELECT saved.firm_id, saved.id, m.notification, m.message, {SAVED_STATE}, stamp.at \
+         FROM saved, stamp, unnest($25::jsonb[], $27::text[]) WITH ORDINALITY AS m(message, notification, position) \
+         WHERE m.notification IS NOT NULL \
+         ORDER BY m.position \
+         RETURNING id, firm_id, customer_id, type, occurred_at), {}",
+        deliveries_part()
     )
 }
 
-/// Queues the one outbox message of most moves (`$25`, its notification type `$27`, as plain
-/// values).
+/// Writes the one outbox message of most moves (`$25`, its notification type `$27`, as plain
+/// values) as [`outbox_part`] does.
 fn message_part() -> String {
     format!(
         "new_outbox AS ( \
          INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
-         SELECT saved.firm_id, $25::jsonb, $12, $12 FROM saved WHERE {})",
-        wanted("$27::text")
+         SELECT saved.firm_id, $25::jsonb, $12, $12 FROM saved WHERE $27::text IS NULL), \
+         new_notifications AS ( \
+         INSERT INTO notifications (firm_id, customer_id, type, message, state, occurred_at) \
+         SELECT saved.firm_id, saved.id, $27::text, $25::jsonb, {SAVED_STATE}, stamp.at \
+         FROM saved, stamp WHERE $27::text IS NOT NULL \
+         RETURNING id, firm_id, customer_id, type, occurred_at), {}",
+        deliveries_part()
     )
 }
 
@@ -265,7 +294,7 @@ impl Parts {
     }
 }
 
-/// Every statement a write can be: the row statement (named `saved`, `RETURNING firm_id, id`)
+/// Every statement a write can be: the row statement (named `saved`, `RETURNING firm_id, id, …`)
 /// followed by the parts the write has, each a data-modifying statement against `saved`, over
 /// arrays unnested (several rows) or plain values (one row). One statement is one round trip and
 /// commits atomically on its own: when the row statement touches nothing (a stale version) no
@@ -306,7 +335,8 @@ fn write_statement(row: RowWrite, parts: Parts) -> String {
         RowWrite::Insert => INSERT_ROW,
         RowWrite::Update(_) => UPDATE_ROW,
     };
-    let mut statement = format!("WITH {STAMP}, saved AS ({row} RETURNING firm_id, id)");
+    let mut statement =
+        format!("WITH {STAMP}, saved AS ({row} RETURNING firm_id, id, state, version)");
     push_parts(&mut statement, parts);
     statement.push_str(" SELECT stamp.at FROM saved, stamp");
     statement
@@ -337,7 +367,7 @@ const STAMP_UNLESS_FOUND: &str = "stamp AS MATERIALIZED ( \
 /// the insert (the first four null).
 fn insert_unless_found_statement(parts: Parts) -> String {
     let mut statement = format!(
-        "WITH {FOUND}, {STAMP_UNLESS_FOUND}, saved AS ({INSERT_ROW} RETURNING firm_id, id)"
+        "WITH {FOUND}, {STAMP_UNLESS_FOUND}, saved AS ({INSERT_ROW} RETURNING firm_id, id, state, version)"
     );
     push_parts(&mut statement, parts);
     statement.push_str(
@@ -616,13 +646,13 @@ pub(crate) fn page_statement<'q>(
 }
 
 /// The settled horizon of a poll: a time before which every change to `customers` is visible to
-/// any statement that starts after this one. A write stamps its row while its statement shows as
-/// active with a transaction id in `pg_stat_activity` (see [`STAMP`]), at or after the start of
-/// its transaction; so with `read_at` taken first, a write stamped before `read_at` and before
-/// the start of every such statement still active had finished by the time the view was read. Only statements that hold
-/// a transaction id count (a write takes one before its stamp; reads never do, so concurrent reads
-/// do not hold the horizon back); `state = 'active'` leaves out sessions idle in a transaction (no
-/// write of a customer spans statements), and only client sessions count (an autovacuum worker
+/// any statement that starts after this one. A write stamps its row after its transaction took an
+/// id (see [`STAMP`]), so at or after the start of that transaction; with `read_at` taken first,
+/// a write stamped before `read_at` and before the start of every transaction still holding an id
+/// had committed by the time the view was read. Only transactions that hold an id count (a write
+/// takes one before its stamp; reads never do, so concurrent reads do not hold the horizon back),
+/// in any state: a transaction idle between two statements, or between its last statement and
+/// its commit, still holds the horizon back. Only client sessions count (an autovacuum worker
 /// may run for minutes and writes no customer). The view shows the sessions of the service's own
 /// database role, which are the ones that write.
 ///
@@ -632,7 +662,7 @@ pub(crate) const HORIZON: &str = "WITH read_at AS MATERIALIZED (SELECT clock_tim
      SELECT least(read_at.at, ( \
          SELECT min(xact_start) FROM pg_stat_activity \
          WHERE read_at.at IS NOT NULL AND datname = current_database() \
-             AND backend_type = 'client backend' AND state = 'active' \
+             AND backend_type = 'client backend' \
              AND backend_xid IS NOT NULL AND pid <> pg_backend_pid())) \
      FROM read_at";
 

@@ -1,16 +1,19 @@
 //! Webhook endpoints, the delivery log and the outbox on Postgres.
 
 use async_trait::async_trait;
-use kyc_domain::ids::FirmId;
+use kyc_domain::customer::{Customer, CustomerState};
+use kyc_domain::events::OutboxMessage;
+use kyc_domain::ids::{CustomerId, FirmId};
 use kyc_domain::ports::{
-    InfrastructureError, OutboxEntry, OutboxStore, WebhookDelivery, WebhookEndpoint,
-    WebhookEndpointId, WebhookStore,
+    DeliveryOutcome, DeliveryQueue, EventFeed, FeedEvent, FeedPosition, InfrastructureError,
+    OutboxEntry, OutboxStore, QueuedDelivery, WebhookDelivery, WebhookEndpoint, WebhookEndpointId,
+    WebhookStore,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 
-use crate::{PostgresStore, at_micros, fit, infra};
+use crate::{PostgresStore, at_micros, infra};
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -23,7 +26,7 @@ pub(crate) const CLAIM: &str = "UPDATE outbox SET locked_until = $1 WHERE id IN 
      FOR UPDATE SKIP LOCKED) \
      RETURNING id, message, created_at, attempts";
 
-const ENDPOINT_COLUMNS: &str = "SELECT id, firm_id, url, description, event_types, secret, disabled_at, created_at FROM webhook_endpoints";
+const ENDPOINT_COLUMNS: &str = "SELECT id, firm_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at, disabled_at, created_at FROM webhook_endpoints";
 
 fn endpoint_from_row(row: &PgRow) -> Result<WebhookEndpoint, InfrastructureError> {
     Ok(WebhookEndpoint {
@@ -33,6 +36,8 @@ fn endpoint_from_row(row: &PgRow) -> Result<WebhookEndpoint, InfrastructureError
         description: row.try_get("description").map_err(infra)?,
         event_types: row.try_get("event_types").map_err(infra)?,
         secret: row.try_get("secret").map_err(infra)?,
+        previous_secret: row.try_get("previous_secret").map_err(infra)?,
+        previous_secret_expires_at: row.try_get("previous_secret_expires_at").map_err(infra)?,
         disabled_at: row.try_get("disabled_at").map_err(infra)?,
         created_at: row.try_get("created_at").map_err(infra)?,
     })
@@ -60,13 +65,32 @@ fn delivery_from_row(row: &PgRow) -> Result<WebhookDelivery, InfrastructureError
     })
 }
 
+/// The insert of one attempt into the delivery log.
+fn insert_delivery(
+    delivery: &WebhookDelivery,
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (firm_id, endpoint_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(delivery.firm_id.as_uuid())
+    .bind(delivery.endpoint_id.as_uuid())
+    .bind(&delivery.message_id)
+    .bind(&delivery.event_type)
+    .bind(i32::try_from(delivery.attempt).unwrap_or(i32::MAX))
+    .bind(at_micros(delivery.attempted_at))
+    .bind(delivery.response_status.map(i32::from))
+    .bind(delivery.error.as_deref())
+    .bind(i64::try_from(delivery.duration_ms).unwrap_or(i64::MAX))
+}
+
 #[async_trait]
 impl WebhookStore for PostgresStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
     async fn create_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), InfrastructureError> {
         sqlx::query(
-            "INSERT INTO webhook_endpoints (id, firm_id, url, description, event_types, secret, disabled_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO webhook_endpoints (id, firm_id, url, description, event_types, secret, disabled_at, created_at, previous_secret, previous_secret_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(endpoint.id.as_uuid())
         .bind(endpoint.firm_id.as_uuid())
@@ -76,6 +100,8 @@ impl WebhookStore for PostgresStore {
         .bind(&endpoint.secret)
         .bind(endpoint.disabled_at.map(at_micros))
         .bind(at_micros(endpoint.created_at))
+        .bind(endpoint.previous_secret.as_deref())
+        .bind(endpoint.previous_secret_expires_at.map(at_micros))
         .execute(&self.pool)
         .await
         .map_err(infra)?;
@@ -88,7 +114,7 @@ impl WebhookStore for PostgresStore {
         firm: FirmId,
     ) -> Result<Vec<WebhookEndpoint>, InfrastructureError> {
         sqlx::query(&format!(
-            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 ORDER BY created_at, id"
+            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
         ))
         .bind(firm.as_uuid())
         .fetch_all(&self.pool)
@@ -106,7 +132,7 @@ impl WebhookStore for PostgresStore {
         id: WebhookEndpointId,
     ) -> Result<Option<WebhookEndpoint>, InfrastructureError> {
         sqlx::query(&format!(
-            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND id = $2"
+            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL"
         ))
         .bind(firm.as_uuid())
         .bind(id.as_uuid())
@@ -126,7 +152,7 @@ impl WebhookStore for PostgresStore {
         at: OffsetDateTime,
     ) -> Result<bool, InfrastructureError> {
         let done = sqlx::query(
-            "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL",
+            "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL AND deleted_at IS NULL",
         )
         .bind(at_micros(at))
         .bind(firm.as_uuid())
@@ -137,24 +163,70 @@ impl WebhookStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %delivery.firm_id))]
-    async fn record_delivery(&self, delivery: &WebhookDelivery) -> Result<(), InfrastructureError> {
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (firm_id, endpoint_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
+    async fn update_endpoint(
+        &self,
+        endpoint: &WebhookEndpoint,
+    ) -> Result<bool, InfrastructureError> {
+        let done = sqlx::query(
+            "UPDATE webhook_endpoints SET url = $3, description = $4, event_types = $5, secret = $6, \
+             previous_secret = $7, previous_secret_expires_at = $8, disabled_at = $9 \
+             WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL",
         )
-        .bind(delivery.firm_id.as_uuid())
-        .bind(delivery.endpoint_id.as_uuid())
-        .bind(&delivery.message_id)
-        .bind(&delivery.event_type)
-        .bind(fit::<i32, _>(delivery.attempt)?)
-        .bind(at_micros(delivery.attempted_at))
-        .bind(delivery.response_status.map(i32::from))
-        .bind(delivery.error.as_deref())
-        .bind(i64::try_from(delivery.duration_ms).unwrap_or(i64::MAX))
+        .bind(endpoint.firm_id.as_uuid())
+        .bind(endpoint.id.as_uuid())
+        .bind(&endpoint.url)
+        .bind(endpoint.description.as_deref())
+        .bind(&endpoint.event_types)
+        .bind(&endpoint.secret)
+        .bind(endpoint.previous_secret.as_deref())
+        .bind(endpoint.previous_secret_expires_at.map(at_micros))
+        .bind(endpoint.disabled_at.map(at_micros))
         .execute(&self.pool)
         .await
         .map_err(infra)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
+    async fn delete_endpoint(
+        &self,
+        firm: FirmId,
+        id: WebhookEndpointId,
+        at: OffsetDateTime,
+    ) -> Result<bool, InfrastructureError> {
+        let mut tx = self.pool.begin().await.map_err(infra)?;
+        let done = sqlx::query(
+            "UPDATE webhook_endpoints SET deleted_at = $1 WHERE firm_id = $2 AND id = $3 AND deleted_at IS NULL",
+        )
+        .bind(at_micros(at))
+        .bind(firm.as_uuid())
+        .bind(id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(infra)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE webhook_messages SET failed_at = $1, locked_until = NULL \
+             WHERE endpoint_id = $2 AND delivered_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(at_micros(at))
+        .bind(id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(infra)?;
+        tx.commit().await.map_err(infra)?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %delivery.firm_id))]
+    async fn record_delivery(&self, delivery: &WebhookDelivery) -> Result<(), InfrastructureError> {
+        insert_delivery(delivery)
+            .execute(&self.pool)
+            .await
+            .map_err(infra)?;
         Ok(())
     }
 
@@ -265,5 +337,220 @@ impl OutboxStore for PostgresStore {
         .await
         .map_err(infra)?;
         Ok(())
+    }
+}
+
+/// A firm's events after the position (`$2`, `$3`), at most `$4`, of transactions that finished
+/// before every transaction still running started: a transaction still running, or one starting
+/// later, has an id at or above the snapshot's `xmin`, so nothing can appear later before the
+/// last position read.
+const READ_EVENTS: &str = "SELECT n.txid::text::bigint AS txid, n.id AS sequence, n.event_id, n.firm_id, \
+     n.customer_id, n.message, n.state, n.occurred_at FROM notifications AS n \
+     WHERE n.firm_id = $1 AND (n.txid, n.id) > ($2::text::xid8, $3) \
+     AND n.txid < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY n.txid, n.id LIMIT $4";
+
+fn event_from_row(row: &PgRow) -> Result<FeedEvent, InfrastructureError> {
+    let firm = FirmId::from_uuid(row.try_get::<Uuid, _>("firm_id").map_err(infra)?);
+    let customer_id = CustomerId::from_uuid(row.try_get::<Uuid, _>("customer_id").map_err(infra)?);
+    let Json(message): Json<OutboxMessage> = row.try_get("message").map_err(infra)?;
+    let OutboxMessage::Notify {
+        notification,
+        previous_kyc_status,
+        previous_aml_status,
+        ..
+    } = message
+    else {
+        return Err(InfrastructureError::internal(
+            "a feed event that is not a notification",
+        ));
+    };
+    let Json(mut state): Json<CustomerState> = row.try_get("state").map_err(infra)?;
+    state.id = customer_id;
+    state.firm_id = firm;
+    Ok(FeedEvent {
+        position: FeedPosition {
+            transaction: row.try_get("txid").map_err(infra)?,
+            sequence: row.try_get("sequence").map_err(infra)?,
+        },
+        id: row.try_get("event_id").map_err(infra)?,
+        firm_id: firm,
+        customer_id,
+        notification,
+        previous_kyc_status,
+        previous_aml_status,
+        customer: Customer::restore(state),
+        occurred_at: row.try_get("occurred_at").map_err(infra)?,
+    })
+}
+
+#[async_trait]
+impl EventFeed for PostgresStore {
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
+    async fn read_events(
+        &self,
+        firm: FirmId,
+        after: Option<FeedPosition>,
+        limit: u32,
+    ) -> Result<Vec<FeedEvent>, InfrastructureError> {
+        let after = after.unwrap_or(FeedPosition {
+            transaction: 0,
+            sequence: 0,
+        });
+        sqlx::query(READ_EVENTS)
+            .bind(firm.as_uuid())
+            .bind(after.transaction.to_string())
+            .bind(after.sequence)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(infra)?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+}
+
+/// Leases (until `$2`) up to `$3` messages due at `$1`: among the first due unfinished messages
+/// that are the oldest unfinished one of their (endpoint, customer), of an endpoint enabled and
+/// not deleted, ranked per endpoint so that no endpoint has more than `$4` leased at once. The
+/// window of candidates holds only such heads, so messages waiting behind one in flight, or for
+/// their endpoint to be enabled, cannot fill it and hold up every other endpoint. The lease
+/// conditions are repeated on the locked row itself, so a row another worker leased after this
+/// statement's snapshot is re-checked (and skipped) once locked.
+const CLAIM_DELIVERIES: &str = "WITH due AS ( \
+         SELECT m.id, m.endpoint_id, m.next_attempt_at FROM webhook_messages AS m \
+         JOIN webhook_endpoints AS e ON e.id = m.endpoint_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL \
+         WHERE m.delivered_at IS NULL AND m.failed_at IS NULL AND m.next_attempt_at <= $1 \
+         AND (m.locked_until IS NULL OR m.locked_until <= $1) \
+         AND NOT EXISTS (SELECT 1 FROM webhook_messages AS earlier \
+             WHERE earlier.endpoint_id = m.endpoint_id AND earlier.customer_id = m.customer_id \
+             AND earlier.id < m.id AND earlier.delivered_at IS NULL AND earlier.failed_at IS NULL) \
+         ORDER BY m.next_attempt_at, m.id LIMIT 2000), \
+     heads AS ( \
+         SELECT due.id, due.endpoint_id, due.next_attempt_at, \
+             row_number() OVER (PARTITION BY due.endpoint_id ORDER BY due.next_attempt_at, due.id) AS rank \
+         FROM due), \
+     leased AS ( \
+         SELECT l.endpoint_id, count(*) AS n FROM webhook_messages AS l \
+         WHERE l.delivered_at IS NULL AND l.failed_at IS NULL AND l.locked_until IS NOT NULL AND l.locked_until > $1 \
+         AND l.endpoint_id IN (SELECT endpoint_id FROM heads) GROUP BY l.endpoint_id), \
+     picked AS ( \
+         SELECT m.id FROM webhook_messages AS m JOIN heads ON heads.id = m.id \
+         LEFT JOIN leased ON leased.endpoint_id = heads.endpoint_id \
+         WHERE heads.rank + coalesce(leased.n, 0) <= $4 \
+         AND m.delivered_at IS NULL AND m.failed_at IS NULL AND (m.locked_until IS NULL OR m.locked_until <= $1) \
+         ORDER BY heads.next_attempt_at, heads.id LIMIT $3 \
+         FOR UPDATE OF m SKIP LOCKED), \
+     claimed AS ( \
+         UPDATE webhook_messages AS m SET locked_until = $2 FROM picked WHERE m.id = picked.id \
+         RETURNING m.id, m.endpoint_id, m.notification_id, m.attempts) \
+     SELECT claimed.id AS message_id, claimed.attempts, \
+         e.id, e.firm_id, e.url, e.description, e.event_types, e.secret, e.previous_secret, \
+         e.previous_secret_expires_at, e.disabled_at, e.created_at, \
+         n.txid::text::bigint AS txid, n.id AS sequence, n.event_id, n.customer_id, n.message, n.state, n.occurred_at \
+     FROM claimed JOIN webhook_endpoints AS e ON e.id = claimed.endpoint_id \
+     JOIN notifications AS n ON n.id = claimed.notification_id \
+     ORDER BY claimed.id";
+
+#[async_trait]
+impl DeliveryQueue for PostgresStore {
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
+    async fn claim_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+        per_endpoint: u32,
+    ) -> Result<Vec<QueuedDelivery>, InfrastructureError> {
+        sqlx::query(CLAIM_DELIVERIES)
+            .bind(at_micros(now))
+            .bind(at_micros(lease_until))
+            .bind(i64::from(limit))
+            .bind(i64::from(per_endpoint))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(infra)?
+            .iter()
+            .map(|row| {
+                let attempts: i32 = row.try_get("attempts").map_err(infra)?;
+                Ok(QueuedDelivery {
+                    id: row.try_get("message_id").map_err(infra)?,
+                    endpoint: endpoint_from_row(row)?,
+                    event: event_from_row(row)?,
+                    attempts: u32::try_from(attempts).map_err(InfrastructureError::internal)?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %attempt.firm_id))]
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        attempt: &WebhookDelivery,
+        outcome: DeliveryOutcome,
+    ) -> Result<(), InfrastructureError> {
+        let mut tx = self.pool.begin().await.map_err(infra)?;
+        insert_delivery(attempt)
+            .execute(&mut *tx)
+            .await
+            .map_err(infra)?;
+        let at = at_micros(attempt.attempted_at);
+        let (delivered, retry, failed) = match outcome {
+            DeliveryOutcome::Delivered => (Some(at), None, None),
+            DeliveryOutcome::RetryAt(next) => (None, Some(at_micros(next)), None),
+            DeliveryOutcome::GaveUp => (None, None, Some(at)),
+            DeliveryOutcome::Gone => (None, Some(at), None),
+        };
+        sqlx::query(
+            "UPDATE webhook_messages SET attempts = attempts + 1, locked_until = NULL, \
+             delivered_at = $2, failed_at = $3, next_attempt_at = coalesce($4, next_attempt_at) \
+             WHERE id = $1 AND delivered_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(id)
+        .bind(delivered)
+        .bind(failed)
+        .bind(retry)
+        .execute(&mut *tx)
+        .await
+        .map_err(infra)?;
+        if outcome == DeliveryOutcome::Gone {
+            sqlx::query(
+                "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL",
+            )
+            .bind(at)
+            .bind(attempt.firm_id.as_uuid())
+            .bind(attempt.endpoint_id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(infra)?;
+        }
+        tx.commit().await.map_err(infra)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
+    async fn replay(
+        &self,
+        firm: FirmId,
+        endpoint: WebhookEndpointId,
+        event: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<bool, InfrastructureError> {
+        let done = sqlx::query(
+            "INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at) \
+             SELECT n.firm_id, e.id, n.customer_id, n.id, $4 FROM notifications AS n \
+             JOIN webhook_endpoints AS e ON e.firm_id = n.firm_id AND e.id = $2 AND e.deleted_at IS NULL \
+             WHERE n.firm_id = $1 AND n.event_id = $3 \
+             AND EXISTS (SELECT 1 FROM webhook_messages AS m WHERE m.endpoint_id = e.id AND m.notification_id = n.id)",
+        )
+        .bind(firm.as_uuid())
+        .bind(endpoint.as_uuid())
+        .bind(event)
+        .bind(at_micros(at))
+        .execute(&self.pool)
+        .await
+        .map_err(infra)?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use kyc_domain::events::DomainEvent;
 use kyc_domain::ids::{CustomerId, EventId, FirmId};
-use kyc_domain::ports::{AuditEntry, AuditLog, EventFeed, InfrastructureError};
+use kyc_domain::ports::{AuditEntry, AuditLog, InfrastructureError};
 use kyc_domain::provider::ProviderEventKey;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -78,19 +78,6 @@ impl AuditLog for SqliteStore {
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn firm_export(
-        &self,
-        firm: FirmId,
-        after: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<AuditEntry>, InfrastructureError> {
-        self.firm_events(firm, after, limit).await
-    }
-}
-
-#[async_trait]
-impl EventFeed for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn events_after(
         &self,
         firm: FirmId,
         after: Option<i64>,

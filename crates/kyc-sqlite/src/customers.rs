@@ -1,6 +1,6 @@
 //! [`CustomerStore`] on SQLite: the customer row (indexed columns plus the serialized state), its
-//! attempts side table, audit events, outbox rows and seen provider events, written in one
-//! transaction.
+//! attempts side table, audit events, outbox rows, notifications with their webhook deliveries
+//! and seen provider events, written in one transaction.
 
 use std::sync::Arc;
 
@@ -140,11 +140,20 @@ fn provider_key<'a>(
     }
 }
 
-/// Writes everything that goes with a customer row: attempts, events, outbox, inbound key. The
-/// outbox rows and the inbound key are stamped with the time of the move (see [`move_time`]).
+/// The customer as a write stores it: its state in the stored form, and the time the write
+/// recorded as its `updated_at`.
+struct Stored<'a> {
+    state: &'a str,
+    at: OffsetDateTime,
+}
+
+/// Writes everything that goes with a customer row: attempts, events, outbox, notifications and
+/// their deliveries, inbound key. The outbox rows and the inbound key are stamped with the time of
+/// the move (see [`move_time`]); notifications with the time the write recorded.
 async fn write_children(
     tx: &mut SqliteConnection,
     customer: &Customer,
+    stored: &Stored<'_>,
     events: &[DomainEvent],
     outbox: &[OutboxMessage],
     inbound: Option<&ProviderEventKey>,
@@ -202,24 +211,64 @@ async fn write_children(
     }
     let now = micros(move_time(customer, events));
     for message in outbox {
-        // Work always; a notification only while the firm has an enabled endpoint that wants it
-        // (no types: all), as `CustomerStore::insert` says.
-        sqlx::query(
-            "INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
-             SELECT $1, $2, $3, $3 \
-             WHERE $4 IS NULL OR EXISTS (SELECT 1 FROM webhook_endpoints AS endpoint \
-                 WHERE endpoint.firm_id = $1 AND endpoint.disabled_at IS NULL \
-                 AND (json_array_length(endpoint.event_types) = 0 \
-                      OR EXISTS (SELECT 1 FROM json_each(endpoint.event_types) AS wanted WHERE wanted.value = $4)))",
-        )
-        .bind(&firm)
-        .bind(to_json(message)?)
-        .bind(now)
-        .bind(message.notification().map(NotificationType::as_str))
-        .execute(&mut *tx)
-        .await
-        .map_err(save_error)?;
+        let Some(notification) = message.notification() else {
+            sqlx::query(
+                "INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) VALUES ($1, $2, $3, $3)",
+            )
+            .bind(&firm)
+            .bind(to_json(message)?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(save_error)?;
+            continue;
+        };
+        write_notification(tx, &firm, &id, stored, message, notification).await?;
     }
+    Ok(())
+}
+
+/// Appends a notification to the firm's feed and queues it for each of the firm's endpoints that
+/// is enabled and wants its type (no types: all), as [`CustomerStore::insert`] says.
+async fn write_notification(
+    tx: &mut SqliteConnection,
+    firm: &str,
+    customer: &str,
+    stored: &Stored<'_>,
+    message: &OutboxMessage,
+    notification: NotificationType,
+) -> Result<(), SaveError> {
+    let at = micros(stored.at);
+    let sequence: i64 = sqlx::query_scalar(
+        "INSERT INTO notifications (event_id, firm_id, customer_id, type, message, state, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(Uuid::new_v4().to_string())
+    .bind(firm)
+    .bind(customer)
+    .bind(notification.as_str())
+    .bind(to_json(message)?)
+    .bind(stored.state)
+    .bind(at)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(save_error)?;
+    sqlx::query(
+        "INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at) \
+         SELECT $1, endpoint.id, $2, $3, $4 FROM webhook_endpoints AS endpoint \
+         WHERE endpoint.firm_id = $1 AND endpoint.disabled_at IS NULL AND endpoint.deleted_at IS NULL \
+         AND (json_array_length(endpoint.event_types) = 0 \
+              OR EXISTS (SELECT 1 FROM json_each(endpoint.event_types) AS wanted WHERE wanted.value = $5)) \
+         ORDER BY endpoint.id",
+    )
+    .bind(firm)
+    .bind(customer)
+    .bind(sequence)
+    .bind(at)
+    .bind(notification.as_str())
+    .execute(&mut *tx)
+    .await
+    .map_err(save_error)?;
     Ok(())
 }
 
@@ -317,6 +366,7 @@ impl CustomerStore for SqliteStore {
             at: stamp(&mut tx, customer).await?,
         };
         let stored = customer.as_saved(saved);
+        let state = state_json(stored.state())?;
         sqlx::query(
             "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)",
@@ -329,12 +379,16 @@ impl CustomerStore for SqliteStore {
         .bind(customer.aml.status.as_str())
         .bind(micros(stored.created_at))
         .bind(micros(stored.updated_at))
-        .bind(state_json(stored.state())?)
+        .bind(&state)
         .bind(customer.aml.next_screening_due.map(micros))
         .execute(&mut *tx)
         .await
         .map_err(save_error)?;
-        write_children(&mut tx, customer, events, outbox, None).await?;
+        let written = Stored {
+            state: &state,
+            at: saved.at,
+        };
+        write_children(&mut tx, customer, &written, events, outbox, None).await?;
         tx.commit().await.map_err(save_error)?;
         self.remember(&stored);
         Ok(saved)
@@ -355,13 +409,14 @@ impl CustomerStore for SqliteStore {
             at: stamp(&mut tx, customer).await?,
         };
         let stored = customer.as_saved(saved);
+        let state = state_json(stored.state())?;
         let updated = sqlx::query(SAVE)
             .bind(customer.external_id.as_ref().map(ExternalId::as_str))
             .bind(customer.email.normalized())
             .bind(customer.kyc_status.as_str())
             .bind(customer.aml.status.as_str())
             .bind(micros(stored.updated_at))
-            .bind(state_json(stored.state())?)
+            .bind(&state)
             .bind(customer.aml.next_screening_due.map(micros))
             .bind(customer.id.to_string())
             .bind(customer.firm_id.to_string())
@@ -372,7 +427,11 @@ impl CustomerStore for SqliteStore {
         if updated.rows_affected() == 0 {
             return Err(SaveError::VersionConflict);
         }
-        write_children(&mut tx, customer, events, outbox, inbound).await?;
+        let written = Stored {
+            state: &state,
+            at: saved.at,
+        };
+        write_children(&mut tx, customer, &written, events, outbox, inbound).await?;
         tx.commit().await.map_err(save_error)?;
         self.remember(&stored);
         Ok(saved)

@@ -1,14 +1,19 @@
-//! Webhook endpoints, the delivery log and the outbox on SQLite.
+//! Webhook endpoints, the delivery log, the event feed, the delivery queue and the outbox on
+//! SQLite.
 
 use async_trait::async_trait;
-use kyc_domain::ids::FirmId;
+use kyc_domain::customer::{Customer, CustomerState};
+use kyc_domain::events::OutboxMessage;
+use kyc_domain::ids::{CustomerId, FirmId};
 use kyc_domain::ports::{
-    InfrastructureError, OutboxEntry, OutboxStore, WebhookDelivery, WebhookEndpoint,
-    WebhookEndpointId, WebhookStore,
+    DeliveryOutcome, DeliveryQueue, EventFeed, FeedEvent, FeedPosition, InfrastructureError,
+    OutboxEntry, OutboxStore, QueuedDelivery, WebhookDelivery, WebhookEndpoint, WebhookEndpointId,
+    WebhookStore,
 };
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Row, Sqlite};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::{SqliteStore, from_json, from_micros, from_micros_opt, infra, micros, to_json, uuid};
 
@@ -20,7 +25,7 @@ pub(crate) const CLAIM: &str = "UPDATE outbox SET locked_until = $1 WHERE id IN 
      AND (locked_until IS NULL OR locked_until <= $2) ORDER BY id LIMIT $3) \
      RETURNING id, message, created_at, attempts";
 
-const ENDPOINT_COLUMNS: &str = "SELECT id, firm_id, url, description, event_types, secret, disabled_at, created_at FROM webhook_endpoints";
+const ENDPOINT_COLUMNS: &str = "SELECT id, firm_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at, disabled_at, created_at FROM webhook_endpoints";
 
 fn endpoint_from_row(row: &SqliteRow) -> Result<WebhookEndpoint, InfrastructureError> {
     Ok(WebhookEndpoint {
@@ -30,6 +35,10 @@ fn endpoint_from_row(row: &SqliteRow) -> Result<WebhookEndpoint, InfrastructureE
         description: row.try_get("description").map_err(infra)?,
         event_types: from_json(&row.try_get::<String, _>("event_types").map_err(infra)?)?,
         secret: row.try_get("secret").map_err(infra)?,
+        previous_secret: row.try_get("previous_secret").map_err(infra)?,
+        previous_secret_expires_at: from_micros_opt(
+            row.try_get("previous_secret_expires_at").map_err(infra)?,
+        )?,
         disabled_at: from_micros_opt(row.try_get("disabled_at").map_err(infra)?)?,
         created_at: from_micros(row.try_get("created_at").map_err(infra)?)?,
     })
@@ -57,14 +66,33 @@ fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery, InfrastructureE
     })
 }
 
+/// The insert of one attempt into the delivery log.
+fn insert_delivery(
+    delivery: &WebhookDelivery,
+) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (firm_id, endpoint_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(delivery.firm_id.to_string())
+    .bind(delivery.endpoint_id.to_string())
+    .bind(&delivery.message_id)
+    .bind(&delivery.event_type)
+    .bind(i64::from(delivery.attempt))
+    .bind(micros(delivery.attempted_at))
+    .bind(delivery.response_status.map(i64::from))
+    .bind(delivery.error.as_deref())
+    .bind(i64::try_from(delivery.duration_ms).unwrap_or(i64::MAX))
+}
+
 #[async_trait]
 impl WebhookStore for SqliteStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
     async fn create_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), InfrastructureError> {
         let _turn = self.write_turn().await;
         sqlx::query(
-            "INSERT INTO webhook_endpoints (id, firm_id, url, description, event_types, secret, disabled_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO webhook_endpoints (id, firm_id, url, description, event_types, secret, disabled_at, created_at, previous_secret, previous_secret_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(endpoint.id.to_string())
         .bind(endpoint.firm_id.to_string())
@@ -74,6 +102,8 @@ impl WebhookStore for SqliteStore {
         .bind(&endpoint.secret)
         .bind(endpoint.disabled_at.map(micros))
         .bind(micros(endpoint.created_at))
+        .bind(endpoint.previous_secret.as_deref())
+        .bind(endpoint.previous_secret_expires_at.map(micros))
         .execute(&self.pool)
         .await
         .map_err(infra)?;
@@ -86,7 +116,7 @@ impl WebhookStore for SqliteStore {
         firm: FirmId,
     ) -> Result<Vec<WebhookEndpoint>, InfrastructureError> {
         sqlx::query(&format!(
-            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 ORDER BY created_at, id"
+            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
         ))
         .bind(firm.to_string())
         .fetch_all(&self.pool)
@@ -104,7 +134,7 @@ impl WebhookStore for SqliteStore {
         id: WebhookEndpointId,
     ) -> Result<Option<WebhookEndpoint>, InfrastructureError> {
         sqlx::query(&format!(
-            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND id = $2"
+            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL"
         ))
         .bind(firm.to_string())
         .bind(id.to_string())
@@ -125,7 +155,7 @@ impl WebhookStore for SqliteStore {
     ) -> Result<bool, InfrastructureError> {
         let _turn = self.write_turn().await;
         let done = sqlx::query(
-            "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL",
+            "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL AND deleted_at IS NULL",
         )
         .bind(micros(at))
         .bind(firm.to_string())
@@ -136,25 +166,72 @@ impl WebhookStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %delivery.firm_id))]
-    async fn record_delivery(&self, delivery: &WebhookDelivery) -> Result<(), InfrastructureError> {
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
+    async fn update_endpoint(
+        &self,
+        endpoint: &WebhookEndpoint,
+    ) -> Result<bool, InfrastructureError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (firm_id, endpoint_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        let done = sqlx::query(
+            "UPDATE webhook_endpoints SET url = $3, description = $4, event_types = $5, secret = $6, \
+             previous_secret = $7, previous_secret_expires_at = $8, disabled_at = $9 \
+             WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL",
         )
-        .bind(delivery.firm_id.to_string())
-        .bind(delivery.endpoint_id.to_string())
-        .bind(&delivery.message_id)
-        .bind(&delivery.event_type)
-        .bind(i64::from(delivery.attempt))
-        .bind(micros(delivery.attempted_at))
-        .bind(delivery.response_status.map(i64::from))
-        .bind(delivery.error.as_deref())
-        .bind(i64::try_from(delivery.duration_ms).unwrap_or(i64::MAX))
+        .bind(endpoint.firm_id.to_string())
+        .bind(endpoint.id.to_string())
+        .bind(&endpoint.url)
+        .bind(endpoint.description.as_deref())
+        .bind(to_json(&endpoint.event_types)?)
+        .bind(&endpoint.secret)
+        .bind(endpoint.previous_secret.as_deref())
+        .bind(endpoint.previous_secret_expires_at.map(micros))
+        .bind(endpoint.disabled_at.map(micros))
         .execute(&self.pool)
         .await
         .map_err(infra)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
+    async fn delete_endpoint(
+        &self,
+        firm: FirmId,
+        id: WebhookEndpointId,
+        at: OffsetDateTime,
+    ) -> Result<bool, InfrastructureError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE webhook_endpoints SET deleted_at = $1 WHERE firm_id = $2 AND id = $3 AND deleted_at IS NULL",
+        )
+        .bind(micros(at))
+        .bind(firm.to_string())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(infra)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE webhook_messages SET failed_at = $1, locked_until = NULL \
+             WHERE endpoint_id = $2 AND delivered_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(micros(at))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(infra)?;
+        tx.commit().await.map_err(infra)?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %delivery.firm_id))]
+    async fn record_delivery(&self, delivery: &WebhookDelivery) -> Result<(), InfrastructureError> {
+        let _turn = self.write_turn().await;
+        insert_delivery(delivery)
+            .execute(&self.pool)
+            .await
+            .map_err(infra)?;
         Ok(())
     }
 
@@ -272,5 +349,227 @@ impl OutboxStore for SqliteStore {
         .await
         .map_err(infra)?;
         Ok(())
+    }
+}
+
+/// A firm's events after the sequence `$2`, at most `$3`, in feed order. Writes are serial and
+/// ids are never handed out twice, so every event a later write adds has a larger id than any
+/// this read returns.
+const READ_EVENTS: &str = "SELECT id AS sequence, event_id, firm_id, customer_id, message, state, occurred_at \
+     FROM notifications WHERE firm_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+fn event_from_row(row: &SqliteRow) -> Result<FeedEvent, InfrastructureError> {
+    let firm = FirmId::from_uuid(uuid(&row.try_get::<String, _>("firm_id").map_err(infra)?)?);
+    let customer_id = CustomerId::from_uuid(uuid(
+        &row.try_get::<String, _>("customer_id").map_err(infra)?,
+    )?);
+    let message: OutboxMessage = from_json(row.try_get::<&str, _>("message").map_err(infra)?)?;
+    let OutboxMessage::Notify {
+        notification,
+        previous_kyc_status,
+        previous_aml_status,
+        ..
+    } = message
+    else {
+        return Err(InfrastructureError::internal(
+            "a feed event that is not a notification",
+        ));
+    };
+    // The state as the customers table stores it: the row's ids are not in it.
+    let mut state: CustomerState = from_json(row.try_get::<&str, _>("state").map_err(infra)?)?;
+    state.id = customer_id;
+    state.firm_id = firm;
+    Ok(FeedEvent {
+        position: FeedPosition {
+            transaction: 0,
+            sequence: row.try_get("sequence").map_err(infra)?,
+        },
+        id: uuid(row.try_get::<&str, _>("event_id").map_err(infra)?)?,
+        firm_id: firm,
+        customer_id,
+        notification,
+        previous_kyc_status,
+        previous_aml_status,
+        customer: Customer::restore(state),
+        occurred_at: from_micros(row.try_get("occurred_at").map_err(infra)?)?,
+    })
+}
+
+#[async_trait]
+impl EventFeed for SqliteStore {
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
+    async fn read_events(
+        &self,
+        firm: FirmId,
+        after: Option<FeedPosition>,
+        limit: u32,
+    ) -> Result<Vec<FeedEvent>, InfrastructureError> {
+        // Every position here is (0, id): one past a later transaction has nothing after it.
+        let after = match after {
+            None => 0,
+            Some(position) if position.transaction < 0 => 0,
+            Some(position) if position.transaction > 0 => return Ok(Vec::new()),
+            Some(position) => position.sequence,
+        };
+        sqlx::query(READ_EVENTS)
+            .bind(firm.to_string())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(infra)?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+}
+
+/// Leases (until `$2`) up to `$3` messages due at `$1`: the due unfinished messages that are the
+/// oldest unfinished one of their (endpoint, customer), of an endpoint enabled and not deleted,
+/// ranked per endpoint so that no endpoint has more than `$4` leased at once. Run inside the
+/// write lock, so choosing the rows and leasing them cannot interleave with another worker's.
+const CLAIM_DELIVERIES: &str = "WITH heads AS ( \
+         SELECT m.id, m.endpoint_id, m.next_attempt_at, \
+             row_number() OVER (PARTITION BY m.endpoint_id ORDER BY m.next_attempt_at, m.id) AS rank \
+         FROM webhook_messages AS m \
+         JOIN webhook_endpoints AS e ON e.id = m.endpoint_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL \
+         WHERE m.delivered_at IS NULL AND m.failed_at IS NULL AND m.next_attempt_at <= $1 \
+         AND (m.locked_until IS NULL OR m.locked_until <= $1) \
+         AND NOT EXISTS (SELECT 1 FROM webhook_messages AS earlier \
+             WHERE earlier.endpoint_id = m.endpoint_id AND earlier.customer_id = m.customer_id \
+             AND earlier.id < m.id AND earlier.delivered_at IS NULL AND earlier.failed_at IS NULL)), \
+     leased AS ( \
+         SELECT l.endpoint_id, count(*) AS n FROM webhook_messages AS l \
+         WHERE l.delivered_at IS NULL AND l.failed_at IS NULL AND l.locked_until IS NOT NULL AND l.locked_until > $1 \
+         AND l.endpoint_id IN (SELECT endpoint_id FROM heads) GROUP BY l.endpoint_id), \
+     picked AS ( \
+         SELECT heads.id FROM heads LEFT JOIN leased ON leased.endpoint_id = heads.endpoint_id \
+         WHERE heads.rank + coalesce(leased.n, 0) <= $4 \
+         ORDER BY heads.next_attempt_at, heads.id LIMIT $3) \
+     UPDATE webhook_messages SET locked_until = $2 WHERE id IN (SELECT id FROM picked) \
+     RETURNING id";
+
+/// The leased messages (`$1`, a JSON array of ids) with their endpoints and events.
+const CLAIMED: &str = "SELECT m.id AS message_id, m.attempts, \
+         e.id, e.firm_id, e.url, e.description, e.event_types, e.secret, e.previous_secret, \
+         e.previous_secret_expires_at, e.disabled_at, e.created_at, \
+         n.id AS sequence, n.event_id, n.customer_id, n.message, n.state, n.occurred_at \
+     FROM webhook_messages AS m JOIN webhook_endpoints AS e ON e.id = m.endpoint_id \
+     JOIN notifications AS n ON n.id = m.notification_id \
+     WHERE m.id IN (SELECT value FROM json_each($1)) ORDER BY m.id";
+
+#[async_trait]
+impl DeliveryQueue for SqliteStore {
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
+    async fn claim_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+        per_endpoint: u32,
+    ) -> Result<Vec<QueuedDelivery>, InfrastructureError> {
+        // SQLite has no row locks; the immediate transaction makes the choice and the lease atomic.
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(CLAIM_DELIVERIES)
+            .bind(micros(now))
+            .bind(micros(lease_until))
+            .bind(i64::from(limit))
+            .bind(i64::from(per_endpoint))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(infra)?;
+        if ids.is_empty() {
+            tx.commit().await.map_err(infra)?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(CLAIMED)
+            .bind(to_json(&ids)?)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(infra)?;
+        tx.commit().await.map_err(infra)?;
+        rows.iter()
+            .map(|row| {
+                let attempts: i64 = row.try_get("attempts").map_err(infra)?;
+                Ok(QueuedDelivery {
+                    id: row.try_get("message_id").map_err(infra)?,
+                    endpoint: endpoint_from_row(row)?,
+                    event: event_from_row(row)?,
+                    attempts: u32::try_from(attempts).map_err(InfrastructureError::internal)?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %attempt.firm_id))]
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        attempt: &WebhookDelivery,
+        outcome: DeliveryOutcome,
+    ) -> Result<(), InfrastructureError> {
+        let mut tx = self.begin_write().await?;
+        insert_delivery(attempt)
+            .execute(&mut *tx)
+            .await
+            .map_err(infra)?;
+        let at = micros(attempt.attempted_at);
+        // Gone leaves the message due at once: it waits only for its endpoint to be enabled.
+        let (delivered, retry, failed) = match outcome {
+            DeliveryOutcome::Delivered => (Some(at), None, None),
+            DeliveryOutcome::RetryAt(next) => (None, Some(micros(next)), None),
+            DeliveryOutcome::GaveUp => (None, None, Some(at)),
+            DeliveryOutcome::Gone => (None, Some(at), None),
+        };
+        sqlx::query(
+            "UPDATE webhook_messages SET attempts = attempts + 1, locked_until = NULL, \
+             delivered_at = $2, failed_at = $3, next_attempt_at = coalesce($4, next_attempt_at) \
+             WHERE id = $1 AND delivered_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(id)
+        .bind(delivered)
+        .bind(failed)
+        .bind(retry)
+        .execute(&mut *tx)
+        .await
+        .map_err(infra)?;
+        if outcome == DeliveryOutcome::Gone {
+            sqlx::query(
+                "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL",
+            )
+            .bind(at)
+            .bind(attempt.firm_id.to_string())
+            .bind(attempt.endpoint_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(infra)?;
+        }
+        tx.commit().await.map_err(infra)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
+    async fn replay(
+        &self,
+        firm: FirmId,
+        endpoint: WebhookEndpointId,
+        event: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<bool, InfrastructureError> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at) \
+             SELECT n.firm_id, e.id, n.customer_id, n.id, $4 FROM notifications AS n \
+             JOIN webhook_endpoints AS e ON e.firm_id = n.firm_id AND e.id = $2 AND e.deleted_at IS NULL \
+             WHERE n.firm_id = $1 AND n.event_id = $3 \
+             AND EXISTS (SELECT 1 FROM webhook_messages AS m WHERE m.endpoint_id = e.id AND m.notification_id = n.id)",
+        )
+        .bind(firm.to_string())
+        .bind(endpoint.to_string())
+        .bind(event.to_string())
+        .bind(micros(at))
+        .execute(&self.pool)
+        .await
+        .map_err(infra)?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -12,7 +12,7 @@ use kyc_domain::values::Email;
 use time::Duration;
 use uuid::Uuid;
 
-use crate::{Stores, add_endpoint, insert_customer, new_firm, now};
+use crate::{Stores, insert_customer_with_work, new_firm, now};
 
 fn user(firm: FirmId, email: &str) -> User {
     User {
@@ -378,6 +378,8 @@ pub async fn webhook_endpoints_and_deliveries_round_trip(stores: Stores) {
         description: Some("CRM".to_owned()),
         event_types: vec!["customer.kyc_status_changed".to_owned()],
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        previous_secret: None,
+        previous_secret_expires_at: None,
         disabled_at: None,
         created_at: now(),
     };
@@ -451,9 +453,8 @@ pub async fn webhook_endpoints_and_deliveries_round_trip(stores: Stores) {
 /// retried one comes back when due with one more attempt; a lease that ran out is handed out again.
 pub async fn outbox_batches_are_disjoint_and_retries_come_back(stores: Stores) {
     let firm = new_firm(&stores).await;
-    add_endpoint(&stores, firm, &[]).await;
     for _ in 0..10 {
-        insert_customer(&stores, firm, None).await;
+        insert_customer_with_work(&stores, firm).await;
     }
     let start = now();
     let lease = start + Duration::minutes(1);

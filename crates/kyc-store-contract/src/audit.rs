@@ -1,10 +1,12 @@
 //! The audit trail is append-only: every save adds to it, nothing rewrites it.
 
-use crate::{Stores, change_phone, insert_customer, new_firm, touch_customer};
+use kyc_domain::events::NotificationType;
+
+use crate::{Stores, change_phone, insert_customer, new_firm, touch_customer, whole_feed};
 
 /// After each save the customer's trail is the previous trail, unchanged, followed by the new
-/// events; sequences only grow; a refused save adds nothing; the firm export and the event feed
-/// page through the same log in the same order.
+/// events; sequences only grow; a refused save adds nothing; the firm export pages through the
+/// log in order, and the event feed carries each save's notification in the same order.
 pub async fn the_event_log_only_grows(stores: Stores) {
     let firm = new_firm(&stores).await;
     let mut customer = insert_customer(&stores, firm, None).await;
@@ -62,10 +64,15 @@ pub async fn the_event_log_only_grows(stores: Stores) {
     assert_eq!(exported.len(), previous.len() + 1);
     assert!(exported.windows(2).all(|w| w[0].sequence < w[1].sequence));
     assert!(exported.iter().any(|entry| entry.customer_id == other.id));
-    let feed = stores
-        .feed
-        .events_after(firm, Some(exported[2].sequence), 100)
-        .await
-        .unwrap();
-    assert_eq!(feed, exported[3..].to_vec());
+    // The feed carries the notification of each save, in the order of the log; the refused save
+    // added none.
+    let feed = whole_feed(&stores, firm, exported.len()).await;
+    let order: Vec<_> = feed
+        .iter()
+        .map(|event| (event.customer_id, event.notification))
+        .collect();
+    let mut expected = vec![(customer.id, NotificationType::Created)];
+    expected.extend((0..5).map(|_| (customer.id, NotificationType::Updated)));
+    expected.push((other.id, NotificationType::Created));
+    assert_eq!(order, expected);
 }

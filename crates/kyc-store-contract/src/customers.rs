@@ -1,12 +1,14 @@
 //! Customers: what goes in comes back, saves are atomic, concurrent writers cannot overwrite each
 //! other, and the externalId race creates one customer.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use kyc_domain::customer::{AttemptPhase, Customer};
 use kyc_domain::events::{Actor, NotificationType, OutboxMessage, outbox_for};
-use kyc_domain::ids::ApplicantId;
-use kyc_domain::ports::{InsertOrMatch, RECOVERY_LEASE, SaveError};
+use kyc_domain::ids::{ApplicantId, FirmId};
+use kyc_domain::ports::{
+    InsertOrMatch, RECOVERY_LEASE, SaveError, WebhookEndpoint, WebhookEndpointId,
+};
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey, ProviderEventKind};
 use kyc_domain::risk::{ProviderLevels, RiskAnswers};
 use kyc_domain::status::KycStatus;
@@ -15,12 +17,14 @@ use time::Duration;
 use uuid::Uuid;
 
 use crate::{
-    Stores, add_endpoint, change_phone, claim_messages, crm, insert_customer, new_customer,
-    new_firm, now, staff, touch_customer,
+    Stores, add_endpoint, change_phone, claim_all_deliveries, claim_messages, crm,
+    deliver_everything, insert_customer, message_of, new_customer, new_firm, notifications_of, now,
+    staff, touch_customer, whole_feed, work_of,
 };
 
 /// Everything an insert stored comes back equal through `get`, `get_by_external_id` and
-/// `find_by_email` (case-insensitively), at version 1, with its creation event and outbox message.
+/// `find_by_email` (case-insensitively), at version 1, with its creation event, and its creation
+/// notification in the feed and queued for the firm's endpoint.
 pub async fn inserted_customers_read_back_unchanged_by_every_lookup(stores: Stores) {
     let firm = new_firm(&stores).await;
     add_endpoint(&stores, firm, &[]).await;
@@ -88,36 +92,54 @@ pub async fn inserted_customers_read_back_unchanged_by_every_lookup(stores: Stor
         .unwrap();
     let recorded: Vec<_> = trail.into_iter().map(|entry| entry.event).collect();
     assert_eq!(recorded, events);
-    let batch = stores
-        .outbox
-        .claim_batch(now(), now() + Duration::minutes(1), 10)
-        .await
-        .unwrap();
-    let messages: Vec<_> = batch.into_iter().map(|entry| entry.message).collect();
-    assert_eq!(messages, outbox);
+    assert_eq!(claim_messages(&stores).await, work_of(&outbox));
+    let feed = whole_feed(&stores, firm, 1).await;
+    assert_eq!(
+        feed.iter().map(message_of).collect::<Vec<_>>(),
+        notifications_of(&outbox)
+    );
+    assert!(feed.iter().all(|event| event.customer == customer));
+    let delivered = claim_all_deliveries(&stores).await;
+    assert_eq!(
+        delivered
+            .into_iter()
+            .map(|delivery| delivery.event)
+            .collect::<Vec<_>>(),
+        feed
+    );
 }
 
-/// A notification is queued only while the customer's firm has an enabled endpoint that wants its
-/// type (an endpoint with no types wants all); other outbox work is always queued. Endpoints of
-/// other firms and disabled ones do not count. Holds for an insert and a save, with one message
-/// and with several.
+/// A notification is not queued as work: it is appended to the firm's feed, whatever its
+/// endpoints, and queued for delivery to each of the firm's endpoints that, as the write runs, is
+/// enabled, not deleted and wants its type (an endpoint with no types wants all); other messages
+/// go to the outbox. Endpoints of other firms, disabled and deleted ones get nothing, even once
+/// enabled again. Holds for an insert and a save, with one message and with several.
 pub async fn notifications_are_queued_only_for_an_endpoint_that_wants_them(stores: Stores) {
     let kyc_changed = "customer.kyc_status_changed";
     let none = new_firm(&stores).await;
     let disabled = new_firm(&stores).await;
-    let endpoint = add_endpoint(&stores, disabled, &[]).await;
+    let off = add_endpoint(&stores, disabled, &[]).await;
     assert!(
         stores
             .webhooks
-            .disable_endpoint(disabled, endpoint.id, now())
+            .disable_endpoint(disabled, off.id, now())
+            .await
+            .unwrap()
+    );
+    let deleted = new_firm(&stores).await;
+    let removed = add_endpoint(&stores, deleted, &[]).await;
+    assert!(
+        stores
+            .webhooks
+            .delete_endpoint(deleted, removed.id, now())
             .await
             .unwrap()
     );
     let picky = new_firm(&stores).await;
-    add_endpoint(&stores, picky, &[kyc_changed]).await;
+    let picky_one = add_endpoint(&stores, picky, &[kyc_changed]).await;
     let all = new_firm(&stores).await;
-    add_endpoint(&stores, all, &[kyc_changed]).await;
-    add_endpoint(&stores, all, &[]).await;
+    let all_picky = add_endpoint(&stores, all, &[kyc_changed]).await;
+    let all_every = add_endpoint(&stores, all, &[]).await;
 
     // Several messages: a notification of each kind asked about, and work.
     let several = |customer: &Customer| {
@@ -138,51 +160,75 @@ pub async fn notifications_are_queued_only_for_an_endpoint_that_wants_them(store
         ]
     };
     let mut given = Vec::new();
-    for firm in [none, disabled, picky, all] {
+    let mut given_by_firm: HashMap<FirmId, Vec<OutboxMessage>> = HashMap::new();
+    for firm in [none, disabled, deleted, picky, all] {
         let (mut customer, events, _) = new_customer(
             firm,
             None,
             &format!("{}@example.com", Uuid::new_v4().simple()),
         );
-        let outbox = several(&customer);
+        let mut outbox = several(&customer);
         let saved = stores
             .customers
             .insert(&customer, &events, &outbox)
             .await
             .unwrap();
         customer.saved(saved);
-        given.extend(outbox);
         // One message, through a save.
         let events = change_phone(&mut customer, 5);
-        let outbox = outbox_for(firm, customer.id, &events);
-        assert_eq!(outbox.len(), 1, "a phone change notifies once: {outbox:?}");
+        let one = outbox_for(firm, customer.id, &events);
+        assert_eq!(one.len(), 1, "a phone change notifies once: {one:?}");
         stores
             .customers
-            .save(&customer, &events, &outbox, None)
+            .save(&customer, &events, &one, None)
             .await
             .unwrap();
-        given.extend(outbox);
+        outbox.extend(one);
+        given.extend(outbox.iter().cloned());
+        given_by_firm.insert(firm, outbox);
     }
     let queued = claim_messages(&stores).await;
-    let firm_of = |message: &OutboxMessage| match message {
-        OutboxMessage::Notify { firm_id, .. } | OutboxMessage::RunScreening { firm_id, .. } => {
-            *firm_id
-        }
+    assert_eq!(queued, work_of(&given), "the outbox holds the work only");
+    for (firm, messages) in &given_by_firm {
+        let expected = notifications_of(messages);
+        let feed = whole_feed(&stores, *firm, expected.len()).await;
+        assert_eq!(
+            feed.iter().map(message_of).collect::<Vec<_>>(),
+            expected,
+            "the feed holds every notification, endpoints or not"
+        );
+    }
+
+    // Enabled again, the disabled endpoint still has nothing: nothing was queued for it.
+    let enabled = WebhookEndpoint {
+        disabled_at: None,
+        ..off.clone()
     };
-    let expected: Vec<OutboxMessage> = given
-        .into_iter()
-        .filter(|message| match message.notification() {
-            None => true,
-            Some(kind) => {
-                let firm = firm_of(message);
-                firm == all || (firm == picky && kind == NotificationType::KycStatusChanged)
-            }
-        })
-        .collect();
-    assert_eq!(queued, expected);
+    assert!(stores.webhooks.update_endpoint(&enabled).await.unwrap());
+    let mut delivered: HashMap<WebhookEndpointId, Vec<NotificationType>> = HashMap::new();
+    for delivery in deliver_everything(&stores).await {
+        delivered
+            .entry(delivery.endpoint.id)
+            .or_default()
+            .push(delivery.event.notification);
+    }
+    let expected = HashMap::from([
+        (picky_one.id, vec![NotificationType::KycStatusChanged]),
+        (all_picky.id, vec![NotificationType::KycStatusChanged]),
+        (
+            all_every.id,
+            vec![
+                NotificationType::Created,
+                NotificationType::KycStatusChanged,
+                NotificationType::Updated,
+            ],
+        ),
+    ]);
+    assert_eq!(delivered, expected);
 }
 
-/// A successful save makes the new state, every event and every outbox message visible together.
+/// A successful save makes the new state, every event, the outbox work, the notifications in the
+/// feed and their deliveries visible together.
 pub async fn save_writes_state_events_and_outbox_together(stores: Stores) {
     let firm = new_firm(&stores).await;
     add_endpoint(&stores, firm, &[]).await;
@@ -201,6 +247,8 @@ pub async fn save_writes_state_events_and_outbox_together(stores: Stores) {
     for entry in drained {
         stores.outbox.mark_delivered(entry.id, now()).await.unwrap();
     }
+    deliver_everything(&stores).await;
+    let feed_before = whole_feed(&stores, firm, 1).await;
 
     let mut events = change_phone(&mut customer, 1);
     events.extend(customer.propose_risk(
@@ -212,8 +260,12 @@ pub async fn save_writes_state_events_and_outbox_together(stores: Stores) {
         &crm(),
         now(),
     ));
-    let outbox = outbox_for(firm, customer.id, &events);
+    let mut outbox = outbox_for(firm, customer.id, &events);
     assert!(!outbox.is_empty());
+    outbox.push(OutboxMessage::RunScreening {
+        firm_id: firm,
+        customer_id: customer.id,
+    });
     let version = stores
         .customers
         .save(&customer, &events, &outbox, None)
@@ -237,11 +289,26 @@ pub async fn save_writes_state_events_and_outbox_together(stores: Stores) {
         .map(|entry| entry.event.clone())
         .collect();
     assert_eq!(tail, events);
-    assert_eq!(claim_messages(&stores).await, outbox);
+    assert_eq!(claim_messages(&stores).await, work_of(&outbox));
+    let notifications = notifications_of(&outbox);
+    let feed = whole_feed(&stores, firm, feed_before.len() + notifications.len()).await;
+    assert_eq!(&feed[..feed_before.len()], &feed_before[..]);
+    let written = &feed[feed_before.len()..];
+    assert_eq!(
+        written.iter().map(message_of).collect::<Vec<_>>(),
+        notifications
+    );
+    assert!(written.iter().all(|event| event.customer == customer));
+    let delivered: Vec<_> = deliver_everything(&stores)
+        .await
+        .into_iter()
+        .map(|delivery| delivery.event)
+        .collect();
+    assert_eq!(delivered, written);
 }
 
 /// A save refused part-way (the inbound event was already recorded, or an adopted external id is
-/// taken) leaves the state, the event log and the outbox exactly as they were.
+/// taken) leaves the state, the event log, the outbox and the feed exactly as they were.
 pub async fn a_failed_save_writes_nothing(stores: Stores) {
     let firm = new_firm(&stores).await;
     let mut customer = insert_customer(&stores, firm, None).await;
@@ -268,6 +335,8 @@ pub async fn a_failed_save_writes_nothing(stores: Stores) {
         .customer_trail(firm, customer.id)
         .await
         .unwrap();
+    let feed = whole_feed(&stores, firm, 2).await;
+    assert_eq!(feed.len(), 2, "the two creations");
 
     // The same provider event again: the row update ran first and must be rolled back.
     let mut replay = customer.clone();
@@ -318,6 +387,11 @@ pub async fn a_failed_save_writes_nothing(stores: Stores) {
     assert!(
         leaked.is_empty(),
         "outbox rows of a refused save: {leaked:?}"
+    );
+    assert_eq!(
+        whole_feed(&stores, firm, feed.len()).await,
+        feed,
+        "feed events of a refused save"
     );
     // The version did not move: the next save from the stored version succeeds.
     touch_customer(&stores, &mut customer, 5).await;
@@ -465,7 +539,12 @@ pub async fn insert_unless_matched_stores_only_a_customer_nobody_matches(stores:
             .collect::<Vec<_>>(),
         events
     );
-    assert_eq!(claim_messages(&stores).await, outbox);
+    assert_eq!(claim_messages(&stores).await, work_of(&outbox));
+    let feed = whole_feed(&stores, firm, 1).await;
+    assert_eq!(
+        feed.iter().map(message_of).collect::<Vec<_>>(),
+        notifications_of(&outbox)
+    );
 
     // Matched by external id, by email (another external id, or none): nothing written.
     let by_email = insert_customer(&stores, firm, None).await;
@@ -515,6 +594,11 @@ pub async fn insert_unless_matched_stores_only_a_customer_nobody_matches(stores:
     assert!(
         claim_messages(&stores).await.is_empty(),
         "a match queues nothing"
+    );
+    assert_eq!(
+        whole_feed(&stores, firm, 2).await.len(),
+        2,
+        "a match writes nothing to the feed"
     );
 
     // Thirty at once for one new external id: one customer.

@@ -8,17 +8,19 @@
 //! |---|---|
 //! | [`customers`] | round trips, atomic saves, optimistic concurrency, the externalId race, inbound dedupe, attempt look-ups |
 //! | [`pagination`] | list filters and counts, cursor walks under concurrent writers, polling with `updated_since`, the newest-first walk |
-//! | [`audit`] | the event log only grows |
+//! | [`audit`] | the event log only grows, and the feed carries its notifications in order |
 //! | [`cache`] | cached customer states are never stale, never cross firms, never differ from a parse (adapters call these with two stores) |
 //! | [`tenancy`] | a firm's id never reaches another firm's rows |
 //! | [`idempotency`] | claim semantics under concurrency, replay, release, expiry and purge |
 //! | [`access`] | users (listed, their role and disabled time changed, within their firm only), sessions, API keys, webhook endpoints and deliveries, the outbox |
 //! | [`workers`] | the link look-up, the re-screening walk, stuck attempts leased to one worker at a time, outbox rows due at their move's time |
+//! | [`delivery`] | the event feed (order, paging, the customer as saved, concurrent writers), the delivery queue (chains, per-endpoint leases, outcomes, replays), endpoint updates and deletes |
 
 pub mod access;
 pub mod audit;
 pub mod cache;
 pub mod customers;
+pub mod delivery;
 pub mod idempotency;
 pub mod pagination;
 pub mod tenancy;
@@ -31,8 +33,9 @@ use kyc_domain::customer::{Customer, NewCustomer};
 use kyc_domain::events::{Actor, DomainEvent, OutboxMessage, Person, Role, outbox_for};
 use kyc_domain::ids::{ApiKeyId, CustomerId, FirmId, UserId};
 use kyc_domain::ports::{
-    ApiKeyStore, AuditLog, CustomerStore, EventFeed, Firm, FirmStore, IdempotencyStore,
-    OutboxStore, SessionStore, UserStore, WebhookEndpoint, WebhookEndpointId, WebhookStore,
+    ApiKeyStore, AuditLog, CustomerStore, DeliveryQueue, EventFeed, FeedEvent, FeedPosition, Firm,
+    FirmStore, IdempotencyStore, OutboxStore, QueuedDelivery, SessionStore, UserStore,
+    WebhookEndpoint, WebhookEndpointId, WebhookStore,
 };
 use kyc_domain::values::{AddedVia, CustomerType, Email, ExternalId, FullName};
 use time::OffsetDateTime;
@@ -42,6 +45,7 @@ pub use access::*;
 pub use audit::*;
 pub use cache::*;
 pub use customers::*;
+pub use delivery::*;
 pub use idempotency::*;
 pub use pagination::*;
 pub use tenancy::*;
@@ -73,8 +77,10 @@ pub struct Stores {
     pub outbox: Arc<dyn OutboxStore>,
     /// The audit trail.
     pub audit: Arc<dyn AuditLog>,
-    /// The event feed.
+    /// The firms' event feeds.
     pub feed: Arc<dyn EventFeed>,
+    /// The webhook delivery queue.
+    pub queue: Arc<dyn DeliveryQueue>,
 }
 
 impl Stores {
@@ -91,6 +97,7 @@ impl Stores {
             + OutboxStore
             + AuditLog
             + EventFeed
+            + DeliveryQueue
             + 'static,
     {
         let adapter = Arc::new(adapter);
@@ -104,7 +111,8 @@ impl Stores {
             webhooks: adapter.clone(),
             outbox: adapter.clone(),
             audit: adapter.clone(),
-            feed: adapter,
+            feed: adapter.clone(),
+            queue: adapter,
         }
     }
 }
@@ -156,6 +164,19 @@ macro_rules! contract_tests {
             concurrent_recovery_workers_lease_disjoint_sets_of_stuck_attempts,
             stuck_attempts_come_oldest_claim_first,
             outbox_messages_fall_due_at_the_time_of_their_move,
+            the_feed_returns_a_firms_events_in_order_with_the_customer_as_saved,
+            a_feed_walk_while_writers_run_returns_every_event_once_in_order,
+            only_the_oldest_unfinished_message_of_a_customer_is_handed_to_an_endpoint,
+            no_endpoint_gets_more_than_its_share_of_leases,
+            concurrent_claimers_get_disjoint_deliveries,
+            a_delivery_whose_lease_ran_out_is_handed_out_again,
+            each_outcome_of_a_delivery_is_applied_and_logged,
+            a_gone_endpoint_is_disabled_and_its_messages_wait_until_it_is_enabled,
+            a_replay_queues_the_same_event_again_behind_the_customers_messages,
+            a_replay_needs_the_firms_endpoint_and_an_event_it_had_queued,
+            endpoints_are_updated_within_their_firm,
+            a_deleted_endpoint_is_hidden_and_its_pending_messages_dropped,
+            a_backlog_waiting_on_one_endpoint_holds_up_no_other,
         );
     };
     ($setup:path; $($name:ident),* $(,)?) => {
@@ -210,6 +231,8 @@ pub async fn add_endpoint(stores: &Stores, firm: FirmId, types: &[&str]) -> Webh
         description: None,
         event_types: types.iter().map(|t| (*t).to_owned()).collect(),
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        previous_secret: None,
+        previous_secret_expires_at: None,
         disabled_at: None,
         created_at: now(),
     };
@@ -231,6 +254,85 @@ pub async fn claim_messages(stores: &Stores) -> Vec<OutboxMessage> {
         .into_iter()
         .map(|entry| entry.message)
         .collect()
+}
+
+/// Leases every due delivery (up to 1000, with no per-endpoint cap that matters) for a minute.
+pub async fn claim_all_deliveries(stores: &Stores) -> Vec<QueuedDelivery> {
+    stores
+        .queue
+        .claim_deliveries(now(), now() + time::Duration::minutes(1), 1000, 1000)
+        .await
+        .expect("claim deliveries")
+}
+
+/// The work among `messages` (what the outbox carries), in order.
+pub fn work_of(messages: &[OutboxMessage]) -> Vec<OutboxMessage> {
+    messages
+        .iter()
+        .filter(|message| message.notification().is_none())
+        .cloned()
+        .collect()
+}
+
+/// The notifications among `messages` (what the feed carries), in order.
+pub fn notifications_of(messages: &[OutboxMessage]) -> Vec<OutboxMessage> {
+    messages
+        .iter()
+        .filter(|message| message.notification().is_some())
+        .cloned()
+        .collect()
+}
+
+/// The notification message a feed event was written from.
+pub fn message_of(event: &FeedEvent) -> OutboxMessage {
+    OutboxMessage::Notify {
+        firm_id: event.firm_id,
+        customer_id: event.customer_id,
+        notification: event.notification,
+        previous_kyc_status: event.previous_kyc_status,
+        previous_aml_status: event.previous_aml_status,
+    }
+}
+
+/// How long a feed read may wait for events already written to become readable: a store may
+/// hold back an event while a write that could still precede it runs (on a shared server, any
+/// write).
+pub const FEED_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The firm's feed after `after`, read in pages of `page` until a read returns nothing once at
+/// least `count` events were read (or [`FEED_SETTLE`] passed).
+pub async fn read_feed(
+    stores: &Stores,
+    firm: FirmId,
+    after: Option<FeedPosition>,
+    page: u32,
+    count: usize,
+) -> Vec<FeedEvent> {
+    let deadline = std::time::Instant::now() + FEED_SETTLE;
+    let mut cursor = after;
+    let mut events: Vec<FeedEvent> = Vec::new();
+    loop {
+        let read = stores
+            .feed
+            .read_events(firm, cursor, page)
+            .await
+            .expect("read the feed");
+        match read.last() {
+            Some(last) => {
+                cursor = Some(last.position);
+                events.extend(read);
+            }
+            None if events.len() >= count || std::time::Instant::now() >= deadline => {
+                return events;
+            }
+            None => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// The firm's whole feed, expecting at least `count` events (see [`read_feed`]).
+pub async fn whole_feed(stores: &Stores, firm: FirmId, count: usize) -> Vec<FeedEvent> {
+    read_feed(stores, firm, None, 100, count).await
 }
 
 /// The CRM integration acting through an API key.
@@ -279,6 +381,24 @@ pub fn new_customer(
 pub async fn insert_customer(stores: &Stores, firm: FirmId, external_id: Option<&str>) -> Customer {
     let email = format!("{}@example.com", Uuid::new_v4().simple());
     let (mut customer, events, outbox) = new_customer(firm, external_id, &email);
+    let version = stores
+        .customers
+        .insert(&customer, &events, &outbox)
+        .await
+        .expect("insert customer");
+    customer.saved(version);
+    customer
+}
+
+/// Inserts a new customer with a screening job beside its creation notification, so the outbox
+/// holds work for it; returns it at its stored version.
+pub async fn insert_customer_with_work(stores: &Stores, firm: FirmId) -> Customer {
+    let email = format!("{}@example.com", Uuid::new_v4().simple());
+    let (mut customer, events, mut outbox) = new_customer(firm, None, &email);
+    outbox.push(OutboxMessage::RunScreening {
+        firm_id: firm,
+        customer_id: customer.id,
+    });
     let version = stores
         .customers
         .insert(&customer, &events, &outbox)

@@ -11,11 +11,11 @@ use kyc_domain::values::{Email, ExternalId};
 use time::Duration;
 use uuid::Uuid;
 
-use crate::{Stores, change_phone, insert_customer, new_firm, now};
+use crate::{Stores, change_phone, insert_customer, new_firm, now, whole_feed};
 
 /// Firm B owns a customer (with external id and email), a user, an API key, a webhook endpoint
-/// with a delivery, events and an idempotency key. Every read and targeted write made with firm
-/// A's id and B's ids finds nothing and changes nothing.
+/// with a delivery and a queued message, events, feed events and an idempotency key. Every read
+/// and targeted write made with firm A's id and B's ids finds nothing and changes nothing.
 pub async fn reads_with_one_firms_id_never_return_another_firms_rows(stores: Stores) {
     let a = new_firm(&stores).await;
     let b = new_firm(&stores).await;
@@ -51,10 +51,14 @@ pub async fn reads_with_one_firms_id_never_return_another_firms_rows(stores: Sto
         description: None,
         event_types: vec![],
         secret: "whsec_b".to_owned(),
+        previous_secret: None,
+        previous_secret_expires_at: None,
         disabled_at: None,
         created_at: now(),
     };
     stores.webhooks.create_endpoint(&endpoint).await.unwrap();
+    // A customer created once the endpoint is there: its creation is queued for it.
+    let queued = insert_customer(&stores, b, None).await;
     stores
         .webhooks
         .record_delivery(&WebhookDelivery {
@@ -202,8 +206,54 @@ pub async fn reads_with_one_firms_id_never_return_another_firms_rows(stores: Sto
     );
     let export = stores.audit.firm_export(a, None, 1000).await.unwrap();
     assert!(!export.is_empty() && export.iter().all(|entry| entry.firm_id == a));
-    let feed = stores.feed.events_after(a, None, 1000).await.unwrap();
-    assert!(feed.iter().all(|entry| entry.firm_id == a));
+    let feed = whole_feed(&stores, a, 1).await;
+    assert!(!feed.is_empty() && feed.iter().all(|event| event.firm_id == a));
+    assert!(feed.iter().all(|event| event.customer_id != theirs.id));
+
+    // B's endpoint, B's event: firm A can neither change, delete nor replay them.
+    let their_event = whole_feed(&stores, b, 2)
+        .await
+        .into_iter()
+        .find(|event| event.customer_id == queued.id)
+        .expect("B's event");
+    assert!(
+        !stores
+            .webhooks
+            .update_endpoint(&WebhookEndpoint {
+                firm_id: a,
+                url: "https://a.example/stolen".to_owned(),
+                ..endpoint.clone()
+            })
+            .await
+            .unwrap()
+    );
+    assert!(
+        !stores
+            .webhooks
+            .delete_endpoint(a, endpoint.id, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !stores
+            .queue
+            .replay(a, endpoint.id, their_event.id, now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        stores.webhooks.get_endpoint(b, endpoint.id).await.unwrap(),
+        Some(endpoint.clone()),
+        "firm A changed B's endpoint"
+    );
+    assert!(
+        stores
+            .queue
+            .replay(b, endpoint.id, their_event.id, now())
+            .await
+            .unwrap(),
+        "B replays its own event"
+    );
 
     // The same idempotency key in two firms is two keys.
     let scope = |firm| IdempotencyScope {

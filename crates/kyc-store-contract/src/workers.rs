@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use kyc_domain::customer::Customer;
-use kyc_domain::events::{Actor, outbox_for};
+use kyc_domain::events::{Actor, OutboxMessage, outbox_for};
 use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, FirmId};
 use kyc_domain::ports::{AttemptLocation, LinkLocation, RECOVERY_LEASE};
 use kyc_domain::risk::{ProviderLevels, RiskAnswers};
@@ -13,7 +13,7 @@ use kyc_domain::values::Credits;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::{Stores, add_endpoint, insert_customer, new_firm, now, staff};
+use crate::{Stores, insert_customer, new_firm, now, staff, work_of};
 
 /// Confirms risk and begins a verification on a stored customer, and saves it: the attempt is
 /// `Starting`, claimed at `now()`.
@@ -374,7 +374,6 @@ pub fn verified_customer(firm: FirmId, token_hash: &str, due: OffsetDateTime) ->
 /// that clock is far from the database's (a test clock, a skewed replica).
 pub async fn outbox_messages_fall_due_at_the_time_of_their_move(stores: Stores) {
     let firm = new_firm(&stores).await;
-    add_endpoint(&stores, firm, &[]).await;
     let yesterday = now() - Duration::days(1);
     let (mut customer, events) = Customer::create(
         CustomerId::from_uuid(Uuid::now_v7()),
@@ -390,8 +389,8 @@ pub async fn outbox_messages_fall_due_at_the_time_of_their_move(stores: Stores) 
         &crate::crm(),
         yesterday,
     );
-    let outbox = outbox_for(firm, customer.id, &events);
-    assert!(!outbox.is_empty());
+    let mut outbox = outbox_for(firm, customer.id, &events);
+    outbox.push(screening(&customer));
     let version = stores
         .customers
         .insert(&customer, &events, &outbox)
@@ -406,7 +405,7 @@ pub async fn outbox_messages_fall_due_at_the_time_of_their_move(stores: Stores) 
         .unwrap();
     assert_eq!(
         due.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
-        outbox
+        work_of(&outbox)
     );
     assert!(due.iter().all(|entry| entry.created_at == yesterday));
     for entry in due {
@@ -430,8 +429,8 @@ pub async fn outbox_messages_fall_due_at_the_time_of_their_move(stores: Stores) 
             later,
         )
         .unwrap();
-    let outbox = outbox_for(firm, customer.id, &events);
-    assert!(!outbox.is_empty());
+    let mut outbox = outbox_for(firm, customer.id, &events);
+    outbox.push(screening(&customer));
     stores
         .customers
         .save(&customer, &events, &outbox, None)
@@ -450,8 +449,16 @@ pub async fn outbox_messages_fall_due_at_the_time_of_their_move(stores: Stores) 
         .unwrap();
     assert_eq!(
         due.into_iter().map(|e| e.message).collect::<Vec<_>>(),
-        outbox
+        work_of(&outbox)
     );
+}
+
+/// A screening job for the customer: work, which the outbox carries.
+fn screening(customer: &Customer) -> OutboxMessage {
+    OutboxMessage::RunScreening {
+        firm_id: customer.firm_id,
+        customer_id: customer.id,
+    }
 }
 
 /// `customer`'s state as the first schema's rows held it: times were then written in `time`'s
