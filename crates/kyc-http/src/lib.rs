@@ -44,7 +44,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use kyc_domain::ports::{ApiKeyStore, AuditLog, Clock, IdempotencyStore, SessionStore, UserStore};
-use kyc_domain::usecases::KycService;
+use kyc_domain::usecases::{KycService, WebhookService};
 
 pub use error::ApiError;
 pub use ops::Metrics;
@@ -74,6 +74,8 @@ pub struct HttpPorts {
     pub clock: Arc<dyn Clock>,
     /// Readiness probe behind `/readyz`.
     pub readiness: Arc<dyn Readiness>,
+    /// The firm's webhook endpoints and event feed.
+    pub webhooks: WebhookService,
 }
 
 /// What the back office and the provider webhook drive, beyond [`HttpPorts`]. Passed to

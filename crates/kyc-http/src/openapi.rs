@@ -10,7 +10,12 @@ use crate::crm::dto::{
     AmlDto, AmlFlagsDto, CrmDto, CustomerDto, CustomerListDto, IdentityDto, PatchCustomerRequest,
     RiskRequest, UpsertCustomerRequest,
 };
-use crate::crm::routes;
+use crate::crm::webhooks::{
+    CreateWebhookEndpointRequest, EventDto, EventListDto, EventTypeName, PreviousDto,
+    ReplayRequest, UpdateWebhookEndpointRequest, WebhookDeliveryDto, WebhookDeliveryListDto,
+    WebhookEndpointDto, WebhookEndpointListDto,
+};
+use crate::crm::{routes, webhooks};
 use crate::error::{ErrorBody, ErrorEnvelope};
 
 struct BearerKey;
@@ -25,7 +30,7 @@ impl Modify for BearerKey {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("kyc_live_… or kyc_test_…")
                     .description(Some(
-                        "An API key of your firm. Scopes: customers:read, customers:write, aml:read.",
+                        "An API key of your firm. Scopes: customers:read, customers:write, aml:read, webhooks:manage.",
                     ))
                     .build(),
             ),
@@ -48,6 +53,15 @@ impl Modify for BearerKey {
         routes::patch_customer,
         routes::get_customer_aml,
         routes::start_verification,
+        webhooks::list_events,
+        webhooks::create_endpoint,
+        webhooks::list_endpoints,
+        webhooks::get_endpoint,
+        webhooks::update_endpoint,
+        webhooks::delete_endpoint,
+        webhooks::rotate_secret,
+        webhooks::list_deliveries,
+        webhooks::replay,
     ),
     components(schemas(
         CustomerDto,
@@ -61,9 +75,24 @@ impl Modify for BearerKey {
         RiskRequest,
         ErrorEnvelope,
         ErrorBody,
+        EventDto,
+        EventListDto,
+        PreviousDto,
+        EventTypeName,
+        WebhookEndpointDto,
+        WebhookEndpointListDto,
+        WebhookDeliveryDto,
+        WebhookDeliveryListDto,
+        CreateWebhookEndpointRequest,
+        UpdateWebhookEndpointRequest,
+        ReplayRequest,
     )),
     modifiers(&BearerKey),
-    tags((name = "customers", description = "Customers and their KYC/AML status"))
+    tags(
+        (name = "customers", description = "Customers and their KYC/AML status"),
+        (name = "events", description = "The ordered feed of the firm's events"),
+        (name = "webhooks", description = "Signed outbound webhooks (Standard Webhooks): endpoints, delivery logs, replays")
+    )
 )]
 pub struct CrmApiDoc;
 

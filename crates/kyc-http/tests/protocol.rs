@@ -396,6 +396,33 @@ async fn health_readiness_and_metrics_answer_without_a_key() {
 async fn the_openapi_document_lists_exactly_the_operations_the_router_serves() {
     let app = app().await;
     app.create("crm-1", "jane@example.com").await;
+    let key = app
+        .add_key(
+            app.firm,
+            &[
+                "customers:read",
+                "customers:write",
+                "aml:read",
+                "webhooks:manage",
+            ],
+        )
+        .await;
+    let mut endpoints = Vec::new();
+    for _ in 0..2 {
+        let endpoint = app
+            .call(
+                Method::POST,
+                "/api/v1/webhook-endpoints",
+                Some(&key),
+                Some(&json!({"url": "https://crm.example.com/hooks"})),
+                &[],
+            )
+            .await;
+        assert_eq!(endpoint.status, StatusCode::CREATED, "{}", endpoint.text);
+        endpoints.push(endpoint.json["id"].as_str().unwrap().to_owned());
+    }
+    // The one to delete, and the one every other operation uses.
+    let (doomed, endpoint_id) = (endpoints[0].clone(), endpoints[1].clone());
     let doc = app
         .call(Method::GET, "/api/v1/openapi.json", None, None, &[])
         .await;
@@ -405,11 +432,20 @@ async fn the_openapi_document_lists_exactly_the_operations_the_router_serves() {
     let mut documented = Vec::new();
     for (path, item) in paths {
         for method in ["get", "post", "put", "patch", "delete"] {
-            let concrete = path.replace("{id}", "crm-1");
+            let id = if path.starts_with("/api/v1/webhook-endpoints") {
+                if method == "delete" {
+                    doomed.as_str()
+                } else {
+                    endpoint_id.as_str()
+                }
+            } else {
+                "crm-1"
+            };
+            let concrete = path.replace("{id}", id);
             let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let body = matches!(method, "post" | "patch" | "put").then(|| json!({}));
             let reply = app
-                .call(http_method, &concrete, Some(&app.key), body.as_ref(), &[])
+                .call(http_method, &concrete, Some(&key), body.as_ref(), &[])
                 .await;
             if item.get(method).is_some() {
                 documented.push(format!("{method} {path}"));
@@ -432,19 +468,28 @@ async fn the_openapi_document_lists_exactly_the_operations_the_router_serves() {
     assert_eq!(
         documented,
         vec![
+            "delete /api/v1/webhook-endpoints/{id}",
             "get /api/v1/customers",
             "get /api/v1/customers/{id}",
             "get /api/v1/customers/{id}/aml",
+            "get /api/v1/events",
+            "get /api/v1/webhook-endpoints",
+            "get /api/v1/webhook-endpoints/{id}",
+            "get /api/v1/webhook-endpoints/{id}/deliveries",
             "patch /api/v1/customers/{id}",
+            "patch /api/v1/webhook-endpoints/{id}",
             "post /api/v1/customers",
             "post /api/v1/customers/{id}/verification",
+            "post /api/v1/webhook-endpoints",
+            "post /api/v1/webhook-endpoints/{id}/replay",
+            "post /api/v1/webhook-endpoints/{id}/rotate-secret",
         ]
     );
     // And no undocumented CRM path exists next to them.
     for path in [
         "/api/v1/customers/crm-1/risk",
         "/api/v1/customers/crm-1/aml/hits",
-        "/api/v1/events",
+        "/api/v1/webhooks",
     ] {
         let reply = app.get(path).await;
         reply.expect_error(404, "not_found");

@@ -8,10 +8,11 @@
 pub(crate) mod cursor;
 pub mod dto;
 pub(crate) mod routes;
+pub mod webhooks;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use kyc_domain::values::ApiScope;
 
 use crate::AppState;
@@ -48,8 +49,47 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
             "/api/v1/customers/{id}/verification",
             post(routes::start_verification),
         )
+        .route(
+            "/api/v1/events",
+            get(webhooks::list_events).route_layer(scope(ApiScope::CustomersRead)),
+        )
+        .merge(webhook_routes(&state))
         .route_layer(from_fn_with_state(state, require_api_key));
     Router::new()
         .merge(authenticated)
         .route("/api/v1/openapi.json", get(routes::openapi_document))
+}
+
+/// `/api/v1/webhook-endpoints`, all under scope `webhooks:manage`; create and update take an
+/// `Idempotency-Key`.
+fn webhook_routes(state: &AppState) -> Router<AppState> {
+    let manage = || from_fn_with_state(ApiScope::WebhooksManage, require_scope);
+    let idem = from_fn_with_state(state.clone(), idempotent);
+    Router::new()
+        .route(
+            "/api/v1/webhook-endpoints",
+            post(webhooks::create_endpoint)
+                .route_layer(idem.clone())
+                .merge(get(webhooks::list_endpoints))
+                .route_layer(manage()),
+        )
+        .route(
+            "/api/v1/webhook-endpoints/{id}",
+            get(webhooks::get_endpoint)
+                .merge(patch(webhooks::update_endpoint).route_layer(idem))
+                .merge(delete(webhooks::delete_endpoint))
+                .route_layer(manage()),
+        )
+        .route(
+            "/api/v1/webhook-endpoints/{id}/rotate-secret",
+            post(webhooks::rotate_secret).route_layer(manage()),
+        )
+        .route(
+            "/api/v1/webhook-endpoints/{id}/deliveries",
+            get(webhooks::list_deliveries).route_layer(manage()),
+        )
+        .route(
+            "/api/v1/webhook-endpoints/{id}/replay",
+            post(webhooks::replay).route_layer(manage()),
+        )
 }

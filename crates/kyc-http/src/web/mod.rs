@@ -19,6 +19,7 @@
 
 mod admin;
 mod forms;
+mod hooks;
 mod pages;
 mod views;
 
@@ -134,6 +135,36 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
             "/admin/api-keys/{id}/revoke",
             post(admin::revoke_api_key).route_layer(admin_only()),
         )
+        .route(
+            "/admin/webhooks",
+            get(hooks::endpoints)
+                .merge(post(hooks::create_endpoint))
+                .route_layer(admin_only()),
+        )
+        .route(
+            "/admin/webhooks/{id}",
+            get(hooks::endpoint).route_layer(admin_only()),
+        )
+        .route(
+            "/admin/webhooks/{id}/enable",
+            post(hooks::enable_endpoint).route_layer(admin_only()),
+        )
+        .route(
+            "/admin/webhooks/{id}/disable",
+            post(hooks::disable_endpoint).route_layer(admin_only()),
+        )
+        .route(
+            "/admin/webhooks/{id}/rotate",
+            post(hooks::rotate_secret).route_layer(admin_only()),
+        )
+        .route(
+            "/admin/webhooks/{id}/delete",
+            post(hooks::delete_endpoint).route_layer(admin_only()),
+        )
+        .route(
+            "/admin/webhooks/{id}/replay",
+            post(hooks::replay).route_layer(admin_only()),
+        )
         .route_layer(from_fn(form_csrf))
         .route_layer(from_fn_with_state(state, page_session));
     Router::new()
@@ -245,6 +276,11 @@ fn notice_text(code: &str) -> Option<&'static str> {
         "user_disabled" => "User disabled. Their sessions have ended.",
         "user_enabled" => "User enabled.",
         "key_revoked" => "API key revoked. Requests with it are refused from now on.",
+        "webhook_enabled" => "Endpoint enabled. Waiting events are being sent.",
+        "webhook_disabled" => "Endpoint paused. Events wait until it is enabled again.",
+        "webhook_deleted" => "Endpoint deleted. Nothing more is sent to it.",
+        "webhook_replayed" => "Event queued to be sent again.",
+        "secret_rotated" => "Secret rotated.",
         _ => return None,
     })
 }

@@ -14,11 +14,14 @@ use http_body_util::BodyExt;
 use kyc_domain::ports::{
     ApiKeyRecord, ApiKeyStore, Clock, Credentials, CreditsLedger, CustomerStore, Firm, FirmStore,
     IdGenerator, IdempotencyKey, InfrastructureError, IssuedToken, MintedApiKey, User, UserStore,
+    WebhookEndpointId,
 };
 use kyc_domain::prelude::*;
 use kyc_domain::testkit::memory::{FakeProvider, Faults, ManualClock, MemoryLedger, SequentialIds};
 use kyc_domain::testkit::strategies::{EPOCH, person};
-use kyc_domain::usecases::{AccessPorts, AccessService, KycService, Ports, Settings};
+use kyc_domain::usecases::{
+    AccessPorts, AccessService, KycService, Ports, Settings, WebhookPorts, WebhookService,
+};
 use kyc_domain::values::Password;
 use kyc_http::{
     BackOfficePorts, HttpConfig, HttpPorts, Metrics, ProviderWebhooks, Readiness, WebhookRejection,
@@ -46,6 +49,10 @@ impl IdGenerator for TestIds {
 
     fn api_key_id(&self) -> ApiKeyId {
         self.0.api_key_id()
+    }
+
+    fn webhook_endpoint_id(&self) -> WebhookEndpointId {
+        self.0.webhook_endpoint_id()
     }
 
     fn link_token(&self, attempt: &ExternalUserId) -> IssuedToken {
@@ -78,6 +85,10 @@ impl Credentials for TestCredentials {
             sha256: kyc_http::auth::key_sha256(&key),
             key,
         }
+    }
+
+    fn mint_webhook_secret(&self) -> String {
+        format!("whsec_{:A>32}", self.0.customer_id().as_uuid().simple())
     }
 }
 
@@ -231,6 +242,17 @@ pub async fn app_built(config: HttpConfig, customers: Option<Arc<dyn CustomerSto
         clock: clock.clone(),
         ids: Arc::new(TestIds::default()),
     });
+    let webhooks = WebhookService::new(
+        WebhookPorts {
+            endpoints: Arc::new(store.clone()),
+            queue: Arc::new(store.clone()),
+            feed: Arc::new(store.clone()),
+            clock: clock.clone(),
+            ids: Arc::new(TestIds::default()),
+            credentials: Arc::new(TestCredentials(SequentialIds::default())),
+        },
+        time::Duration::hours(24),
+    );
     let ready = Arc::new(Switch(AtomicBool::new(true)));
     let router = kyc_http::router_with(
         HttpPorts {
@@ -239,6 +261,7 @@ pub async fn app_built(config: HttpConfig, customers: Option<Arc<dyn CustomerSto
             idempotency: Arc::new(store.clone()),
             clock: clock.clone(),
             readiness: ready.clone(),
+            webhooks,
         },
         Some(BackOfficePorts {
             users: Arc::new(store.clone()),
