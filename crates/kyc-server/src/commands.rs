@@ -4,16 +4,19 @@
 
 use kyc_domain::events::Role;
 use kyc_domain::ids::{FirmId, UserId};
+use kyc_domain::ports::WebhookEndpointId;
 use kyc_domain::ports::{Firm, IdempotencyKey, LedgerError};
-use kyc_domain::usecases::{AccessError, AccessService, NewUser};
+use kyc_domain::usecases::{
+    AccessError, AccessService, NewEndpoint, NewUser, WebhookError, WebhookService,
+};
 use kyc_domain::values::{ApiScope, Credits, Email, KeyLabel, Password};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::Failure;
 use crate::database::Stores;
+use crate::{Failure, WebhookEndpointCommand};
 
 /// Creates a firm; returns its id.
 ///
@@ -181,6 +184,110 @@ pub async fn grant_credits(
         "credits granted"
     );
     Ok(receipt.id)
+}
+
+/// Runs a `webhook-endpoint` command; returns what goes on stdout (the secret, or the list).
+///
+/// # Errors
+/// An unknown firm or endpoint, a bad URL or event type, a storage failure.
+pub async fn webhook_endpoint(
+    stores: &Stores,
+    webhooks: &WebhookService,
+    command: WebhookEndpointCommand,
+) -> Result<String, Failure> {
+    let refused = |what: &str, error: WebhookError| match error {
+        WebhookError::Invalid { field, message } => Failure::new(format!("--{field}: {message}")),
+        WebhookError::EndpointNotFound => {
+            Failure::new("--id: no webhook endpoint with this id in this firm")
+        }
+        WebhookError::EventNotFound => Failure::new(format!("{what} failed: {error}")),
+        WebhookError::Infrastructure(e) => Failure::storage(what, &e),
+    };
+    let endpoint_id = |text: &str| {
+        Uuid::parse_str(text.trim())
+            .map(WebhookEndpointId::from_uuid)
+            .map_err(|_| Failure::new("--id must be a webhook endpoint id (a UUID)"))
+    };
+    match command {
+        WebhookEndpointCommand::Create {
+            firm,
+            url,
+            description,
+            events,
+        } => {
+            let firm = existing_firm(stores, &firm).await?;
+            let events = events.map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            });
+            let endpoint = webhooks
+                .create(
+                    firm,
+                    NewEndpoint {
+                        url,
+                        description,
+                        events,
+                    },
+                )
+                .await
+                .map_err(|e| refused("creating the webhook endpoint", e))?;
+            tracing::info!(endpoint_id = %endpoint.id, firm_id = %firm, "webhook endpoint created");
+            eprintln!(
+                "webhook endpoint {} created; its secret follows",
+                endpoint.id
+            );
+            Ok(endpoint.secret)
+        }
+        WebhookEndpointCommand::List { firm } => {
+            let firm = existing_firm(stores, &firm).await?;
+            let endpoints = webhooks
+                .list(firm)
+                .await
+                .map_err(|e| refused("listing the webhook endpoints", e))?;
+            Ok(endpoints
+                .iter()
+                .map(|endpoint| {
+                    format!(
+                        "{}\t{}\t{}\t{}",
+                        endpoint.id,
+                        if endpoint.disabled_at.is_some() {
+                            "disabled"
+                        } else {
+                            "enabled"
+                        },
+                        if endpoint.event_types.is_empty() {
+                            "*".to_owned()
+                        } else {
+                            endpoint.event_types.join(",")
+                        },
+                        endpoint.url
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+        WebhookEndpointCommand::Delete { firm, id } => {
+            let firm = existing_firm(stores, &firm).await?;
+            let id = endpoint_id(&id)?;
+            webhooks
+                .delete(firm, id)
+                .await
+                .map_err(|e| refused("deleting the webhook endpoint", e))?;
+            tracing::info!(endpoint_id = %id, "webhook endpoint deleted");
+            Ok(id.to_string())
+        }
+        WebhookEndpointCommand::RotateSecret { firm, id } => {
+            let firm = existing_firm(stores, &firm).await?;
+            let endpoint = webhooks
+                .rotate_secret(firm, endpoint_id(&id)?)
+                .await
+                .map_err(|e| refused("rotating the secret", e))?;
+            Ok(endpoint.secret)
+        }
+    }
 }
 
 /// The demo officer's login. The demo binds to the loopback address by default and its data is

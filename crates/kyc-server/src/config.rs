@@ -195,6 +195,63 @@ pub struct Config {
     )]
     pub log_format: LogFormat,
 
+    /// The waits before each retry of a failed webhook delivery, comma-separated durations
+    /// (`500ms`, `10s`, `5m`, `2h`); when they are spent the message is given up (a replay sends
+    /// it again). The default retries for about 28 hours.
+    #[arg(
+        long = "webhook-retry-schedule",
+        env = "KYC_WEBHOOK_RETRY_SCHEDULE",
+        value_name = "KYC_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "10s,1m,5m,30m,2h,5h,10h,10h",
+        value_parser = parse_duration_list,
+        global = true
+    )]
+    pub webhook_retry_schedule: DurationList,
+
+    /// The longest one webhook delivery attempt may take.
+    #[arg(
+        long = "webhook-timeout",
+        env = "KYC_WEBHOOK_TIMEOUT",
+        value_name = "KYC_WEBHOOK_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_positive_duration,
+        global = true
+    )]
+    pub webhook_timeout: std::time::Duration,
+
+    /// How long a rotated webhook secret keeps signing beside the new one.
+    #[arg(
+        long = "webhook-secret-overlap",
+        env = "KYC_WEBHOOK_SECRET_OVERLAP",
+        value_name = "KYC_WEBHOOK_SECRET_OVERLAP",
+        default_value = "24h",
+        value_parser = parse_duration,
+        global = true
+    )]
+    pub webhook_secret_overlap: std::time::Duration,
+
+    /// Webhook deliveries in flight at once in this process.
+    #[arg(
+        long = "webhook-concurrency",
+        env = "KYC_WEBHOOK_CONCURRENCY",
+        value_name = "KYC_WEBHOOK_CONCURRENCY",
+        default_value = "64",
+        value_parser = clap::value_parser!(u32).range(1..=1024),
+        global = true
+    )]
+    pub webhook_concurrency: u32,
+
+    /// Webhook deliveries to one endpoint in flight at once, across every replica.
+    #[arg(
+        long = "webhook-per-endpoint",
+        env = "KYC_WEBHOOK_PER_ENDPOINT",
+        value_name = "KYC_WEBHOOK_PER_ENDPOINT",
+        default_value = "16",
+        value_parser = clap::value_parser!(u32).range(1..=1024),
+        global = true
+    )]
+    pub webhook_per_endpoint: u32,
+
     /// Test support: seconds between passes of the recovery worker.
     #[arg(
         long = "recovery-interval-secs",
@@ -362,6 +419,21 @@ impl Config {
         }
     }
 
+    /// How the webhook delivery worker sends.
+    pub fn push_settings(&self) -> crate::push::PushSettings {
+        crate::push::PushSettings {
+            retry_schedule: self.webhook_retry_schedule.0.clone(),
+            timeout: self.webhook_timeout,
+            concurrency: self.webhook_concurrency,
+            per_endpoint: self.webhook_per_endpoint,
+        }
+    }
+
+    /// How long a rotated webhook secret keeps signing.
+    pub fn webhook_secret_overlap(&self) -> time::Duration {
+        time::Duration::try_from(self.webhook_secret_overlap).unwrap_or(time::Duration::DAY)
+    }
+
     /// How often the recovery worker runs.
     pub fn recovery_interval(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.recovery_interval_secs)
@@ -503,6 +575,56 @@ pub fn random_secret() -> SecretString {
     let mut bytes = [0_u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     SecretString::from(hex::encode(bytes))
+}
+
+/// Durations in order, as `KYC_WEBHOOK_RETRY_SCHEDULE` gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationList(pub Vec<std::time::Duration>);
+
+/// `250ms`, `10s`, `5m`, `2h` or `1d`; a bare number is seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let wrong = || format!("{text:?} is not a duration such as 500ms, 10s, 5m, 2h or 1d");
+    let number: u64 = number.parse().map_err(|_| wrong())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(wrong()),
+    };
+    number
+        .checked_mul(unit_ms)
+        .filter(|ms| *ms <= 30 * 86_400_000)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is longer than 30 days"))
+}
+
+fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text).and_then(|d| {
+        if d.is_zero() {
+            Err("must be longer than zero".to_owned())
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+fn parse_duration_list(text: &str) -> Result<DurationList, String> {
+    let waits = text
+        .split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(parse_duration)
+        .collect::<Result<Vec<_>, _>>()?;
+    if waits.len() > 50 {
+        return Err("at most 50 retries".to_owned());
+    }
+    Ok(DurationList(waits))
 }
 
 fn parse_database_url(text: &str) -> Result<DatabaseUrl, String> {

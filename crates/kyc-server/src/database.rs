@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kyc_domain::ports::{
-    ApiKeyStore, AuditLog, CreditsLedger, CustomerStore, EventFeed, FirmStore, IdGenerator,
-    IdempotencyStore, OutboxStore, SessionStore, UserStore, WebhookStore,
+    ApiKeyStore, AuditLog, CreditsLedger, CustomerStore, DeliveryQueue, EventFeed, FirmStore,
+    IdGenerator, IdempotencyStore, OutboxStore, SessionStore, UserStore, WebhookStore,
 };
-use kyc_domain::usecases::{AccessPorts, AccessService};
+use kyc_domain::usecases::{AccessPorts, AccessService, WebhookPorts, WebhookService};
 use kyc_ledger::{PgLedger, SqliteLedger};
 use kyc_postgres::PostgresStore;
 use kyc_sqlite::SqliteStore;
@@ -57,8 +57,10 @@ pub struct Stores {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// The audit trail.
     pub audit: Arc<dyn AuditLog>,
-    /// The event feed.
-    pub events: Arc<dyn EventFeed>,
+    /// The firms' event feeds.
+    pub feed: Arc<dyn EventFeed>,
+    /// The webhook delivery queue.
+    pub queue: Arc<dyn DeliveryQueue>,
     /// Outbound webhook endpoints and deliveries.
     pub webhooks: Arc<dyn WebhookStore>,
     /// The transactional outbox.
@@ -81,6 +83,27 @@ impl Stores {
             clock: Arc::new(SystemClock),
             ids,
         })
+    }
+
+    /// The use cases of the firms' webhook endpoints and event feeds on these stores, with fresh
+    /// random secrets, the wall clock and `ids`; a rotated secret keeps signing for
+    /// `secret_overlap`.
+    pub fn webhooks(
+        &self,
+        ids: Arc<dyn IdGenerator>,
+        secret_overlap: time::Duration,
+    ) -> WebhookService {
+        WebhookService::new(
+            WebhookPorts {
+                endpoints: self.webhooks.clone(),
+                queue: self.queue.clone(),
+                feed: self.feed.clone(),
+                clock: Arc::new(SystemClock),
+                ids,
+                credentials: Arc::new(SystemCredentials),
+            },
+            secret_overlap,
+        )
     }
 }
 
@@ -153,7 +176,8 @@ impl Backend {
                     api_keys: store.clone(),
                     idempotency: store.clone(),
                     audit: store.clone(),
-                    events: store.clone(),
+                    feed: store.clone(),
+                    queue: store.clone(),
                     webhooks: store.clone(),
                     outbox: store,
                     ledger: Arc::new(PgLedger::new(pool.clone())),
@@ -170,7 +194,8 @@ impl Backend {
                     api_keys: store.clone(),
                     idempotency: store.clone(),
                     audit: store.clone(),
-                    events: store.clone(),
+                    feed: store.clone(),
+                    queue: store.clone(),
                     webhooks: store.clone(),
                     outbox: store,
                     ledger: Arc::new(SqliteLedger::new(pool.clone())),

@@ -23,6 +23,7 @@ pub mod config;
 pub mod database;
 pub mod failpoint;
 pub mod metered;
+pub mod push;
 pub mod serve;
 pub mod system;
 pub mod telemetry;
@@ -78,6 +79,54 @@ pub enum Command {
     /// Manage credits.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Manage a firm's outbound webhook endpoints.
+    #[command(name = "webhook-endpoint", subcommand)]
+    WebhookEndpoint(WebhookEndpointCommand),
+}
+
+/// `webhook-endpoint …`
+#[derive(Debug, Subcommand)]
+pub enum WebhookEndpointCommand {
+    /// Register an endpoint; prints its signing secret (`whsec_…`), once. Its id goes to stderr.
+    Create {
+        /// The firm's id.
+        #[arg(long)]
+        firm: String,
+        /// Where to POST events (`https://…`).
+        #[arg(long)]
+        url: String,
+        /// A note.
+        #[arg(long)]
+        description: Option<String>,
+        /// Comma-separated event types; all when omitted.
+        #[arg(long)]
+        events: Option<String>,
+    },
+    /// List the firm's endpoints, one per line: id, enabled or disabled, events, URL.
+    List {
+        /// The firm's id.
+        #[arg(long)]
+        firm: String,
+    },
+    /// Delete an endpoint: nothing more is sent to it.
+    Delete {
+        /// The firm's id.
+        #[arg(long)]
+        firm: String,
+        /// The endpoint's id.
+        #[arg(long)]
+        id: String,
+    },
+    /// Give an endpoint a new secret; prints it, once. The old one keeps signing beside it for
+    /// KYC_WEBHOOK_SECRET_OVERLAP.
+    RotateSecret {
+        /// The firm's id.
+        #[arg(long)]
+        firm: String,
+        /// The endpoint's id.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 /// `firm …`
@@ -251,6 +300,14 @@ pub async fn run(cli: Cli) -> Result<Option<SecretString>, Failure> {
             let id = commands::grant_credits(&backend.stores(), &firm, credits, &reference).await;
             backend.close().await;
             id.map(|id| Some(id.into()))
+        }
+        Command::WebhookEndpoint(command) => {
+            let backend = open(&config).await?;
+            let stores = backend.stores();
+            let webhooks = stores.webhooks(command_ids(&config), config.webhook_secret_overlap());
+            let printed = commands::webhook_endpoint(&stores, &webhooks, command).await;
+            backend.close().await;
+            printed.map(|text| Some(text.into()))
         }
     }
 }

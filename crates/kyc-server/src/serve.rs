@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use kyc_domain::ports::CreditsLedger;
-use kyc_domain::usecases::{AccessService, KycService, Ports, Settings};
+use kyc_domain::usecases::{AccessService, KycService, Ports, Settings, WebhookService};
 use kyc_sumsub::simulator::WebhookTarget;
 use kyc_sumsub::{DigestAlgorithm, Simulator, SimulatorConfig, SumsubClient, SumsubConfig};
 use secrecy::ExposeSecret;
@@ -28,6 +28,7 @@ use crate::config::{
 use crate::database::{Backend, Stores};
 use crate::failpoint::FailpointLedger;
 use crate::metered::MeteredProvider;
+use crate::push::{PushSettings, PushWorker};
 use crate::system::{ServerIds, SystemClock};
 use crate::webhooks::SumsubWebhooks;
 use crate::workers::{OutboxWorker, idempotency_purge_worker, outbox_worker, rescreening_worker};
@@ -59,6 +60,10 @@ pub struct Composition {
     pub metrics: Metrics,
     /// How often the recovery worker runs.
     pub recovery_interval: Duration,
+    /// The firms' webhook endpoints and event feeds.
+    pub webhooks: WebhookService,
+    /// How webhook messages are delivered.
+    pub push: PushSettings,
 }
 
 impl Composition {
@@ -121,6 +126,7 @@ impl Composition {
         let clock = Arc::new(SystemClock);
         let ids = Arc::new(ServerIds::new(link_secret.expose_secret().as_bytes()));
         let access = stores.access(ids.clone());
+        let webhooks = stores.webhooks(ids.clone(), config.webhook_secret_overlap());
         let service = KycService::new(
             Ports {
                 customers: stores.customers.clone(),
@@ -180,6 +186,8 @@ impl Composition {
             clock,
             metrics,
             recovery_interval: config.recovery_interval(),
+            webhooks,
+            push: config.push_settings(),
         })
     }
 
@@ -192,6 +200,7 @@ impl Composition {
             idempotency: self.stores.idempotency.clone(),
             clock: self.clock.clone(),
             readiness: Arc::new(DatabaseReadiness(self.backend.clone())),
+            webhooks: self.webhooks.clone(),
         };
         let http_config = HttpConfig {
             rate_limit_per_minute: config.rate_limit_per_minute,
@@ -263,6 +272,20 @@ impl Composition {
                 )),
             ),
         ];
+        match PushWorker::new(
+            self.stores.queue.clone(),
+            self.clock.clone(),
+            self.push.clone(),
+            self.metrics.clone(),
+        ) {
+            Ok(push) => workers.push((
+                "webhook delivery",
+                tokio::spawn(push.run(shutdown.child_token())),
+            )),
+            Err(error) => {
+                tracing::error!(error = %error, "cannot build the webhook client: webhooks are not delivered");
+            }
+        }
         if let Some(store) = &self.stores.postgres {
             workers.push((
                 "API key changes",

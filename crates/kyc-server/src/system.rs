@@ -9,6 +9,7 @@ use hmac::{Hmac, Mac};
 use kyc_domain::ids::{ApiKeyId, CustomerId, ExternalUserId, UserId};
 use kyc_domain::ports::{
     Clock, Credentials, IdGenerator, InfrastructureError, IssuedToken, MintedApiKey,
+    WebhookEndpointId,
 };
 use kyc_domain::values::Password;
 use rand::RngCore;
@@ -60,6 +61,10 @@ impl IdGenerator for ServerIds {
         ApiKeyId::from_uuid(Uuid::now_v7())
     }
 
+    fn webhook_endpoint_id(&self) -> WebhookEndpointId {
+        WebhookEndpointId::from_uuid(Uuid::now_v7())
+    }
+
     fn link_token(&self, attempt: &ExternalUserId) -> IssuedToken {
         // An HMAC, not a random draw: every replica and every retry derives the same token for
         // the same attempt, and nobody without the secret can guess it. 16 bytes = 128 bits.
@@ -93,6 +98,10 @@ impl Credentials for SystemCredentials {
     fn mint_api_key(&self, sandbox: bool) -> MintedApiKey {
         mint_api_key(sandbox)
     }
+
+    fn mint_webhook_secret(&self) -> String {
+        mint_webhook_secret()
+    }
 }
 
 /// An argon2id hash in PHC string form, with the crate's default (OWASP-recommended) parameters
@@ -121,6 +130,17 @@ pub fn mint_api_key(sandbox: bool) -> MintedApiKey {
         sha256: sha256_hex(&key),
         key,
     }
+}
+
+/// A new Standard Webhooks secret: `whsec_` and the standard base64 of 24 random bytes.
+pub fn mint_webhook_secret() -> String {
+    use base64::Engine as _;
+    let mut random = [0_u8; 24];
+    rand::thread_rng().fill_bytes(&mut random);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(random)
+    )
 }
 
 /// Unpadded base64url.
