@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 
 pub mod browser;
+pub mod receiver;
 
 /// Which database the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,7 +269,8 @@ impl Server {
         child.wait_with_output().expect("CLI output")
     }
 
-    fn cli_ok(&self, args: &[&str]) -> String {
+    /// Runs a CLI command that must succeed; its stdout, trimmed.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
         let output = self.cli(args, None);
         assert!(
             output.status.success(),

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use kyc_domain::ids::{AttemptNumber, CustomerId, ExternalUserId};
+use kyc_e2e::receiver::Receiver;
 use kyc_e2e::{Server, both_backends};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
@@ -41,6 +42,22 @@ impl<'a> Firm<'a> {
             key,
             client: server.client(),
         }
+    }
+
+    /// Registers a webhook endpoint at `url` for every event; returns its secret.
+    async fn subscribe(&self, url: &str) -> String {
+        let key = self.server.create_api_key(&self.id, "webhooks:manage");
+        let response = self
+            .client
+            .post(self.server.url("/api/v1/webhook-endpoints"))
+            .bearer_auth(key)
+            .json(&json!({"url": url}))
+            .send()
+            .await
+            .expect("create endpoint");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("JSON");
+        body["secret"].as_str().expect("secret").to_owned()
     }
 
     /// A back-office user of this firm, logged in.
@@ -339,6 +356,8 @@ both_backends! {
     async fn twenty_concurrent_starts_charge_once_and_the_approved_customer_reads_clear(server: &Server) {
         let firm = Firm::new(server, "Acme Accounting", 10);
         let officer = firm.person("compliance_officer").await;
+        let receiver = Receiver::start().await;
+        let secret = firm.subscribe(&receiver.url("/crm")).await;
         let id = firm.ingest("crm-jane", "Jane Doe").await;
 
         officer.confirm_risk(&id, true).await;
@@ -401,6 +420,45 @@ both_backends! {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(detail["attempts"].as_array().map(Vec::len), Some(1), "{detail}");
         assert_eq!(detail["customer"]["kyc_status"], "VERIFIED");
+
+        // The CRM was told each step, signed, in order, with the statuses before.
+        receiver
+            .wait_for(SETTLE_TIMEOUT, "the CLEAR notification", |got| {
+                got.iter().any(|r| r.json()["type"] == "customer.aml_status_changed"
+                    && r.json()["data"]["aml"]["status"] == "CLEAR")
+            })
+            .await;
+        let events: Vec<Value> = receiver.received().iter().map(|r| {
+            assert!(r.verifies_with(&secret), "a valid Standard Webhooks signature");
+            assert_eq!(r.json()["id"], r.id().as_str(), "webhook-id is the event id");
+            r.json()
+        }).collect();
+        assert!(events.iter().all(|e| e["data"]["id"] == id.as_str()));
+        assert_eq!(events[0]["type"], "customer.created");
+        let kyc: Vec<(String, String)> = events
+            .iter()
+            .filter(|e| e["type"] == "customer.kyc_status_changed")
+            .map(|e| (
+                e["previous"]["kyc_status"].as_str().unwrap_or_default().to_owned(),
+                e["data"]["kyc_status"].as_str().unwrap_or_default().to_owned(),
+            ))
+            .collect();
+        let expected: Vec<(String, String)> = [
+            ("NOT_STARTED", "PENDING"),
+            ("PENDING", "IN_PROGRESS"),
+            ("IN_PROGRESS", "VERIFIED"),
+        ]
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+        assert_eq!(kyc, expected, "{events:?}");
+        let aml: Vec<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "customer.aml_status_changed")
+            .filter_map(|e| e["data"]["aml"]["status"].as_str())
+            .collect();
+        assert_eq!(aml.last(), Some(&"CLEAR"), "{events:?}");
+        assert!(events.iter().all(|e| e["data"].get("date_of_birth").is_none()));
     }
 
     async fn a_red_retry_awaits_resubmission_and_the_reopened_link_leads_to_verified(server: &Server) {
