@@ -497,3 +497,140 @@ async fn a_cursor_that_is_not_ours_shows_the_first_page_and_says_why() {
             .contains("<option value=\"NOT_STARTED\" selected>")
     );
 }
+
+async fn admin(app: &App) -> PageSession {
+    app.add_user(app.firm, "admin@acme.example", Role::Admin, PASSWORD)
+        .await;
+    page_login(app, "admin@acme.example").await
+}
+
+#[tokio::test]
+async fn an_admin_adds_a_webhook_endpoint_sees_its_log_and_sends_an_event_again() {
+    use kyc_domain::ports::{DeliveryOutcome, DeliveryQueue, WebhookDelivery};
+    let app = app().await;
+    let session = admin(&app).await;
+    let empty = page(&app, "/app/admin/webhooks", &session.cookie).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(empty.text.contains("No endpoints yet"), "{}", empty.text);
+
+    let refused = form(
+        &app,
+        "/app/admin/webhooks",
+        &session.cookie,
+        &format!(
+            "csrf_token={}&url=ftp%3A%2F%2Fcrm.example.com",
+            session.csrf
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text.contains("https://"), "{}", refused.text);
+
+    let created = form(
+        &app,
+        "/app/admin/webhooks",
+        &session.cookie,
+        &format!(
+            "csrf_token={}&url=https%3A%2F%2Fcrm.example.com%2Fhooks&description=HubSpot&events=customer.created",
+            session.csrf
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let secret = hidden_input(&created.text, "new-secret");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let listed = page(&app, "/app/admin/webhooks", &session.cookie).await;
+    assert!(listed.text.contains("https://crm.example.com/hooks"));
+    assert!(!listed.text.contains(&secret), "the secret is shown once");
+
+    // One attempt that failed, as the delivery worker records it.
+    app.create("crm-1", "jane@example.com").await;
+    let now = kyc_domain::testkit::strategies::EPOCH;
+    let leased = app
+        .store
+        .claim_deliveries(now, now + time::Duration::minutes(1), 10, 10)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    let message = &leased[0];
+    let attempt = WebhookDelivery {
+        endpoint_id: message.endpoint.id,
+        firm_id: app.firm,
+        message_id: message.event.id.to_string(),
+        event_type: "customer.created".to_owned(),
+        attempt: 1,
+        attempted_at: now,
+        response_status: Some(500),
+        error: None,
+        duration_ms: 12,
+    };
+    app.store
+        .finish_delivery(message.id, &attempt, DeliveryOutcome::GaveUp)
+        .await
+        .unwrap();
+    let endpoint_uri = format!("/app/admin/webhooks/{}", message.endpoint.id);
+    let detail = page(&app, &endpoint_uri, &session.cookie).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(detail.text.contains("HTTP 500"), "{}", detail.text);
+    assert!(detail.text.contains(&message.event.id.to_string()));
+
+    let replayed = form(
+        &app,
+        &format!("{endpoint_uri}/replay"),
+        &session.cookie,
+        &format!("csrf_token={}&event_id={}", session.csrf, message.event.id),
+    )
+    .await;
+    assert_eq!(replayed.status, StatusCode::SEE_OTHER, "{}", replayed.text);
+    let again = app
+        .store
+        .claim_deliveries(now, now + time::Duration::minutes(1), 10, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].event.id, message.event.id,
+        "the same event, the same webhook-id"
+    );
+
+    let paused = form(
+        &app,
+        &format!("{endpoint_uri}/disable"),
+        &session.cookie,
+        &format!("csrf_token={}", session.csrf),
+    )
+    .await;
+    assert_eq!(paused.status, StatusCode::SEE_OTHER);
+    let detail = page(&app, &endpoint_uri, &session.cookie).await;
+    assert!(detail.text.contains("Disabled"), "{}", detail.text);
+}
+
+#[tokio::test]
+async fn only_admins_reach_the_webhook_pages() {
+    let app = app().await;
+    let session = officer(&app).await;
+    let reply = page(&app, "/app/admin/webhooks", &session.cookie).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let posted = form(
+        &app,
+        "/app/admin/webhooks",
+        &session.cookie,
+        &format!(
+            "csrf_token={}&url=https%3A%2F%2Fcrm.example.com",
+            session.csrf
+        ),
+    )
+    .await;
+    assert_eq!(posted.status, StatusCode::FORBIDDEN);
+}
+
+/// The value of the input with this id.
+fn hidden_input(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\" type=\"text\" readonly value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no input {id} in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].to_owned()
+}

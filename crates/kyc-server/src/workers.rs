@@ -183,9 +183,9 @@ impl OutboxWorker {
                 .run_screening(*firm_id, *customer_id)
                 .await
                 .map(|_| ()),
-            // No outbound webhook endpoint is delivered to yet: CRMs follow changes through the
-            // event feed, which reads the audit log written in the same transaction as this entry.
-            // Marking it delivered keeps the outbox from growing until endpoint delivery exists.
+            // Stores write notifications to the event feed and the webhook queue, never here; a
+            // row of this kind can only be one written before that, whose change the feed and
+            // the webhooks never carried. Marking it done keeps the outbox from holding it.
             OutboxMessage::Notify { .. } => Ok(()),
         };
         match outcome {
