@@ -13,6 +13,7 @@ mod baseline;
 mod database;
 mod load;
 mod processes;
+mod receiver;
 mod report;
 mod scenarios;
 mod seed;
@@ -21,13 +22,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use kyc_domain::ids::FirmId;
 
 use crate::database::{Backend, RunDatabase};
-use crate::load::{PhaseLimits, run_paired, run_phase};
+use crate::load::{PhaseLimits, PhaseResult, run_paired, run_phase};
 use crate::processes::{KycServer, Running};
 use crate::report::{BackendReport, Phase};
 use crate::scenarios::{ListWalk, Target, Upserts, WebhookSupply, WebhookWorker};
@@ -339,6 +340,71 @@ async fn measure(
         );
     }
     report.push(Phase::Webhooks, result, server_process.memory());
+
+    eprintln!("  phase: upserts while each change is delivered to a webhook endpoint");
+    let receiver = receiver::Receiver::start().await?;
+    for firm in &firm_ids {
+        let secret = server.cli(&[
+            "webhook-endpoint",
+            "create",
+            "--firm",
+            &firm.to_string(),
+            "--url",
+            &receiver.url,
+        ])?;
+        receiver.trust(&secret)?;
+    }
+    let own = api.clone();
+    let started = Instant::now();
+    let result = run_phase(
+        limits,
+        |worker| Upserts::starting_at(worker, 1 << 40),
+        move |upserts| scenarios::api_upsert(own.clone(), upserts),
+    )
+    .await;
+    // Every accepted upsert changed a customer: one event for its firm's endpoint.
+    let expected = result.ok;
+    report.push(Phase::UpsertDelivering, result, server_process.memory());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while (receiver.distinct() as u64) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered = receiver.distinct() as u64;
+    let missing = expected.saturating_sub(delivered);
+    let mut error_samples = Vec::new();
+    if missing > 0 {
+        error_samples.push(format!(
+            "{missing} events not delivered within 300 s of the phase"
+        ));
+    }
+    if receiver.refused() > 0 {
+        error_samples.push(format!(
+            "{} deliveries failed the signature check",
+            receiver.refused()
+        ));
+    }
+    eprintln!(
+        "    {delivered} events delivered ({} requests) in {:.1} s",
+        receiver.accepted(),
+        receiver
+            .last()
+            .unwrap_or(started)
+            .duration_since(started)
+            .as_secs_f64()
+    );
+    report.push(
+        Phase::Deliveries,
+        PhaseResult {
+            ok: delivered,
+            errors: missing + receiver.refused(),
+            error_samples,
+            elapsed: receiver.last().unwrap_or(started).duration_since(started),
+            p50: Duration::ZERO,
+            p99: Duration::ZERO,
+            max: Duration::ZERO,
+        },
+        server_process.memory(),
+    );
 
     report.memory = server_process.memory();
     report.baseline_memory = baseline_process.memory();

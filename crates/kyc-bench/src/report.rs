@@ -22,6 +22,10 @@ pub enum Phase {
     Upsert,
     /// `POST /webhooks/sumsub`, signed, half pending, half GREEN verdicts.
     Webhooks,
+    /// `POST /api/v1/customers` again, while every change is delivered to a webhook endpoint.
+    UpsertDelivering,
+    /// Webhook deliveries of those changes, signed, verified and counted by a local receiver.
+    Deliveries,
 }
 
 impl Phase {
@@ -33,6 +37,8 @@ impl Phase {
             Self::BaselineInsert => "baseline: INSERT",
             Self::Upsert => "POST /api/v1/customers (upsert)",
             Self::Webhooks => "POST /webhooks/sumsub (signed)",
+            Self::UpsertDelivering => "POST /api/v1/customers (upsert) while delivering",
+            Self::Deliveries => "webhook deliveries to a receiver (no latency figures)",
         }
     }
 
@@ -40,8 +46,8 @@ impl Phase {
     const fn baseline(self) -> Option<Self> {
         match self {
             Self::Read | Self::List => Some(Self::BaselineRead),
-            Self::Upsert => Some(Self::BaselineInsert),
-            Self::BaselineRead | Self::BaselineInsert | Self::Webhooks => None,
+            Self::Upsert | Self::UpsertDelivering => Some(Self::BaselineInsert),
+            Self::BaselineRead | Self::BaselineInsert | Self::Webhooks | Self::Deliveries => None,
         }
     }
 }
@@ -173,7 +179,26 @@ fn print_targets(report: &BackendReport) {
             verdict(rate >= 1_000.0)
         );
     }
-    for phase in [Phase::Read, Phase::List, Phase::Upsert, Phase::Webhooks] {
+    if let Some(deliveries) = report.get(Phase::Deliveries) {
+        let rate = deliveries.throughput();
+        println!(
+            "- deliveries ≥ 1,000/s with the API under load: {rate:.0}/s — {}",
+            verdict(rate >= 1_000.0)
+        );
+    }
+    if let (Some(alone), Some(delivering)) = (
+        report.ratio(Phase::Upsert),
+        report.ratio(Phase::UpsertDelivering),
+    ) {
+        println!("- upserts while delivering: {delivering:.2}× baseline (alone: {alone:.2}×)");
+    }
+    for phase in [
+        Phase::Read,
+        Phase::List,
+        Phase::Upsert,
+        Phase::Webhooks,
+        Phase::UpsertDelivering,
+    ] {
         if let Some(result) = report.get(phase) {
             println!(
                 "- p99 < 25 ms, {}: {} — {}",

@@ -149,6 +149,15 @@ impl Upserts {
     pub fn new(worker: usize) -> Self {
         Self { worker, sent: 0 }
     }
+
+    /// A worker's first upsert of a later phase: its new customers' external ids start at
+    /// `first` (even), so they never meet those of an earlier phase.
+    pub fn starting_at(worker: usize, first: u64) -> Self {
+        Self {
+            worker,
+            sent: first,
+        }
+    }
 }
 
 /// `POST /api/v1/customers`: every other request updates a seeded `NOT_STARTED` customer by its
