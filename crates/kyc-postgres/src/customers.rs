@@ -201,15 +201,20 @@ fn wanting(notification: &str, firm: &str) -> String {
 }
 
 /// Queues the deliveries of the notifications just written (`new_notifications`), in their
-/// order, one per endpoint that wants each.
+/// order, one per endpoint that wants each. The first of them for an endpoint is the head of
+/// the customer's chain there when no earlier message of the chain is unfinished
+/// ([`CHAIN_BUSY`]).
 fn deliveries_part() -> String {
     format!(
         "new_messages AS ( \
-         INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at) \
-         SELECT n.firm_id, endpoint.id, n.customer_id, n.id, n.occurred_at \
+         INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at, head) \
+         SELECT n.firm_id, endpoint.id, n.customer_id, n.id, n.occurred_at, \
+             busy.id IS NULL AND row_number() OVER (PARTITION BY endpoint.id ORDER BY n.id) = 1 \
          FROM new_notifications AS n JOIN {} \
+         LEFT JOIN LATERAL ({}) AS busy ON true \
          ORDER BY n.id, endpoint.id)",
-        wanting("n.type", "n.firm_id")
+        wanting("n.type", "n.firm_id"),
+        crate::delivery::chain_busy("endpoint.id", "n.customer_id")
     )
 }
 

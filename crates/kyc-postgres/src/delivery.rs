@@ -5,9 +5,9 @@ use kyc_domain::customer::{Customer, CustomerState};
 use kyc_domain::events::OutboxMessage;
 use kyc_domain::ids::{CustomerId, FirmId};
 use kyc_domain::ports::{
-    DeliveryOutcome, DeliveryQueue, EventFeed, FeedEvent, FeedPosition, InfrastructureError,
-    OutboxEntry, OutboxStore, QueuedDelivery, WebhookDelivery, WebhookEndpoint, WebhookEndpointId,
-    WebhookStore,
+    DeliveryOutcome, DeliveryQueue, EventFeed, FeedEvent, FeedPosition, FinishedDelivery,
+    InfrastructureError, OutboxEntry, OutboxStore, QueuedDelivery, WebhookDelivery,
+    WebhookEndpoint, WebhookEndpointId, WebhookStore,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -25,6 +25,44 @@ pub(crate) const CLAIM: &str = "UPDATE outbox SET locked_until = $1 WHERE id IN 
      AND (locked_until IS NULL OR locked_until <= $2) ORDER BY id LIMIT $3 \
      FOR UPDATE SKIP LOCKED) \
      RETURNING id, message, created_at, attempts";
+
+/// The oldest unfinished message of the chain of `endpoint` and `customer` (SQL expressions),
+/// read with a share lock. A delivery finishing that message holds its row until it commits, so
+/// a save reading the chain waits for it and then sees it finished (and skips on to the next
+/// unfinished one); a delivery finishing after this read waits for the save and then sees the
+/// save's message when it passes the head on. Either way exactly one message of a chain is its
+/// head.
+pub(crate) fn chain_busy(endpoint: &str, customer: &str) -> String {
+    format!(
+        "SELECT chain.id FROM webhook_messages AS chain \
+         WHERE chain.endpoint_id = {endpoint} AND chain.customer_id = {customer} \
+         AND chain.delivered_at IS NULL AND chain.failed_at IS NULL \
+         ORDER BY chain.id LIMIT 1 FOR SHARE OF chain"
+    )
+}
+
+/// Clears the heads of endpoint `$1` (disabled: its messages wait).
+const CLEAR_HEADS: &str = "UPDATE webhook_messages SET head = false \
+     WHERE endpoint_id = $1 AND head AND delivered_at IS NULL AND failed_at IS NULL";
+
+/// Sets the heads of endpoint `$1` again (enabled): the oldest unfinished message of each of
+/// its chains.
+const SET_HEADS: &str = "UPDATE webhook_messages SET head = true WHERE id IN ( \
+     SELECT min(id) FROM webhook_messages WHERE endpoint_id = $1 \
+     AND delivered_at IS NULL AND failed_at IS NULL GROUP BY customer_id) \
+     AND NOT head AND delivered_at IS NULL AND failed_at IS NULL";
+
+/// Passes the heads of the chains of endpoints `$1` and customers `$2` (pairs, whose heads just
+/// finished) to each chain's oldest unfinished message, unless the endpoint is disabled or
+/// deleted. A statement of its own after the messages were updated, so that it reads the
+/// chains after any save that held them (see [`chain_busy`]) has committed.
+const PASS_HEADS: &str = "UPDATE webhook_messages AS m SET head = true WHERE m.id IN ( \
+     SELECT (SELECT x.id FROM webhook_messages AS x WHERE x.endpoint_id = c.endpoint_id \
+         AND x.customer_id = c.customer_id AND x.delivered_at IS NULL AND x.failed_at IS NULL \
+         ORDER BY x.id LIMIT 1) \
+     FROM unnest($1::uuid[], $2::uuid[]) AS c(endpoint_id, customer_id)) \
+     AND NOT m.head \
+     AND EXISTS (SELECT 1 FROM webhook_endpoints AS e WHERE e.id = m.endpoint_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL)";
 
 const ENDPOINT_COLUMNS: &str = "SELECT id, firm_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at, disabled_at, created_at FROM webhook_endpoints";
 
@@ -151,16 +189,26 @@ impl WebhookStore for PostgresStore {
         id: WebhookEndpointId,
         at: OffsetDateTime,
     ) -> Result<bool, InfrastructureError> {
+        let mut tx = self.pool.begin().await.map_err(infra)?;
         let done = sqlx::query(
             "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL AND deleted_at IS NULL",
         )
         .bind(at_micros(at))
         .bind(firm.as_uuid())
         .bind(id.as_uuid())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(infra)?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(CLEAR_HEADS)
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(infra)?;
+        tx.commit().await.map_err(infra)?;
+        Ok(true)
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
@@ -168,6 +216,18 @@ impl WebhookStore for PostgresStore {
         &self,
         endpoint: &WebhookEndpoint,
     ) -> Result<bool, InfrastructureError> {
+        let mut tx = self.pool.begin().await.map_err(infra)?;
+        let was_disabled: Option<Option<OffsetDateTime>> = sqlx::query_scalar(
+            "SELECT disabled_at FROM webhook_endpoints WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
+        )
+        .bind(endpoint.firm_id.as_uuid())
+        .bind(endpoint.id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(infra)?;
+        let Some(was_disabled) = was_disabled else {
+            return Ok(false);
+        };
         let done = sqlx::query(
             "UPDATE webhook_endpoints SET url = $3, description = $4, event_types = $5, secret = $6, \
              previous_secret = $7, previous_secret_expires_at = $8, disabled_at = $9 \
@@ -182,9 +242,22 @@ impl WebhookStore for PostgresStore {
         .bind(endpoint.previous_secret.as_deref())
         .bind(endpoint.previous_secret_expires_at.map(at_micros))
         .bind(endpoint.disabled_at.map(at_micros))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(infra)?;
+        let heads = match (was_disabled.is_some(), endpoint.disabled_at.is_some()) {
+            (true, false) => Some(SET_HEADS),
+            (false, true) => Some(CLEAR_HEADS),
+            _ => None,
+        };
+        if let Some(statement) = heads {
+            sqlx::query(statement)
+                .bind(endpoint.id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(infra)?;
+        }
+        tx.commit().await.map_err(infra)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -411,39 +484,39 @@ impl EventFeed for PostgresStore {
     }
 }
 
-/// Leases (until `$2`) up to `$3` messages due at `$1`: among the first due unfinished messages
-/// that are the oldest unfinished one of their (endpoint, customer), of an endpoint enabled and
-/// not deleted, ranked per endpoint so that no endpoint has more than `$4` leased at once. The
-/// window of candidates holds only such heads, so messages waiting behind one in flight, or for
-/// their endpoint to be enabled, cannot fill it and hold up every other endpoint. The lease
-/// conditions are repeated on the locked row itself, so a row another worker leased after this
-/// statement's snapshot is re-checked (and skipped) once locked.
-const CLAIM_DELIVERIES: &str = "WITH due AS ( \
-         SELECT m.id, m.endpoint_id, m.next_attempt_at FROM webhook_messages AS m \
-         JOIN webhook_endpoints AS e ON e.id = m.endpoint_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL \
-         WHERE m.delivered_at IS NULL AND m.failed_at IS NULL AND m.next_attempt_at <= $1 \
-         AND (m.locked_until IS NULL OR m.locked_until <= $1) \
-         AND NOT EXISTS (SELECT 1 FROM webhook_messages AS earlier \
-             WHERE earlier.endpoint_id = m.endpoint_id AND earlier.customer_id = m.customer_id \
-             AND earlier.id < m.id AND earlier.delivered_at IS NULL AND earlier.failed_at IS NULL) \
-         ORDER BY m.next_attempt_at, m.id LIMIT 2000), \
-     heads AS ( \
-         SELECT due.id, due.endpoint_id, due.next_attempt_at, \
-             row_number() OVER (PARTITION BY due.endpoint_id ORDER BY due.next_attempt_at, due.id) AS rank \
-         FROM due), \
-     leased AS ( \
+/// Leases (until `$2`) up to `$3` messages due at `$1`, oldest due first: for each enabled
+/// endpoint, its first `$4` due heads (walking `webhook_messages_due_idx`), of which only as many
+/// as the endpoint has lease room for (`$4` less those leased now). Every step is an index walk
+/// bounded by a limit or a list of ids, so the plan stays cheap whatever the planner believes of
+/// a table that has just grown: the cost follows the number of endpoints and `$4`, not the
+/// backlog. The lease conditions are repeated on the locked rows, with the limit applied after
+/// `SKIP LOCKED`, so concurrent workers get disjoint batches that together hold every due head;
+/// they may together pass an endpoint's cap by what each leases at once.
+const CLAIM_DELIVERIES: &str = "WITH due AS MATERIALIZED ( \
+         SELECT d.id, d.endpoint_id, d.next_attempt_at, d.rank FROM webhook_endpoints AS e \
+         CROSS JOIN LATERAL ( \
+             SELECT m.id, m.endpoint_id, m.next_attempt_at, \
+                 row_number() OVER (ORDER BY m.next_attempt_at, m.id) AS rank \
+             FROM webhook_messages AS m \
+             WHERE m.endpoint_id = e.id AND m.head AND m.delivered_at IS NULL AND m.failed_at IS NULL \
+             AND m.next_attempt_at <= $1 AND (m.locked_until IS NULL OR m.locked_until <= $1) \
+             ORDER BY m.next_attempt_at, m.id LIMIT $4) AS d \
+         WHERE e.disabled_at IS NULL AND e.deleted_at IS NULL), \
+     leased AS MATERIALIZED ( \
          SELECT l.endpoint_id, count(*) AS n FROM webhook_messages AS l \
-         WHERE l.delivered_at IS NULL AND l.failed_at IS NULL AND l.locked_until IS NOT NULL AND l.locked_until > $1 \
-         AND l.endpoint_id IN (SELECT endpoint_id FROM heads) GROUP BY l.endpoint_id), \
-     picked AS ( \
-         SELECT m.id FROM webhook_messages AS m JOIN heads ON heads.id = m.id \
-         LEFT JOIN leased ON leased.endpoint_id = heads.endpoint_id \
-         WHERE heads.rank + coalesce(leased.n, 0) <= $4 \
-         AND m.delivered_at IS NULL AND m.failed_at IS NULL AND (m.locked_until IS NULL OR m.locked_until <= $1) \
-         ORDER BY heads.next_attempt_at, heads.id LIMIT $3 \
+         WHERE l.delivered_at IS NULL AND l.failed_at IS NULL AND l.locked_until IS NOT NULL \
+         AND l.locked_until > $1 GROUP BY l.endpoint_id), \
+     chosen AS MATERIALIZED ( \
+         SELECT due.id FROM due LEFT JOIN leased ON leased.endpoint_id = due.endpoint_id \
+         WHERE due.rank + coalesce(leased.n, 0) <= $4), \
+     picked AS MATERIALIZED ( \
+         SELECT m.id FROM webhook_messages AS m WHERE m.id = ANY (ARRAY(SELECT id FROM chosen)) \
+         AND m.head AND m.delivered_at IS NULL AND m.failed_at IS NULL \
+         AND (m.locked_until IS NULL OR m.locked_until <= $1) \
+         ORDER BY m.next_attempt_at, m.id LIMIT $3 \
          FOR UPDATE OF m SKIP LOCKED), \
      claimed AS ( \
-         UPDATE webhook_messages AS m SET locked_until = $2 FROM picked WHERE m.id = picked.id \
+         UPDATE webhook_messages AS m SET locked_until = $2 WHERE m.id = ANY (ARRAY(SELECT id FROM picked)) \
          RETURNING m.id, m.endpoint_id, m.notification_id, m.attempts) \
      SELECT claimed.id AS message_id, claimed.attempts, \
          e.id, e.firm_id, e.url, e.description, e.event_types, e.secret, e.previous_secret, \
@@ -491,40 +564,124 @@ impl DeliveryQueue for PostgresStore {
         attempt: &WebhookDelivery,
         outcome: DeliveryOutcome,
     ) -> Result<(), InfrastructureError> {
+        self.finish_deliveries(&[FinishedDelivery {
+            id,
+            attempt: attempt.clone(),
+            outcome,
+        }])
+        .await
+    }
+
+    /// In one transaction, whatever the number of attempts: the endpoints' rows first (shared,
+    /// as enabling or disabling an endpoint takes them exclusively, so the two wait for each
+    /// other instead of crossing), the log rows, the messages, the heads passed on, then the
+    /// endpoints that answered `410 Gone` disabled.
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(attempts = finished.len()))]
+    async fn finish_deliveries(
+        &self,
+        finished: &[FinishedDelivery],
+    ) -> Result<(), InfrastructureError> {
+        if finished.is_empty() {
+            return Ok(());
+        }
+        let mut endpoints: Vec<Uuid> = finished
+            .iter()
+            .map(|f| f.attempt.endpoint_id.as_uuid())
+            .collect();
+        endpoints.sort_unstable();
+        endpoints.dedup();
         let mut tx = self.pool.begin().await.map_err(infra)?;
-        insert_delivery(attempt)
-            .execute(&mut *tx)
-            .await
-            .map_err(infra)?;
-        let at = at_micros(attempt.attempted_at);
-        let (delivered, retry, failed) = match outcome {
-            DeliveryOutcome::Delivered => (Some(at), None, None),
-            DeliveryOutcome::RetryAt(next) => (None, Some(at_micros(next)), None),
-            DeliveryOutcome::GaveUp => (None, None, Some(at)),
-            DeliveryOutcome::Gone => (None, Some(at), None),
-        };
         sqlx::query(
-            "UPDATE webhook_messages SET attempts = attempts + 1, locked_until = NULL, \
-             delivered_at = $2, failed_at = $3, next_attempt_at = coalesce($4, next_attempt_at) \
-             WHERE id = $1 AND delivered_at IS NULL AND failed_at IS NULL",
+            "SELECT 1 FROM webhook_endpoints WHERE id = ANY ($1) ORDER BY id FOR KEY SHARE",
         )
-        .bind(id)
-        .bind(delivered)
-        .bind(failed)
-        .bind(retry)
+        .bind(&endpoints)
         .execute(&mut *tx)
         .await
         .map_err(infra)?;
-        if outcome == DeliveryOutcome::Gone {
-            sqlx::query(
+        let log: Vec<&WebhookDelivery> = finished.iter().map(|f| &f.attempt).collect();
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (firm_id, endpoint_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::timestamptz[], $7::int[], $8::text[], $9::bigint[])",
+        )
+        .bind(log.iter().map(|d| d.firm_id.as_uuid()).collect::<Vec<_>>())
+        .bind(log.iter().map(|d| d.endpoint_id.as_uuid()).collect::<Vec<_>>())
+        .bind(log.iter().map(|d| d.message_id.as_str()).collect::<Vec<_>>())
+        .bind(log.iter().map(|d| d.event_type.as_str()).collect::<Vec<_>>())
+        .bind(log.iter().map(|d| i32::try_from(d.attempt).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+        .bind(log.iter().map(|d| at_micros(d.attempted_at)).collect::<Vec<_>>())
+        .bind(log.iter().map(|d| d.response_status.map(i32::from)).collect::<Vec<_>>())
+        .bind(log.iter().map(|d| d.error.as_deref()).collect::<Vec<_>>())
+        .bind(log.iter().map(|d| i64::try_from(d.duration_ms).unwrap_or(i64::MAX)).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(infra)?;
+        // Gone leaves the message due at once: it waits only for its endpoint to be enabled.
+        let applied: Vec<(
+            Option<OffsetDateTime>,
+            Option<OffsetDateTime>,
+            Option<OffsetDateTime>,
+        )> = finished
+            .iter()
+            .map(|f| {
+                let at = at_micros(f.attempt.attempted_at);
+                match f.outcome {
+                    DeliveryOutcome::Delivered => (Some(at), None, None),
+                    DeliveryOutcome::RetryAt(next) => (None, Some(at_micros(next)), None),
+                    DeliveryOutcome::GaveUp => (None, None, Some(at)),
+                    DeliveryOutcome::Gone => (None, Some(at), None),
+                }
+            })
+            .collect();
+        let ended: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "UPDATE webhook_messages AS m SET attempts = m.attempts + 1, locked_until = NULL, \
+             delivered_at = u.delivered, failed_at = u.failed, next_attempt_at = coalesce(u.retry, m.next_attempt_at) \
+             FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[]) AS u(id, delivered, retry, failed) \
+             WHERE m.id = u.id AND m.delivered_at IS NULL AND m.failed_at IS NULL \
+             AND (u.delivered IS NOT NULL OR u.failed IS NOT NULL OR u.retry IS NOT NULL) \
+             RETURNING m.endpoint_id, m.customer_id, (u.delivered IS NOT NULL OR u.failed IS NOT NULL) AS ended",
+        )
+        .bind(finished.iter().map(|f| f.id).collect::<Vec<_>>())
+        .bind(applied.iter().map(|a| a.0).collect::<Vec<_>>())
+        .bind(applied.iter().map(|a| a.1).collect::<Vec<_>>())
+        .bind(applied.iter().map(|a| a.2).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(infra)?
+        .into_iter()
+        .filter_map(|(endpoint, customer, ended): (Uuid, Uuid, bool)| ended.then_some((endpoint, customer)))
+        .collect();
+        if !ended.is_empty() {
+            sqlx::query(PASS_HEADS)
+                .bind(ended.iter().map(|e| e.0).collect::<Vec<_>>())
+                .bind(ended.iter().map(|e| e.1).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await
+                .map_err(infra)?;
+        }
+        let mut gone: Vec<&WebhookDelivery> = finished
+            .iter()
+            .filter(|f| f.outcome == DeliveryOutcome::Gone)
+            .map(|f| &f.attempt)
+            .collect();
+        gone.sort_by_key(|d| d.endpoint_id);
+        gone.dedup_by_key(|d| d.endpoint_id);
+        for attempt in gone {
+            let disabled = sqlx::query(
                 "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL",
             )
-            .bind(at)
+            .bind(at_micros(attempt.attempted_at))
             .bind(attempt.firm_id.as_uuid())
             .bind(attempt.endpoint_id.as_uuid())
             .execute(&mut *tx)
             .await
             .map_err(infra)?;
+            if disabled.rows_affected() == 1 {
+                sqlx::query(CLEAR_HEADS)
+                    .bind(attempt.endpoint_id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(infra)?;
+            }
         }
         tx.commit().await.map_err(infra)
     }
@@ -537,13 +694,16 @@ impl DeliveryQueue for PostgresStore {
         event: Uuid,
         at: OffsetDateTime,
     ) -> Result<bool, InfrastructureError> {
-        let done = sqlx::query(
-            "INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at) \
-             SELECT n.firm_id, e.id, n.customer_id, n.id, $4 FROM notifications AS n \
+        let done = sqlx::query(&format!(
+            "INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at, head) \
+             SELECT n.firm_id, e.id, n.customer_id, n.id, $4, e.disabled_at IS NULL AND busy.id IS NULL \
+             FROM notifications AS n \
              JOIN webhook_endpoints AS e ON e.firm_id = n.firm_id AND e.id = $2 AND e.deleted_at IS NULL \
+             LEFT JOIN LATERAL ({}) AS busy ON true \
              WHERE n.firm_id = $1 AND n.event_id = $3 \
              AND EXISTS (SELECT 1 FROM webhook_messages AS m WHERE m.endpoint_id = e.id AND m.notification_id = n.id)",
-        )
+            chain_busy("e.id", "n.customer_id")
+        ))
         .bind(firm.as_uuid())
         .bind(endpoint.as_uuid())
         .bind(event)

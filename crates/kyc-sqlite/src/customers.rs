@@ -254,8 +254,11 @@ async fn write_notification(
     .await
     .map_err(save_error)?;
     sqlx::query(
-        "INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at) \
-         SELECT $1, endpoint.id, $2, $3, $4 FROM webhook_endpoints AS endpoint \
+        "INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at, head) \
+         SELECT $1, endpoint.id, $2, $3, $4, NOT EXISTS (SELECT 1 FROM webhook_messages AS chain \
+             WHERE chain.endpoint_id = endpoint.id AND chain.customer_id = $2 \
+             AND chain.delivered_at IS NULL AND chain.failed_at IS NULL) \
+         FROM webhook_endpoints AS endpoint \
          WHERE endpoint.firm_id = $1 AND endpoint.disabled_at IS NULL AND endpoint.deleted_at IS NULL \
          AND (json_array_length(endpoint.event_types) = 0 \
               OR EXISTS (SELECT 1 FROM json_each(endpoint.event_types) AS wanted WHERE wanted.value = $5)) \

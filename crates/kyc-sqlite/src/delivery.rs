@@ -6,9 +6,9 @@ use kyc_domain::customer::{Customer, CustomerState};
 use kyc_domain::events::OutboxMessage;
 use kyc_domain::ids::{CustomerId, FirmId};
 use kyc_domain::ports::{
-    DeliveryOutcome, DeliveryQueue, EventFeed, FeedEvent, FeedPosition, InfrastructureError,
-    OutboxEntry, OutboxStore, QueuedDelivery, WebhookDelivery, WebhookEndpoint, WebhookEndpointId,
-    WebhookStore,
+    DeliveryOutcome, DeliveryQueue, EventFeed, FeedEvent, FeedPosition, FinishedDelivery,
+    InfrastructureError, OutboxEntry, OutboxStore, QueuedDelivery, WebhookDelivery,
+    WebhookEndpoint, WebhookEndpointId, WebhookStore,
 };
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Row, Sqlite};
@@ -153,17 +153,26 @@ impl WebhookStore for SqliteStore {
         id: WebhookEndpointId,
         at: OffsetDateTime,
     ) -> Result<bool, InfrastructureError> {
-        let _turn = self.write_turn().await;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL AND deleted_at IS NULL",
         )
         .bind(micros(at))
         .bind(firm.to_string())
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(infra)?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(CLEAR_HEADS)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(infra)?;
+        tx.commit().await.map_err(infra)?;
+        Ok(true)
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
@@ -171,7 +180,18 @@ impl WebhookStore for SqliteStore {
         &self,
         endpoint: &WebhookEndpoint,
     ) -> Result<bool, InfrastructureError> {
-        let _turn = self.write_turn().await;
+        let mut tx = self.begin_write().await?;
+        let was_disabled: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT disabled_at FROM webhook_endpoints WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL",
+        )
+        .bind(endpoint.firm_id.to_string())
+        .bind(endpoint.id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(infra)?;
+        let Some(was_disabled) = was_disabled else {
+            return Ok(false);
+        };
         let done = sqlx::query(
             "UPDATE webhook_endpoints SET url = $3, description = $4, event_types = $5, secret = $6, \
              previous_secret = $7, previous_secret_expires_at = $8, disabled_at = $9 \
@@ -186,9 +206,22 @@ impl WebhookStore for SqliteStore {
         .bind(endpoint.previous_secret.as_deref())
         .bind(endpoint.previous_secret_expires_at.map(micros))
         .bind(endpoint.disabled_at.map(micros))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(infra)?;
+        let heads = match (was_disabled.is_some(), endpoint.disabled_at.is_some()) {
+            (true, false) => Some(SET_HEADS),
+            (false, true) => Some(CLEAR_HEADS),
+            _ => None,
+        };
+        if let Some(statement) = heads {
+            sqlx::query(statement)
+                .bind(endpoint.id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(infra)?;
+        }
+        tx.commit().await.map_err(infra)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -424,30 +457,49 @@ impl EventFeed for SqliteStore {
     }
 }
 
-/// Leases (until `$2`) up to `$3` messages due at `$1`: the due unfinished messages that are the
-/// oldest unfinished one of their (endpoint, customer), of an endpoint enabled and not deleted,
-/// ranked per endpoint so that no endpoint has more than `$4` leased at once. Run inside the
-/// write lock, so choosing the rows and leasing them cannot interleave with another worker's.
-const CLAIM_DELIVERIES: &str = "WITH heads AS ( \
+/// Leases (until `$2`) up to `$3` messages due at `$1`, oldest due first: for each enabled
+/// endpoint, its first `$4` due heads (walking `webhook_messages_due_idx`), of which only as many
+/// as the endpoint has lease room for (`$4` less those leased now). The cost follows the number
+/// of endpoints and `$4`, not the backlog. Run inside the write lock, so choosing the rows and
+/// leasing them cannot interleave with another worker's.
+const CLAIM_DELIVERIES: &str = "WITH due AS ( \
          SELECT m.id, m.endpoint_id, m.next_attempt_at, \
              row_number() OVER (PARTITION BY m.endpoint_id ORDER BY m.next_attempt_at, m.id) AS rank \
-         FROM webhook_messages AS m \
-         JOIN webhook_endpoints AS e ON e.id = m.endpoint_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL \
-         WHERE m.delivered_at IS NULL AND m.failed_at IS NULL AND m.next_attempt_at <= $1 \
-         AND (m.locked_until IS NULL OR m.locked_until <= $1) \
-         AND NOT EXISTS (SELECT 1 FROM webhook_messages AS earlier \
-             WHERE earlier.endpoint_id = m.endpoint_id AND earlier.customer_id = m.customer_id \
-             AND earlier.id < m.id AND earlier.delivered_at IS NULL AND earlier.failed_at IS NULL)), \
+         FROM webhook_endpoints AS e JOIN webhook_messages AS m ON m.id IN ( \
+             SELECT x.id FROM webhook_messages AS x \
+             WHERE x.endpoint_id = e.id AND x.head = 1 AND x.delivered_at IS NULL AND x.failed_at IS NULL \
+             AND x.next_attempt_at <= $1 AND (x.locked_until IS NULL OR x.locked_until <= $1) \
+             ORDER BY x.next_attempt_at, x.id LIMIT $4) \
+         WHERE e.disabled_at IS NULL AND e.deleted_at IS NULL), \
      leased AS ( \
          SELECT l.endpoint_id, count(*) AS n FROM webhook_messages AS l \
          WHERE l.delivered_at IS NULL AND l.failed_at IS NULL AND l.locked_until IS NOT NULL AND l.locked_until > $1 \
-         AND l.endpoint_id IN (SELECT endpoint_id FROM heads) GROUP BY l.endpoint_id), \
+         AND l.endpoint_id IN (SELECT endpoint_id FROM due) GROUP BY l.endpoint_id), \
      picked AS ( \
-         SELECT heads.id FROM heads LEFT JOIN leased ON leased.endpoint_id = heads.endpoint_id \
-         WHERE heads.rank + coalesce(leased.n, 0) <= $4 \
-         ORDER BY heads.next_attempt_at, heads.id LIMIT $3) \
+         SELECT due.id FROM due LEFT JOIN leased ON leased.endpoint_id = due.endpoint_id \
+         WHERE due.rank + coalesce(leased.n, 0) <= $4 \
+         ORDER BY due.next_attempt_at, due.id LIMIT $3) \
      UPDATE webhook_messages SET locked_until = $2 WHERE id IN (SELECT id FROM picked) \
      RETURNING id";
+
+/// Clears the heads of endpoint `$1` (disabled: its messages wait).
+const CLEAR_HEADS: &str = "UPDATE webhook_messages SET head = 0 \
+     WHERE endpoint_id = $1 AND head = 1 AND delivered_at IS NULL AND failed_at IS NULL";
+
+/// Sets the heads of endpoint `$1` again (enabled): the oldest unfinished message of each of
+/// its chains.
+const SET_HEADS: &str = "UPDATE webhook_messages SET head = 1 WHERE id IN ( \
+     SELECT min(id) FROM webhook_messages WHERE endpoint_id = $1 \
+     AND delivered_at IS NULL AND failed_at IS NULL GROUP BY customer_id) AND head = 0";
+
+/// Passes the head of the chain of message `$1` (just finished, on endpoint `$2`) to the
+/// chain's oldest unfinished message, unless the endpoint is disabled or deleted.
+const PASS_HEAD: &str = "UPDATE webhook_messages SET head = 1 WHERE id = ( \
+     SELECT chain.id FROM webhook_messages AS chain, webhook_messages AS done \
+     WHERE done.id = $1 AND chain.endpoint_id = done.endpoint_id AND chain.customer_id = done.customer_id \
+     AND chain.delivered_at IS NULL AND chain.failed_at IS NULL ORDER BY chain.id LIMIT 1) \
+     AND head = 0 \
+     AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $2 AND disabled_at IS NULL AND deleted_at IS NULL)";
 
 /// The leased messages (`$1`, a JSON array of ids) with their endpoints and events.
 const CLAIMED: &str = "SELECT m.id AS message_id, m.attempts, \
@@ -457,6 +509,70 @@ const CLAIMED: &str = "SELECT m.id AS message_id, m.attempts, \
      FROM webhook_messages AS m JOIN webhook_endpoints AS e ON e.id = m.endpoint_id \
      JOIN notifications AS n ON n.id = m.notification_id \
      WHERE m.id IN (SELECT value FROM json_each($1)) ORDER BY m.id";
+
+/// Applies one ended attempt inside the write transaction `tx`: its log row, the message, the
+/// head passed on, and for `410 Gone` the endpoint disabled.
+async fn finish_in(
+    tx: &mut sqlx::SqliteConnection,
+    id: i64,
+    attempt: &WebhookDelivery,
+    outcome: DeliveryOutcome,
+) -> Result<(), InfrastructureError> {
+    insert_delivery(attempt)
+        .execute(&mut *tx)
+        .await
+        .map_err(infra)?;
+    let at = micros(attempt.attempted_at);
+    // Gone leaves the message due at once: it waits only for its endpoint to be enabled.
+    let (delivered, retry, failed) = match outcome {
+        DeliveryOutcome::Delivered => (Some(at), None, None),
+        DeliveryOutcome::RetryAt(next) => (None, Some(micros(next)), None),
+        DeliveryOutcome::GaveUp => (None, None, Some(at)),
+        DeliveryOutcome::Gone => (None, Some(at), None),
+    };
+    sqlx::query(
+        "UPDATE webhook_messages SET attempts = attempts + 1, locked_until = NULL, \
+         delivered_at = $2, failed_at = $3, next_attempt_at = coalesce($4, next_attempt_at) \
+         WHERE id = $1 AND delivered_at IS NULL AND failed_at IS NULL",
+    )
+    .bind(id)
+    .bind(delivered)
+    .bind(failed)
+    .bind(retry)
+    .execute(&mut *tx)
+    .await
+    .map_err(infra)?;
+    match outcome {
+        DeliveryOutcome::Delivered | DeliveryOutcome::GaveUp => {
+            sqlx::query(PASS_HEAD)
+                .bind(id)
+                .bind(attempt.endpoint_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(infra)?;
+        }
+        DeliveryOutcome::Gone => {
+            let disabled = sqlx::query(
+                "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL",
+            )
+            .bind(at)
+            .bind(attempt.firm_id.to_string())
+            .bind(attempt.endpoint_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(infra)?;
+            if disabled.rows_affected() == 1 {
+                sqlx::query(CLEAR_HEADS)
+                    .bind(attempt.endpoint_id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(infra)?;
+            }
+        }
+        DeliveryOutcome::RetryAt(_) => {}
+    }
+    Ok(())
+}
 
 #[async_trait]
 impl DeliveryQueue for SqliteStore {
@@ -509,40 +625,22 @@ impl DeliveryQueue for SqliteStore {
         outcome: DeliveryOutcome,
     ) -> Result<(), InfrastructureError> {
         let mut tx = self.begin_write().await?;
-        insert_delivery(attempt)
-            .execute(&mut *tx)
-            .await
-            .map_err(infra)?;
-        let at = micros(attempt.attempted_at);
-        // Gone leaves the message due at once: it waits only for its endpoint to be enabled.
-        let (delivered, retry, failed) = match outcome {
-            DeliveryOutcome::Delivered => (Some(at), None, None),
-            DeliveryOutcome::RetryAt(next) => (None, Some(micros(next)), None),
-            DeliveryOutcome::GaveUp => (None, None, Some(at)),
-            DeliveryOutcome::Gone => (None, Some(at), None),
-        };
-        sqlx::query(
-            "UPDATE webhook_messages SET attempts = attempts + 1, locked_until = NULL, \
-             delivered_at = $2, failed_at = $3, next_attempt_at = coalesce($4, next_attempt_at) \
-             WHERE id = $1 AND delivered_at IS NULL AND failed_at IS NULL",
-        )
-        .bind(id)
-        .bind(delivered)
-        .bind(failed)
-        .bind(retry)
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?;
-        if outcome == DeliveryOutcome::Gone {
-            sqlx::query(
-                "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL",
-            )
-            .bind(at)
-            .bind(attempt.firm_id.to_string())
-            .bind(attempt.endpoint_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(infra)?;
+        finish_in(&mut tx, id, attempt, outcome).await?;
+        tx.commit().await.map_err(infra)
+    }
+
+    /// In one write transaction, so a batch takes the writer's turn once.
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(attempts = finished.len()))]
+    async fn finish_deliveries(
+        &self,
+        finished: &[FinishedDelivery],
+    ) -> Result<(), InfrastructureError> {
+        if finished.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for one in finished {
+            finish_in(&mut tx, one.id, &one.attempt, one.outcome).await?;
         }
         tx.commit().await.map_err(infra)
     }
@@ -557,8 +655,11 @@ impl DeliveryQueue for SqliteStore {
     ) -> Result<bool, InfrastructureError> {
         let _turn = self.write_turn().await;
         let done = sqlx::query(
-            "INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at) \
-             SELECT n.firm_id, e.id, n.customer_id, n.id, $4 FROM notifications AS n \
+            "INSERT INTO webhook_messages (firm_id, endpoint_id, customer_id, notification_id, next_attempt_at, head) \
+             SELECT n.firm_id, e.id, n.customer_id, n.id, $4, e.disabled_at IS NULL AND NOT EXISTS ( \
+                 SELECT 1 FROM webhook_messages AS chain WHERE chain.endpoint_id = e.id \
+                 AND chain.customer_id = n.customer_id AND chain.delivered_at IS NULL AND chain.failed_at IS NULL) \
+             FROM notifications AS n \
              JOIN webhook_endpoints AS e ON e.firm_id = n.firm_id AND e.id = $2 AND e.deleted_at IS NULL \
              WHERE n.firm_id = $1 AND n.event_id = $3 \
              AND EXISTS (SELECT 1 FROM webhook_messages AS m WHERE m.endpoint_id = e.id AND m.notification_id = n.id)",

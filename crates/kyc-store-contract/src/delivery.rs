@@ -1247,3 +1247,57 @@ pub async fn a_backlog_waiting_on_one_endpoint_holds_up_no_other(stores: Stores)
         "the backlog's endpoint is disabled"
     );
 }
+
+/// A customer's change saved while its previous message is being finished never leaves its
+/// chain without a head: whichever commits first, the new message is handed out once the old
+/// one is done, and never before.
+pub async fn a_change_saved_while_its_chain_head_finishes_is_handed_out_next(stores: Stores) {
+    let firm = new_firm(&stores).await;
+    add_endpoint(&stores, firm, &[]).await;
+    let mut customers = Vec::new();
+    for _ in 0..20 {
+        customers.push(insert_customer(&stores, firm, None).await);
+    }
+    let heads = claim_at(&stores, now()).await;
+    assert_eq!(heads.len(), 20, "one created event per customer");
+    let mut races = tokio::task::JoinSet::new();
+    for (head, mut customer) in heads.into_iter().zip(customers) {
+        let stores = stores.clone();
+        races.spawn(async move {
+            let finishing = {
+                let stores = stores.clone();
+                let head = head.clone();
+                async move {
+                    stores
+                        .queue
+                        .finish_delivery(
+                            head.id,
+                            &attempt_of(&head, now(), Some(200)),
+                            DeliveryOutcome::Delivered,
+                        )
+                        .await
+                        .expect("finish")
+                }
+            };
+            let saving = async {
+                let phone = phone();
+                let events = change_phone(&mut customer, phone);
+                let outbox = kyc_domain::events::outbox_for(customer.firm_id, customer.id, &events);
+                stores
+                    .customers
+                    .save(&customer, &events, &outbox, None)
+                    .await
+                    .expect("save");
+            };
+            tokio::join!(finishing, saving);
+        });
+    }
+    races.join_all().await;
+    let next = claim_at(&stores, now()).await;
+    assert_eq!(next.len(), 20, "every chain handed out its next message");
+    assert!(
+        next.iter()
+            .all(|d| d.event.notification == NotificationType::Updated)
+    );
+    assert!(claim_at(&stores, now()).await.is_empty());
+}

@@ -177,6 +177,7 @@ macro_rules! contract_tests {
             endpoints_are_updated_within_their_firm,
             a_deleted_endpoint_is_hidden_and_its_pending_messages_dropped,
             a_backlog_waiting_on_one_endpoint_holds_up_no_other,
+            a_change_saved_while_its_chain_head_finishes_is_handed_out_next,
         );
     };
     ($setup:path; $($name:ident),* $(,)?) => {

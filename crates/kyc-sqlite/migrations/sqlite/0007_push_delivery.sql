@@ -23,13 +23,16 @@ ALTER TABLE webhook_endpoints ADD COLUMN deleted_at INTEGER;
 
 -- One row per notification and endpoint that wanted it, written with the notification. A worker
 -- leases the oldest unfinished row of each (endpoint, customer) only, so a customer's messages
--- reach an endpoint in order.
+-- reach an endpoint in order: `head` marks it while the endpoint is enabled (set when the row is
+-- written with no unfinished one before it, passed on when the head finishes, cleared while the
+-- endpoint is disabled).
 CREATE TABLE webhook_messages (
     id              INTEGER NOT NULL CONSTRAINT webhook_messages_pkey PRIMARY KEY AUTOINCREMENT,
     firm_id         TEXT    NOT NULL,
     endpoint_id     TEXT    NOT NULL,
     customer_id     TEXT    NOT NULL,
     notification_id INTEGER NOT NULL CONSTRAINT webhook_messages_notification_fkey REFERENCES notifications (id),
+    head            INTEGER NOT NULL DEFAULT 0,
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     locked_until    INTEGER,
@@ -37,8 +40,9 @@ CREATE TABLE webhook_messages (
     failed_at       INTEGER,
     CONSTRAINT webhook_messages_endpoint_fkey FOREIGN KEY (firm_id, endpoint_id) REFERENCES webhook_endpoints (firm_id, id)
 );
-CREATE INDEX webhook_messages_due_idx ON webhook_messages (next_attempt_at, id)
-    WHERE delivered_at IS NULL AND failed_at IS NULL;
+-- Each endpoint's heads in the order they fall due: a claim reads a few of each endpoint's.
+CREATE INDEX webhook_messages_due_idx ON webhook_messages (endpoint_id, next_attempt_at, id)
+    WHERE head = 1 AND delivered_at IS NULL AND failed_at IS NULL;
 CREATE INDEX webhook_messages_chain_idx ON webhook_messages (endpoint_id, customer_id, id)
     WHERE delivered_at IS NULL AND failed_at IS NULL;
 CREATE INDEX webhook_messages_leased_idx ON webhook_messages (endpoint_id)
