@@ -16,7 +16,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use kyc_domain::ports::{
-    Clock, DeliveryOutcome, DeliveryQueue, InfrastructureError, QueuedDelivery, WebhookDelivery,
+    Clock, DeliveryOutcome, DeliveryQueue, FinishedDelivery, InfrastructureError, QueuedDelivery,
+    WebhookDelivery,
 };
 use kyc_http::Metrics;
 use kyc_http::crm::webhooks::EventDto;
@@ -159,8 +160,10 @@ impl PushWorker {
             .await
     }
 
-    /// Sends one leased message, records the attempt and applies its outcome.
-    pub async fn deliver(&self, message: QueuedDelivery) -> DeliveryOutcome {
+    /// Sends one leased message; returns the attempt and its outcome, for the queue to apply
+    /// ([`DeliveryQueue::finish_deliveries`], which [`PushWorker::run`] calls for every attempt
+    /// that ended since its last call).
+    pub async fn attempt(&self, message: QueuedDelivery) -> FinishedDelivery {
         let attempted_at = self.clock.now();
         let attempt = self.send(&message, attempted_at.unix_timestamp()).await;
         let outcome = self.outcome(&message, &attempt);
@@ -198,15 +201,23 @@ impl PushWorker {
                 "webhook delivery failed"
             ),
         }
-        if let Err(error) = self
-            .queue
-            .finish_delivery(message.id, &record, outcome)
-            .await
-        {
-            // The lease runs out and the message is sent again with the same id: at least once.
-            tracing::warn!(error = %error, message = message.id, "could not record a webhook delivery");
+        FinishedDelivery {
+            id: message.id,
+            attempt: record,
+            outcome,
         }
-        outcome
+    }
+
+    /// Applies the attempts that ended, together, and empties `ended`. A failure is logged: the
+    /// leases run out and the messages are sent again with the same ids (at least once).
+    async fn finish(&self, ended: &mut Vec<FinishedDelivery>) {
+        if ended.is_empty() {
+            return;
+        }
+        if let Err(error) = self.queue.finish_deliveries(ended).await {
+            tracing::warn!(error = %error, attempts = ended.len(), "could not record webhook deliveries");
+        }
+        ended.clear();
     }
 
     fn outcome(&self, message: &QueuedDelivery, attempt: &Attempt) -> DeliveryOutcome {
@@ -266,14 +277,20 @@ impl PushWorker {
         }
     }
 
-    /// Delivers until `shutdown` fires, then finishes the attempts in flight.
+    /// Delivers until `shutdown` fires, then finishes the attempts in flight. Attempts that end
+    /// while others are in flight are applied together, before the next lease, so a customer's
+    /// next message is handed out as soon as the one before it is recorded.
     pub async fn run(self, shutdown: CancellationToken) {
         let capacity = self.settings.concurrency.max(1);
         let mut in_flight = JoinSet::new();
+        let mut ended = Vec::new();
         let mut last_claim = Instant::now() - CLAIM_SPACING;
         let mut failures = 0_u32;
         while !shutdown.is_cancelled() {
-            while in_flight.try_join_next().is_some() {}
+            while let Some(joined) = in_flight.try_join_next() {
+                ended.extend(joined.ok());
+            }
+            self.finish(&mut ended).await;
             let busy = u32::try_from(in_flight.len()).unwrap_or(u32::MAX);
             let mut found = 0;
             if busy < capacity && last_claim.elapsed() >= CLAIM_SPACING {
@@ -284,7 +301,7 @@ impl PushWorker {
                         found = messages.len();
                         for message in messages {
                             let worker = self.clone();
-                            in_flight.spawn(async move { worker.deliver(message).await });
+                            in_flight.spawn(async move { worker.attempt(message).await });
                         }
                     }
                     Err(error) => {
@@ -310,12 +327,15 @@ impl PushWorker {
             } else {
                 tokio::select! {
                     () = shutdown.cancelled() => {}
-                    _ = in_flight.join_next() => {}
+                    joined = in_flight.join_next() => ended.extend(joined.and_then(Result::ok)),
                     () = tokio::time::sleep(pause) => {}
                 }
             }
         }
-        while in_flight.join_next().await.is_some() {}
+        while let Some(joined) = in_flight.join_next().await {
+            ended.extend(joined.ok());
+        }
+        self.finish(&mut ended).await;
         tracing::info!("webhook delivery stopped");
     }
 }

@@ -251,6 +251,17 @@ pub struct QueuedDelivery {
     pub attempts: u32,
 }
 
+/// One attempt to finish: the leased message, the attempt for the log, and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedDelivery {
+    /// The message ([`QueuedDelivery::id`]).
+    pub id: i64,
+    /// The attempt, as the endpoint's log keeps it.
+    pub attempt: WebhookDelivery,
+    /// How it ended.
+    pub outcome: DeliveryOutcome,
+}
+
 /// How one attempt ended, for the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryOutcome {
@@ -297,6 +308,24 @@ pub trait DeliveryQueue: Send + Sync {
         attempt: &WebhookDelivery,
         outcome: DeliveryOutcome,
     ) -> Result<(), InfrastructureError>;
+
+    /// Finishes several attempts, as [`DeliveryQueue::finish_delivery`] does each: a store that
+    /// can apply them together in one transaction overrides this; the default finishes them one
+    /// by one.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only; attempts finished before the failure stay finished, the
+    /// others' messages are handed out again when their leases run out.
+    async fn finish_deliveries(
+        &self,
+        finished: &[FinishedDelivery],
+    ) -> Result<(), InfrastructureError> {
+        for one in finished {
+            self.finish_delivery(one.id, &one.attempt, one.outcome)
+                .await?;
+        }
+        Ok(())
+    }
 
     /// Queues the firm's event `event` again for its endpoint, due at `at`, behind that
     /// customer's other messages. Returns `false` when the endpoint (not deleted) or the event
