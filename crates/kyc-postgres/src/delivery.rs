@@ -32,12 +32,16 @@ pub(crate) const CLAIM: &str = "UPDATE outbox SET locked_until = $1 WHERE id IN 
 /// unfinished one); a delivery finishing after this read waits for the save and then sees the
 /// save's message when it passes the head on. Either way exactly one message of a chain is its
 /// head.
+///
+/// Ordered by the columns of `webhook_messages_chain_idx`, which only that index provides: a
+/// planner that believes the table tiny would otherwise walk the primary key in id order and
+/// filter every row.
 pub(crate) fn chain_busy(endpoint: &str, customer: &str) -> String {
     format!(
         "SELECT chain.id FROM webhook_messages AS chain \
          WHERE chain.endpoint_id = {endpoint} AND chain.customer_id = {customer} \
          AND chain.delivered_at IS NULL AND chain.failed_at IS NULL \
-         ORDER BY chain.id LIMIT 1 FOR SHARE OF chain"
+         ORDER BY chain.endpoint_id, chain.customer_id, chain.id LIMIT 1 FOR SHARE OF chain"
     )
 }
 
@@ -56,11 +60,11 @@ const SET_HEADS: &str = "UPDATE webhook_messages SET head = true WHERE id IN ( \
 /// finished) to each chain's oldest unfinished message, unless the endpoint is disabled or
 /// deleted. A statement of its own after the messages were updated, so that it reads the
 /// chains after any save that held them (see [`chain_busy`]) has committed.
-const PASS_HEADS: &str = "UPDATE webhook_messages AS m SET head = true WHERE m.id IN ( \
+const PASS_HEADS: &str = "UPDATE webhook_messages AS m SET head = true WHERE m.id = ANY (ARRAY( \
      SELECT (SELECT x.id FROM webhook_messages AS x WHERE x.endpoint_id = c.endpoint_id \
          AND x.customer_id = c.customer_id AND x.delivered_at IS NULL AND x.failed_at IS NULL \
-         ORDER BY x.id LIMIT 1) \
-     FROM unnest($1::uuid[], $2::uuid[]) AS c(endpoint_id, customer_id)) \
+         ORDER BY x.endpoint_id, x.customer_id, x.id LIMIT 1) \
+     FROM unnest($1::uuid[], $2::uuid[]) AS c(endpoint_id, customer_id))) \
      AND NOT m.head \
      AND EXISTS (SELECT 1 FROM webhook_endpoints AS e WHERE e.id = m.endpoint_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL)";
 
@@ -489,7 +493,10 @@ impl EventFeed for PostgresStore {
 /// as the endpoint has lease room for (`$4` less those leased now). Every step is an index walk
 /// bounded by a limit or a list of ids, so the plan stays cheap whatever the planner believes of
 /// a table that has just grown: the cost follows the number of endpoints and `$4`, not the
-/// backlog. The lease conditions are repeated on the locked rows, with the limit applied after
+/// backlog. The chosen rows are locked by id: their conditions are written so that no partial
+/// index of unfinished messages matches them, which leaves the primary key as the only index to
+/// read them by (a planner that believes the table tiny would otherwise walk a whole partial
+/// index and filter it by id). The lease conditions are repeated on the locked rows, with the limit applied after
 /// `SKIP LOCKED`, so concurrent workers get disjoint batches that together hold every due head;
 /// they may together pass an endpoint's cap by what each leases at once.
 const CLAIM_DELIVERIES: &str = "WITH due AS MATERIALIZED ( \
@@ -511,7 +518,7 @@ const CLAIM_DELIVERIES: &str = "WITH due AS MATERIALIZED ( \
          WHERE due.rank + coalesce(leased.n, 0) <= $4), \
      picked AS MATERIALIZED ( \
          SELECT m.id FROM webhook_messages AS m WHERE m.id = ANY (ARRAY(SELECT id FROM chosen)) \
-         AND m.head AND m.delivered_at IS NULL AND m.failed_at IS NULL \
+         AND m.head AND coalesce(m.delivered_at, m.failed_at) IS NULL \
          AND (m.locked_until IS NULL OR m.locked_until <= $1) \
          ORDER BY m.next_attempt_at, m.id LIMIT $3 \
          FOR UPDATE OF m SKIP LOCKED), \
@@ -536,7 +543,11 @@ impl DeliveryQueue for PostgresStore {
         limit: u32,
         per_endpoint: u32,
     ) -> Result<Vec<QueuedDelivery>, InfrastructureError> {
+        // Planned for each call's own values, never from a cached generic plan: with the lease
+        // times as unknowns a generic plan cannot see that few rows are due, and took a hundred
+        // times longer under load.
         sqlx::query(CLAIM_DELIVERIES)
+            .persistent(false)
             .bind(at_micros(now))
             .bind(at_micros(lease_until))
             .bind(i64::from(limit))
@@ -632,13 +643,15 @@ impl DeliveryQueue for PostgresStore {
                 }
             })
             .collect();
+        // Rows found by `id = ANY` (the primary key, whatever the planner believes of the table's
+        // size), each taking its values from the arrays at its id's place.
         let ended: Vec<(Uuid, Uuid)> = sqlx::query_as(
             "UPDATE webhook_messages AS m SET attempts = m.attempts + 1, locked_until = NULL, \
-             delivered_at = u.delivered, failed_at = u.failed, next_attempt_at = coalesce(u.retry, m.next_attempt_at) \
-             FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[]) AS u(id, delivered, retry, failed) \
-             WHERE m.id = u.id AND m.delivered_at IS NULL AND m.failed_at IS NULL \
-             AND (u.delivered IS NOT NULL OR u.failed IS NOT NULL OR u.retry IS NOT NULL) \
-             RETURNING m.endpoint_id, m.customer_id, (u.delivered IS NOT NULL OR u.failed IS NOT NULL) AS ended",
+             delivered_at = ($2::timestamptz[])[array_position($1::bigint[], m.id)], \
+             failed_at = ($4::timestamptz[])[array_position($1::bigint[], m.id)], \
+             next_attempt_at = coalesce(($3::timestamptz[])[array_position($1::bigint[], m.id)], m.next_attempt_at) \
+             WHERE m.id = ANY ($1::bigint[]) AND coalesce(m.delivered_at, m.failed_at) IS NULL \
+             RETURNING m.endpoint_id, m.customer_id, (m.delivered_at IS NOT NULL OR m.failed_at IS NOT NULL) AS ended",
         )
         .bind(finished.iter().map(|f| f.id).collect::<Vec<_>>())
         .bind(applied.iter().map(|a| a.0).collect::<Vec<_>>())
@@ -652,6 +665,7 @@ impl DeliveryQueue for PostgresStore {
         .collect();
         if !ended.is_empty() {
             sqlx::query(PASS_HEADS)
+                .persistent(false)
                 .bind(ended.iter().map(|e| e.0).collect::<Vec<_>>())
                 .bind(ended.iter().map(|e| e.1).collect::<Vec<_>>())
                 .execute(&mut *tx)

@@ -29,9 +29,14 @@ use tokio_util::sync::CancellationToken;
 /// How often an idle worker looks for messages.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The shortest pause between two claims while messages are in flight: completions arriving
-/// together are answered with one claim, not one each.
-const CLAIM_SPACING: Duration = Duration::from_millis(5);
+/// While messages are in flight, a worker leases more at most this often: completions arriving
+/// one by one are answered with one lease, not one each.
+const CLAIM_SPACING: Duration = Duration::from_millis(20);
+
+/// Attempts that ended are recorded together once this many have ended, or this long after the
+/// first of them, or when nothing else is in flight.
+const FINISH_BATCH: usize = 64;
+const FINISH_WAIT: Duration = Duration::from_millis(10);
 
 /// A lease lasts twice the attempt's timeout and this much more, so a live worker always
 /// finishes its attempt and records it before anyone else may take the message, while a
@@ -278,33 +283,52 @@ impl PushWorker {
     }
 
     /// Delivers until `shutdown` fires, then finishes the attempts in flight. Attempts that end
-    /// while others are in flight are applied together, before the next lease, so a customer's
-    /// next message is handed out as soon as the one before it is recorded.
+    /// while others are in flight are recorded together ([`FINISH_BATCH`], [`FINISH_WAIT`]), and
+    /// always before the next lease, so a customer's next message is handed out as soon as the
+    /// one before it is recorded.
     pub async fn run(self, shutdown: CancellationToken) {
         let capacity = self.settings.concurrency.max(1);
         let mut in_flight = JoinSet::new();
         let mut ended = Vec::new();
+        let mut first_ended: Option<Instant> = None;
         let mut last_claim = Instant::now() - CLAIM_SPACING;
+        let mut idle = false;
         let mut failures = 0_u32;
         while !shutdown.is_cancelled() {
             while let Some(joined) = in_flight.try_join_next() {
                 ended.extend(joined.ok());
             }
-            self.finish(&mut ended).await;
+            if !ended.is_empty() {
+                let since = *first_ended.get_or_insert_with(Instant::now);
+                if ended.len() >= FINISH_BATCH
+                    || in_flight.is_empty()
+                    || since.elapsed() >= FINISH_WAIT
+                {
+                    self.finish(&mut ended).await;
+                    first_ended = None;
+                }
+            }
             let busy = u32::try_from(in_flight.len()).unwrap_or(u32::MAX);
-            let mut found = 0;
-            if busy < capacity && last_claim.elapsed() >= CLAIM_SPACING {
+            let free = capacity.saturating_sub(busy);
+            let due = if in_flight.is_empty() {
+                // Nothing in flight: lease now, unless the last look found nothing (then poll).
+                !idle || last_claim.elapsed() >= POLL_INTERVAL
+            } else {
+                free > 0 && last_claim.elapsed() >= CLAIM_SPACING
+            };
+            if due && first_ended.is_none() {
                 last_claim = Instant::now();
-                match self.claim(capacity - busy).await {
+                match self.claim(free).await {
                     Ok(messages) => {
                         failures = 0;
-                        found = messages.len();
+                        idle = messages.is_empty();
                         for message in messages {
                             let worker = self.clone();
                             in_flight.spawn(async move { worker.attempt(message).await });
                         }
                     }
                     Err(error) => {
+                        idle = true;
                         failures = failures.saturating_add(1);
                         if failures == 1 {
                             tracing::warn!(error = %error, "could not lease webhook messages; retrying");
@@ -314,15 +338,17 @@ impl PushWorker {
             }
             let pause = if failures > 0 {
                 POLL_INTERVAL * failures.min(20)
-            } else if found > 0 {
-                CLAIM_SPACING
-            } else {
+            } else if in_flight.is_empty() {
                 POLL_INTERVAL
+            } else if first_ended.is_some() {
+                FINISH_WAIT
+            } else {
+                CLAIM_SPACING
             };
             if in_flight.is_empty() {
                 tokio::select! {
                     () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(pause) => {}
+                    () = tokio::time::sleep(if idle { pause } else { Duration::ZERO }) => {}
                 }
             } else {
                 tokio::select! {
