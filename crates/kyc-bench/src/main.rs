@@ -369,8 +369,10 @@ async fn measure(
     while (receiver.distinct() as u64) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let delivered = receiver.distinct() as u64;
-    let missing = expected.saturating_sub(delivered);
+    let missing = expected.saturating_sub(receiver.distinct() as u64);
+    // Every event counts for the rate: the phase's own changes and the screening results of the
+    // phase before, which the same endpoints receive.
+    let delivered = receiver.distinct_all() as u64;
     let mut error_samples = Vec::new();
     if missing > 0 {
         error_samples.push(format!(
@@ -384,7 +386,8 @@ async fn measure(
         ));
     }
     eprintln!(
-        "    {delivered} events delivered ({} requests) in {:.1} s",
+        "    {delivered} events delivered, {} of them this phase's changes ({} requests) in {:.1} s",
+        receiver.distinct(),
         receiver.accepted(),
         receiver
             .last()

@@ -21,6 +21,7 @@ struct Counts {
     accepted: AtomicU64,
     refused: AtomicU64,
     ids: Mutex<HashSet<String>>,
+    all_ids: Mutex<HashSet<String>>,
     last: Mutex<Option<Instant>>,
 }
 
@@ -86,6 +87,11 @@ impl Receiver {
         self.counts.ids.lock().map_or(0, |ids| ids.len())
     }
 
+    /// Distinct ids of every event accepted (screening results included).
+    pub fn distinct_all(&self) -> usize {
+        self.counts.all_ids.lock().map_or(0, |ids| ids.len())
+    }
+
     /// When the last delivery was accepted.
     pub fn last(&self) -> Option<Instant> {
         self.counts.last.lock().ok().and_then(|last| *last)
@@ -127,6 +133,9 @@ async fn receive(State(counts): State<Arc<Counts>>, headers: HeaderMap, body: By
             .iter()
             .any(|needle| body.windows(needle.len()).any(|w| w == *needle));
             if contact && let Ok(mut ids) = counts.ids.lock() {
+                ids.insert(id.clone());
+            }
+            if let Ok(mut ids) = counts.all_ids.lock() {
                 ids.insert(id);
             }
             if let Ok(mut last) = counts.last.lock() {

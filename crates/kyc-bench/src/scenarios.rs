@@ -172,7 +172,7 @@ pub async fn api_upsert(target: Arc<Target>, mut upserts: Upserts) -> (Upserts, 
         (
             serde_json::json!({
                 "externalId": customer.external_id,
-                "fullName": format!("Customer renamed {sent}"),
+                "fullName": format!("Customer renamed {}-{sent}", upserts.worker),
                 "email": customer.email,
             }),
             StatusCode::OK,
