@@ -44,7 +44,8 @@ fn refusal(error: AccessError) -> ApiError {
     }
 }
 
-fn notice(query: &[(String, String)]) -> Option<&str> {
+/// The `notice` a redirect after a form carried, if any.
+pub(super) fn notice(query: &[(String, String)]) -> Option<&str> {
     query
         .iter()
         .find(|(name, _)| name == "notice")

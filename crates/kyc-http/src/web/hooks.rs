@@ -11,6 +11,7 @@ use kyc_domain::ports::{WebhookEndpoint, WebhookEndpointId};
 use kyc_domain::usecases::{EndpointChanges, NOTIFICATION_TYPES, NewEndpoint, WebhookService};
 use uuid::Uuid;
 
+use super::admin::notice;
 use super::forms::Fields;
 use super::views;
 use super::{Layout, render, see_other};
@@ -23,13 +24,6 @@ const LOG_LENGTH: u32 = 100;
 
 fn service(state: &AppState) -> &WebhookService {
     &state.ports.webhooks
-}
-
-fn notice(query: &[(String, String)]) -> Option<&str> {
-    query
-        .iter()
-        .find(|(name, _)| name == "notice")
-        .map(|(_, value)| value.as_str())
 }
 
 fn endpoint_id(text: &str) -> Result<WebhookEndpointId, ApiError> {
