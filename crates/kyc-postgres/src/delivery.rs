@@ -19,12 +19,15 @@ use uuid::Uuid;
 
 /// Leases (until `$1`) up to `$3` entries due at `$2`, oldest first, walking
 /// `outbox_pending_idx`: the undelivered entries only, so a lease never reads the delivered
-/// history.
-pub(crate) const CLAIM: &str = "UPDATE outbox SET locked_until = $1 WHERE id IN ( \
+/// history. The entries are picked in a materialized CTE, run once: as the sub-select of an
+/// `id IN (…)`, the planner may run the locking `LIMIT` again for each row of a nested loop, and
+/// under load it did, leasing twice the limit or more.
+pub(crate) const CLAIM: &str = "WITH picked AS MATERIALIZED ( \
      SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
      AND (locked_until IS NULL OR locked_until <= $2) ORDER BY id LIMIT $3 \
      FOR UPDATE SKIP LOCKED) \
-     RETURNING id, message, created_at, attempts";
+     UPDATE outbox SET locked_until = $1 FROM picked WHERE outbox.id = picked.id \
+     RETURNING outbox.id, outbox.message, outbox.created_at, outbox.attempts";
 
 /// The oldest unfinished message of the chain of `endpoint` and `customer` (SQL expressions),
 /// read with a share lock. A delivery finishing that message holds its row until it commits, so

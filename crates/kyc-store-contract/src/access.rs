@@ -449,6 +449,68 @@ pub async fn webhook_endpoints_and_deliveries_round_trip(stores: Stores) {
     );
 }
 
+/// Workers leasing and finishing entries side by side, while new work is written: no lease
+/// holds more entries than it asked for, no entry is handed to two workers, and every entry is
+/// handed out. (A lease that picked its entries in a sub-select of `id IN (…)` could run the
+/// locking pick again under concurrent updates and lease several times its limit.)
+pub async fn concurrent_outbox_leases_never_exceed_their_limit_or_overlap(stores: Stores) {
+    const LIMIT: u32 = 7;
+    let firm = new_firm(&stores).await;
+    for _ in 0..60 {
+        insert_customer_with_work(&stores, firm).await;
+    }
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stores, written) = (stores.clone(), written.clone());
+        tokio::spawn(async move {
+            for _ in 0..60 {
+                insert_customer_with_work(&stores, firm).await;
+            }
+            written.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let (stores, written) = (stores.clone(), written.clone());
+        workers.push(tokio::spawn(async move {
+            let mut leased = Vec::new();
+            let mut empty_in_a_row = 0;
+            // Until the writer is done and the outbox has stayed empty for a few leases.
+            while empty_in_a_row < 3 || !written.load(std::sync::atomic::Ordering::SeqCst) {
+                let at = now();
+                let batch = stores
+                    .outbox
+                    .claim_batch(at, at + Duration::minutes(5), LIMIT)
+                    .await
+                    .unwrap();
+                assert!(
+                    batch.len() <= LIMIT as usize,
+                    "a lease of {LIMIT} handed out {}",
+                    batch.len()
+                );
+                if batch.is_empty() {
+                    empty_in_a_row += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    continue;
+                }
+                empty_in_a_row = 0;
+                let ids: Vec<i64> = batch.iter().map(|entry| entry.id).collect();
+                stores.outbox.mark_all_delivered(&ids, now()).await.unwrap();
+                leased.extend(ids);
+            }
+            leased
+        }));
+    }
+    writer.await.unwrap();
+    let mut seen = HashSet::new();
+    for worker in workers {
+        for id in worker.await.unwrap() {
+            assert!(seen.insert(id), "entry {id} was handed to two workers");
+        }
+    }
+    assert_eq!(seen.len(), 120, "every entry is handed out once");
+}
+
 /// Two workers claiming at once get disjoint batches; a delivered entry never comes back; a
 /// retried one comes back when due with one more attempt; a lease that ran out is handed out again.
 pub async fn outbox_batches_are_disjoint_and_retries_come_back(stores: Stores) {

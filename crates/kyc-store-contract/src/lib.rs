@@ -159,6 +159,7 @@ macro_rules! contract_tests {
             api_keys_are_found_by_hash_listed_and_revoked,
             webhook_endpoints_and_deliveries_round_trip,
             outbox_batches_are_disjoint_and_retries_come_back,
+            concurrent_outbox_leases_never_exceed_their_limit_or_overlap,
             a_verification_link_leads_to_the_attempt_it_was_issued_for,
             verified_customers_due_for_rescreening_are_listed_most_overdue_first,
             concurrent_recovery_workers_lease_disjoint_sets_of_stuck_attempts,
