@@ -230,13 +230,14 @@ pub struct Config {
     )]
     pub webhook_secret_overlap: std::time::Duration,
 
-    /// Webhook deliveries in flight at once in this process.
+    /// Webhook deliveries in flight at once in this process; `0` runs no delivery worker here
+    /// (another replica delivers what this one queues).
     #[arg(
         long = "webhook-concurrency",
         env = "KYC_WEBHOOK_CONCURRENCY",
         value_name = "KYC_WEBHOOK_CONCURRENCY",
         default_value = "64",
-        value_parser = clap::value_parser!(u32).range(1..=1024),
+        value_parser = clap::value_parser!(u32).range(0..=1024),
         global = true
     )]
     pub webhook_concurrency: u32,

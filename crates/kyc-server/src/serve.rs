@@ -272,18 +272,22 @@ impl Composition {
                 )),
             ),
         ];
-        match PushWorker::new(
-            self.stores.queue.clone(),
-            self.clock.clone(),
-            self.push.clone(),
-            self.metrics.clone(),
-        ) {
-            Ok(push) => workers.push((
-                "webhook delivery",
-                tokio::spawn(push.run(shutdown.child_token())),
-            )),
-            Err(error) => {
-                tracing::error!(error = %error, "cannot build the webhook client: webhooks are not delivered");
+        if self.push.concurrency == 0 {
+            tracing::info!("KYC_WEBHOOK_CONCURRENCY is 0: this process delivers no webhooks");
+        } else {
+            match PushWorker::new(
+                self.stores.queue.clone(),
+                self.clock.clone(),
+                self.push.clone(),
+                self.metrics.clone(),
+            ) {
+                Ok(push) => workers.push((
+                    "webhook delivery",
+                    tokio::spawn(push.run(shutdown.child_token())),
+                )),
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot build the webhook client: webhooks are not delivered");
+                }
             }
         }
         if let Some(store) = &self.stores.postgres {

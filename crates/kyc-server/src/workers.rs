@@ -25,7 +25,12 @@ use tokio_util::sync::CancellationToken;
 pub const OUTBOX_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many outbox entries one pass leases.
-const OUTBOX_BATCH: u32 = 16;
+const OUTBOX_BATCH: u32 = 64;
+
+/// How many customers' entries one pass runs at once. Each screening is two provider calls and
+/// two saves, nearly all of it waiting: one at a time, a worker screened about 60 customers a
+/// second, far fewer than a burst of verdicts queues.
+const OUTBOX_CONCURRENCY: usize = 16;
 
 /// How long a leased batch stays hidden from other workers. Far longer than a batch takes (each
 /// screening is a few provider calls with their own timeouts), so no entry is handed out twice
@@ -110,7 +115,10 @@ impl OutboxWorker {
         }
     }
 
-    /// One pass: lease a batch of due entries and handle each.
+    /// One pass: lease a batch of due entries and handle them, up to [`OUTBOX_CONCURRENCY`] at
+    /// once. The entries of one customer run one after the other, in the order they were
+    /// written, on one task; different customers run side by side (a screening waits on the
+    /// provider and the database far longer than it computes).
     ///
     /// # Errors
     /// The claim failed (nothing was leased). Failures of single entries are handled (retried
@@ -135,18 +143,42 @@ impl OutboxWorker {
         // out and another worker runs it again.
         let claimed = std::time::Instant::now();
         let mut finished = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let id = entry.id;
-            match self.handle(entry).await {
-                JobOutcome::Delivered => {
-                    report.delivered += 1;
-                    finished.push(id);
+        let mut waiting = by_customer(entries).into_iter();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < OUTBOX_CONCURRENCY {
+                let Some(chain) = waiting.next() else { break };
+                let worker = self.clone();
+                running.spawn(async move {
+                    let mut outcomes = Vec::with_capacity(chain.len());
+                    for entry in chain {
+                        let id = entry.id;
+                        outcomes.push((id, worker.handle(entry).await));
+                    }
+                    outcomes
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok(outcomes) => {
+                    for (id, outcome) in outcomes {
+                        match outcome {
+                            JobOutcome::Delivered => {
+                                report.delivered += 1;
+                                finished.push(id);
+                            }
+                            JobOutcome::Retried => report.retried += 1,
+                            JobOutcome::Dropped => {
+                                report.dropped += 1;
+                                finished.push(id);
+                            }
+                        }
+                    }
                 }
-                JobOutcome::Retried => report.retried += 1,
-                JobOutcome::Dropped => {
-                    report.dropped += 1;
-                    finished.push(id);
-                }
+                // Its entries stay leased and are handed out again when the lease ends.
+                Err(error) => tracing::error!(error = %error, "an outbox job panicked"),
             }
             if claimed.elapsed() >= OUTBOX_LEASE_FLUSH && !finished.is_empty() {
                 self.mark_finished(&mut finished).await;
@@ -222,6 +254,34 @@ impl OutboxWorker {
     }
 }
 
+/// The entries grouped by the customer they are about, each group in the order given (the
+/// claim's, oldest first), the groups in the order of their first entry.
+fn by_customer(entries: Vec<OutboxEntry>) -> Vec<Vec<OutboxEntry>> {
+    let mut groups: Vec<Vec<OutboxEntry>> = Vec::new();
+    let mut index: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
+    for entry in entries {
+        let key = match &entry.message {
+            OutboxMessage::RunScreening {
+                firm_id,
+                customer_id,
+            }
+            | OutboxMessage::Notify {
+                firm_id,
+                customer_id,
+                ..
+            } => (*firm_id, *customer_id),
+        };
+        match index.get(&key) {
+            Some(&at) => groups[at].push(entry),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(vec![entry]);
+            }
+        }
+    }
+    groups
+}
+
 /// Whether a failed screening may succeed when repeated: the provider was unreachable, the
 /// database failed, or concurrent changes kept winning. A refusal or a vanished customer will not
 /// change by waiting.
@@ -250,7 +310,8 @@ pub async fn outbox_worker(worker: OutboxWorker, shutdown: CancellationToken) {
                         "outbox pass"
                     );
                 }
-                report.claimed == OUTBOX_BATCH as usize
+                // A store may hand out fewer than asked, never more; a full batch says more wait.
+                report.claimed >= OUTBOX_BATCH as usize
             }
             Err(error) => {
                 tracing::warn!(error = %error, "outbox pass failed; retrying later");
@@ -346,6 +407,31 @@ pub async fn idempotency_purge_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kyc_domain::ids::{CustomerId, FirmId};
+
+    #[test]
+    fn a_customers_entries_stay_together_and_in_order() {
+        let firm = FirmId::from_uuid(uuid::Uuid::now_v7());
+        let (a, b) = (
+            CustomerId::from_uuid(uuid::Uuid::now_v7()),
+            CustomerId::from_uuid(uuid::Uuid::now_v7()),
+        );
+        let entry = |id: i64, customer_id: CustomerId| OutboxEntry {
+            id,
+            message: OutboxMessage::RunScreening {
+                firm_id: firm,
+                customer_id,
+            },
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            attempts: 0,
+        };
+        let groups = by_customer(vec![entry(1, a), entry(2, b), entry(3, a), entry(4, a)]);
+        let ids: Vec<Vec<i64>> = groups
+            .iter()
+            .map(|group| group.iter().map(|e| e.id).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![1, 3, 4], vec![2]]);
+    }
 
     #[test]
     fn retries_back_off_exponentially_from_about_two_seconds() {
