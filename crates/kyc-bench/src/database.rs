@@ -140,6 +140,29 @@ impl RunDatabase {
         Ok(())
     }
 
+    /// Work entries of the outbox not yet done (AML screening queued by GREEN verdicts).
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub async fn outbox_pending(&self) -> Result<i64, String> {
+        const QUERY: &str = "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL";
+        let count = match self.backend {
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query_scalar(QUERY).fetch_one(&mut connection).await
+            }
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query_scalar(QUERY).fetch_one(&mut connection).await
+            }
+        };
+        count.map_err(|e| format!("count the outbox: {e}"))
+    }
+
     /// How many customers are in each KYC status, read straight from the table: the proof that
     /// the webhooks moved the customers they were sent for.
     ///

@@ -98,6 +98,10 @@ struct RunArgs {
     /// Upper bound of requests in one phase, whatever its length.
     #[arg(long, default_value_t = 200_000)]
     max_requests: u64,
+    /// Changes queued while no replica delivers, then timed as they are delivered with no API
+    /// load (the drain phase).
+    #[arg(long, default_value_t = 20_000)]
+    backlog: u64,
     /// Parallel writers while seeding (PostgreSQL; SQLite has one writer anyway).
     #[arg(long, default_value_t = 8)]
     seed_concurrency: usize,
@@ -233,7 +237,9 @@ async fn measure(
         .await?
     };
     database.analyze().await?;
-    let server_process = server.serve(&args.server_env).await?;
+    eprintln!("  copying the written tables for the baseline");
+    baseline::prepare(&database.url).await?;
+    let mut server_process = server.serve(&args.server_env).await?;
     let baseline_process =
         processes::start_baseline(&database.url, &firm_ids[0].to_string()).await?;
     let client = reqwest::Client::builder()
@@ -248,6 +254,7 @@ async fn measure(
             base_url: process.base_url.clone(),
             keys: keys.clone(),
             firms: seeded.firms.clone(),
+            firm_ids: firm_ids.iter().map(ToString::to_string).collect(),
         })
     };
     let api = target_of(&server_process);
@@ -295,21 +302,33 @@ async fn measure(
     );
     report.push(Phase::Read, result, server_process.memory());
 
-    eprintln!("  phase: list pages");
-    let target = api.clone();
-    let result = run_phase(limits, ListWalk::new, move |walk| {
-        scenarios::api_list(target.clone(), walk)
-    })
+    eprintln!("  phase: baseline pages and list pages, interleaved");
+    let (baseline, own) = (bare.clone(), api.clone());
+    let (baseline_result, result) = run_paired(
+        limits,
+        args.rounds,
+        (ListWalk::new, move |walk| {
+            scenarios::baseline_list(baseline.clone(), walk)
+        }),
+        (ListWalk::new, move |walk| {
+            scenarios::api_list(own.clone(), walk)
+        }),
+    )
     .await;
+    report.push(
+        Phase::BaselineList,
+        baseline_result,
+        baseline_process.memory(),
+    );
     report.push(Phase::List, result, server_process.memory());
 
-    eprintln!("  phase: baseline insert and upsert, interleaved");
+    eprintln!("  phase: baseline upsert and upsert, interleaved");
     let (baseline, own) = (bare.clone(), api.clone());
     let (baseline_result, result) = run_paired(
         limits,
         args.rounds,
         (Upserts::new, move |upserts| {
-            scenarios::baseline_insert(baseline.clone(), upserts)
+            scenarios::baseline_upsert(baseline.clone(), upserts)
         }),
         (Upserts::new, move |upserts| {
             scenarios::api_upsert(own.clone(), upserts)
@@ -317,7 +336,7 @@ async fn measure(
     )
     .await;
     report.push(
-        Phase::BaselineInsert,
+        Phase::BaselineUpsert,
         baseline_result,
         baseline_process.memory(),
     );
@@ -340,6 +359,24 @@ async fn measure(
         );
     }
     report.push(Phase::Webhooks, result, server_process.memory());
+    // Screening keeps up when the work the verdicts queued is done soon after they stop.
+    let depth = database.outbox_pending().await?;
+    let waited = Instant::now();
+    let mut drained = (depth == 0).then_some(Duration::ZERO);
+    while drained.is_none() && waited.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if database.outbox_pending().await? == 0 {
+            drained = Some(waited.elapsed());
+        }
+    }
+    eprintln!(
+        "    outbox: {depth} entries at the end of the phase, {}",
+        drained.map_or_else(
+            || "not empty 120 s later".to_owned(),
+            |after| format!("empty {:.1} s later", after.as_secs_f64())
+        )
+    );
+    report.outbox_after_webhooks = Some((depth, drained));
 
     eprintln!("  phase: upserts while each change is delivered to a webhook endpoint");
     let receiver = receiver::Receiver::start().await?;
@@ -409,7 +446,71 @@ async fn measure(
         server_process.memory(),
     );
 
+    eprintln!(
+        "  phase: {} changes queued while no replica delivers, then delivered with no API load",
+        args.backlog
+    );
+    let peak_kib = server_process.memory().peak_kib;
+    drop(server_process);
+    let mut quiet = args.server_env.clone();
+    quiet.push(("KYC_WEBHOOK_CONCURRENCY".to_owned(), "0".to_owned()));
+    let quiet_process = server.serve(&quiet).await?;
+    let queued = run_phase(
+        PhaseLimits {
+            duration: Duration::from_secs(600),
+            max_requests: args.backlog,
+            ..limits
+        },
+        |worker| Upserts::starting_at(worker, 2 << 40),
+        {
+            let own = target_of(&quiet_process);
+            move |upserts| scenarios::api_upsert(own.clone(), upserts)
+        },
+    )
+    .await;
+    let peak_kib = peak_kib.max(quiet_process.memory().peak_kib);
+    drop(quiet_process);
+    receiver.forget();
+    server_process = server.serve(&args.server_env).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while (receiver.distinct() as u64) < queued.ok && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = receiver.distinct() as u64;
+    let missing = queued.ok.saturating_sub(delivered);
+    let span = match (receiver.first(), receiver.last()) {
+        (Some(first), Some(last)) => last.duration_since(first),
+        _ => Duration::ZERO,
+    };
+    eprintln!(
+        "    {} queued ({} errors), {delivered} delivered in {:.1} s",
+        queued.ok,
+        queued.errors,
+        span.as_secs_f64()
+    );
+    let mut error_samples = queued.error_samples.clone();
+    if missing > 0 {
+        error_samples.push(format!(
+            "{missing} events of the backlog not delivered within 300 s"
+        ));
+    }
+    report.push(
+        Phase::Drain,
+        PhaseResult {
+            // The rate counts the deliveries after the first, over the time from it to the last.
+            ok: delivered.saturating_sub(1),
+            errors: missing + queued.errors + receiver.refused(),
+            error_samples,
+            elapsed: span,
+            p50: Duration::ZERO,
+            p99: Duration::ZERO,
+            max: Duration::ZERO,
+        },
+        server_process.memory(),
+    );
+
     report.memory = server_process.memory();
+    report.memory.peak_kib = report.memory.peak_kib.max(peak_kib);
     report.baseline_memory = baseline_process.memory();
     report.kyc_status_counts = database.kyc_status_counts().await?;
     drop(server_process);

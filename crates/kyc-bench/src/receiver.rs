@@ -22,6 +22,7 @@ struct Counts {
     refused: AtomicU64,
     ids: Mutex<HashSet<String>>,
     all_ids: Mutex<HashSet<String>>,
+    first: Mutex<Option<Instant>>,
     last: Mutex<Option<Instant>>,
 }
 
@@ -96,6 +97,27 @@ impl Receiver {
     pub fn last(&self) -> Option<Instant> {
         self.counts.last.lock().ok().and_then(|last| *last)
     }
+
+    /// When the first delivery since the start (or the last [`Receiver::forget`]) was accepted.
+    pub fn first(&self) -> Option<Instant> {
+        self.counts.first.lock().ok().and_then(|first| *first)
+    }
+
+    /// Forgets what was received (the secrets stay trusted), for a phase counted on its own.
+    pub fn forget(&self) {
+        self.counts.accepted.store(0, Ordering::Relaxed);
+        self.counts.refused.store(0, Ordering::Relaxed);
+        for ids in [&self.counts.ids, &self.counts.all_ids] {
+            if let Ok(mut ids) = ids.lock() {
+                ids.clear();
+            }
+        }
+        for at in [&self.counts.first, &self.counts.last] {
+            if let Ok(mut at) = at.lock() {
+                *at = None;
+            }
+        }
+    }
 }
 
 fn verifies(keys: &[Vec<u8>], headers: &HeaderMap, body: &[u8]) -> Option<String> {
@@ -138,8 +160,12 @@ async fn receive(State(counts): State<Arc<Counts>>, headers: HeaderMap, body: By
             if let Ok(mut ids) = counts.all_ids.lock() {
                 ids.insert(id);
             }
+            let now = Instant::now();
+            if let Ok(mut first) = counts.first.lock() {
+                first.get_or_insert(now);
+            }
             if let Ok(mut last) = counts.last.lock() {
-                *last = Some(Instant::now());
+                *last = Some(now);
             }
             StatusCode::NO_CONTENT
         }

@@ -25,6 +25,8 @@ pub struct Target {
     pub keys: Vec<String>,
     /// The seeded customers per firm.
     pub firms: Vec<SeededFirm>,
+    /// The firms' ids, in the order of `firms` (the baseline takes the firm as a parameter).
+    pub firm_ids: Vec<String>,
 }
 
 impl Target {
@@ -106,13 +108,33 @@ struct Page {
 }
 
 /// `GET /api/v1/customers?status=NOT_STARTED&limit=50[&cursor=…]`.
-pub async fn api_list(target: Arc<Target>, mut walk: ListWalk) -> (ListWalk, Outcome) {
+pub async fn api_list(target: Arc<Target>, walk: ListWalk) -> (ListWalk, Outcome) {
     let firm = target.firm_of(walk.worker);
-    let mut request = target
+    let request = target
         .client
         .get(format!("{}/api/v1/customers", target.base_url))
-        .bearer_auth(&target.keys[firm])
-        .query(&[("status", "NOT_STARTED"), ("limit", "50")]);
+        .bearer_auth(&target.keys[firm]);
+    page(request, walk, "list").await
+}
+
+/// The baseline's `GET /customers?firm=…&status=NOT_STARTED&limit=50[&cursor=…]`: the same firm,
+/// filter and page size as [`api_list`], walked by the baseline's own cursor.
+pub async fn baseline_list(target: Arc<Target>, walk: ListWalk) -> (ListWalk, Outcome) {
+    let firm = target.firm_of(walk.worker);
+    let request = target
+        .client
+        .get(format!("{}/customers", target.base_url))
+        .query(&[("firm", target.firm_ids[firm].as_str())]);
+    page(request, walk, "baseline list").await
+}
+
+/// Sends one page request of `walk` and moves the walk to the next page (or back to the first).
+async fn page(
+    request: reqwest::RequestBuilder,
+    mut walk: ListWalk,
+    what: &str,
+) -> (ListWalk, Outcome) {
+    let mut request = request.query(&[("status", "NOT_STARTED"), ("limit", "50")]);
     if let Some(cursor) = &walk.cursor {
         request = request.query(&[("cursor", cursor)]);
     }
@@ -126,13 +148,13 @@ pub async fn api_list(target: Arc<Target>, mut walk: ListWalk) -> (ListWalk, Out
                         walk.cursor = page.next_cursor.filter(|_| page.has_more);
                         Outcome::Expected
                     }
-                    Err(error) => Outcome::Unexpected(format!("list: unreadable page: {error}")),
+                    Err(error) => Outcome::Unexpected(format!("{what}: unreadable page: {error}")),
                 },
-                Ok(body) => unexpected("list", status, &body),
-                Err(error) => Outcome::Unexpected(format!("list: reading the body: {error}")),
+                Ok(body) => unexpected(what, status, &body),
+                Err(error) => Outcome::Unexpected(format!("{what}: reading the body: {error}")),
             }
         }
-        Err(error) => Outcome::Unexpected(format!("list: {error}")),
+        Err(error) => Outcome::Unexpected(format!("{what}: {error}")),
     };
     (walk, outcome)
 }
@@ -160,29 +182,37 @@ impl Upserts {
     }
 }
 
-/// `POST /api/v1/customers`: every other request updates a seeded `NOT_STARTED` customer by its
-/// external id (200), the others create a new one (201).
-pub async fn api_upsert(target: Arc<Target>, mut upserts: Upserts) -> (Upserts, Outcome) {
+/// The next upsert of a worker: its firm, the body and the status expected. Every other request
+/// renames a seeded `NOT_STARTED` customer by its external id (200), the others create a new one
+/// (201).
+fn next_upsert(target: &Target, upserts: &mut Upserts) -> (usize, serde_json::Value, StatusCode) {
     let firm = target.firm_of(upserts.worker);
     let sent = upserts.sent;
     upserts.sent += 1;
-    let (body, expected) = if sent.is_multiple_of(2) {
+    if sent.is_multiple_of(2) {
         let customers = &target.firms[firm].not_started;
         let customer = &customers[rand::thread_rng().gen_range(0..customers.len())];
-        (
-            serde_json::json!({
-                "externalId": customer.external_id,
-                "fullName": format!("Customer renamed {}-{sent}", upserts.worker),
-                "email": customer.email,
-            }),
-            StatusCode::OK,
-        )
+        let body = serde_json::json!({
+            "externalId": customer.external_id,
+            "fullName": format!("Customer renamed {}-{sent}", upserts.worker),
+            "email": customer.email,
+        });
+        (firm, body, StatusCode::OK)
     } else {
-        (
-            new_customer_body("api", upserts.worker, sent),
-            StatusCode::CREATED,
-        )
-    };
+        // A run-unique prefix keeps repeated runs on one database from colliding.
+        let (run, worker) = (std::process::id(), upserts.worker);
+        let body = serde_json::json!({
+            "externalId": format!("new-{run}-{worker}-{sent}"),
+            "fullName": format!("New Customer {worker} {sent}"),
+            "email": format!("new.{run}.{worker}.{sent}@bench.example"),
+        });
+        (firm, body, StatusCode::CREATED)
+    }
+}
+
+/// `POST /api/v1/customers` with the worker's [`next_upsert`].
+pub async fn api_upsert(target: Arc<Target>, mut upserts: Upserts) -> (Upserts, Outcome) {
+    let (firm, body, expected) = next_upsert(&target, &mut upserts);
     let request = target
         .client
         .post(format!("{}/api/v1/customers", target.base_url))
@@ -192,25 +222,16 @@ pub async fn api_upsert(target: Arc<Target>, mut upserts: Upserts) -> (Upserts, 
     (upserts, outcome)
 }
 
-fn new_customer_body(source: &str, worker: usize, sent: u64) -> serde_json::Value {
-    // A run-unique prefix keeps repeated runs on one database from colliding.
-    let run = std::process::id();
-    serde_json::json!({
-        "externalId": format!("new-{source}-{run}-{worker}-{sent}"),
-        "fullName": format!("New Customer {worker} {sent}"),
-        "email": format!("new.{source}.{run}.{worker}.{sent}@bench.example"),
-    })
-}
-
-/// The baseline's `POST /customers` with the body of a new customer (201).
-pub async fn baseline_insert(target: Arc<Target>, mut upserts: Upserts) -> (Upserts, Outcome) {
-    let sent = upserts.sent;
-    upserts.sent += 1;
+/// The baseline's `POST /customers?firm=…` with the worker's [`next_upsert`]: the same mix of
+/// renames and creates, of the same firm's customers (in the baseline's copy of them).
+pub async fn baseline_upsert(target: Arc<Target>, mut upserts: Upserts) -> (Upserts, Outcome) {
+    let (firm, body, expected) = next_upsert(&target, &mut upserts);
     let request = target
         .client
         .post(format!("{}/customers", target.base_url))
-        .json(&new_customer_body("baseline", upserts.worker, sent));
-    let outcome = exchange(request, "baseline insert", &[StatusCode::CREATED]).await;
+        .query(&[("firm", target.firm_ids[firm].as_str())])
+        .json(&body);
+    let outcome = exchange(request, "baseline upsert", &[expected]).await;
     (upserts, outcome)
 }
 
