@@ -387,39 +387,33 @@ impl Write<'_> {
         pool: &sqlx::PgPool,
         found: &Found,
     ) -> Result<Option<String>, sqlx::Error> {
-        match found {
-            None => {
-                sqlx::query_scalar(POSTGRES_INSERT)
-                    .bind(Uuid::now_v7())
-                    .bind(self.firm)
-                    .bind(&self.body.external_id)
-                    .bind(&self.email)
-                    .bind(self.now)
-                    .bind(serde_json::to_string(self.body).unwrap_or_default())
-                    .bind(self.event_id)
-                    .bind(&self.actor)
-                    .bind(&self.change)
-                    .bind(&self.message)
-                    .fetch_optional(pool)
-                    .await
-            }
+        // Both statements take the event, the actor, the change and the message as `$7`–`$10`.
+        let query = match found {
+            None => sqlx::query_scalar(POSTGRES_INSERT)
+                .bind(Uuid::now_v7())
+                .bind(self.firm)
+                .bind(&self.body.external_id)
+                .bind(&self.email)
+                .bind(self.now)
+                .bind(serde_json::to_string(self.body).unwrap_or_default()),
             Some((id, version)) => {
                 let id: Uuid = id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
                 sqlx::query_scalar(POSTGRES_UPDATE)
                     .bind(self.firm)
                     .bind(id)
-                    .bind(version)
+                    .bind(*version)
                     .bind(&self.body.full_name)
                     .bind(&self.email)
                     .bind(self.now)
-                    .bind(self.event_id)
-                    .bind(&self.actor)
-                    .bind(&self.change)
-                    .bind(&self.message)
-                    .fetch_optional(pool)
-                    .await
             }
-        }
+        };
+        query
+            .bind(self.event_id)
+            .bind(&self.actor)
+            .bind(&self.change)
+            .bind(&self.message)
+            .fetch_optional(pool)
+            .await
     }
 
     /// Writes on SQLite in one transaction; `None` when the version moved.
