@@ -371,10 +371,7 @@ async fn measure(
     }
     eprintln!(
         "    outbox: {depth} entries at the end of the phase, {}",
-        drained.map_or_else(
-            || "not empty 120 s later".to_owned(),
-            |after| format!("empty {:.1} s later", after.as_secs_f64())
-        )
+        report::outbox_drained(drained)
     );
     report.outbox_after_webhooks = Some((depth, drained));
 

@@ -127,6 +127,15 @@ impl BackendReport {
     }
 }
 
+/// How long the outbox took to empty after the webhooks phase, in words (`None`: it had not
+/// within the harness's wait).
+pub fn outbox_drained(after: Option<Duration>) -> String {
+    after.map_or_else(
+        || "not empty 120 s later".to_owned(),
+        |after| format!("empty {:.1} s later", after.as_secs_f64()),
+    )
+}
+
 fn millis(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1_000.0)
 }
@@ -170,12 +179,9 @@ pub fn print(summary: &str, reports: &[BackendReport]) {
             .join(", ");
         println!("Customers by KYC status at the end: {counts}.");
         if let Some((depth, drained)) = report.outbox_after_webhooks {
-            let drained = drained.map_or_else(
-                || "it had not emptied 120 s later".to_owned(),
-                |after| format!("empty {:.1} s later", after.as_secs_f64()),
-            );
             println!(
-                "Outbox (screening work) at the end of the webhooks phase: {depth} entries; {drained}."
+                "Outbox (screening work) at the end of the webhooks phase: {depth} entries; {}.",
+                outbox_drained(drained)
             );
         }
         println!();
@@ -216,10 +222,7 @@ fn print_targets(report: &BackendReport) {
     if let Some((depth, drained)) = report.outbox_after_webhooks {
         println!(
             "- screening keeps up (outbox at the end of the webhooks phase): {depth} entries, {}",
-            drained.map_or_else(
-                || "not empty within 120 s".to_owned(),
-                |after| format!("empty {:.1} s later", after.as_secs_f64())
-            )
+            outbox_drained(drained)
         );
     }
     for phase in [Phase::Deliveries, Phase::Drain] {
