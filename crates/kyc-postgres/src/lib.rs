@@ -10,10 +10,9 @@
 //! the CRM list and polling queries.
 
 mod accounts;
-mod audit;
 mod customers;
 mod delivery;
-mod idempotency;
+mod engine;
 mod keys;
 #[cfg(test)]
 mod plans;
@@ -21,7 +20,6 @@ mod plans;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kyc_domain::customer::CustomerState;
 use kyc_domain::ports::InfrastructureError;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -99,15 +97,8 @@ impl PostgresStore {
     }
 }
 
-/// Translates a driver error that no port names into the domain's infrastructure error.
-pub(crate) fn infra(error: sqlx::Error) -> InfrastructureError {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            InfrastructureError::unavailable(error)
-        }
-        other => InfrastructureError::internal(other),
-    }
-}
+pub(crate) use kyc_store_support::engine::{fit, infra};
+pub(crate) use kyc_store_support::rules::state_json;
 
 /// Whether the error is a unique violation of the named constraint.
 pub(crate) fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
@@ -125,35 +116,8 @@ pub(crate) fn at_micros(at: OffsetDateTime) -> OffsetDateTime {
         .unwrap_or(at)
 }
 
-/// A customer's state as stored: its JSON with the members that are `null` left out.
-///
-/// Every optional member of the state is a plain `Option`, which reads back as `None` when absent,
-/// so the stored form loses nothing, and rows written with their nulls (before this) read the same.
-/// Reading states is most of the cost of a page of customers, and a new customer's state is about
-/// a quarter shorter and parses about a third faster without its nulls. Nulls inside arrays are
-/// kept: there they hold a place.
-pub(crate) fn state_json(state: &CustomerState) -> Result<serde_json::Value, InfrastructureError> {
-    let mut value = serde_json::to_value(state).map_err(InfrastructureError::internal)?;
-    drop_null_members(&mut value);
-    Ok(value)
-}
-
-/// Removes the `null` members of every object in `value`.
-fn drop_null_members(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(members) => {
-            members.retain(|_, member| !member.is_null());
-            members.values_mut().for_each(drop_null_members);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_members),
-        _ => {}
-    }
-}
-
-/// A count or number that must fit the column type.
-pub(crate) fn fit<T: TryFrom<U>, U>(value: U) -> Result<T, InfrastructureError>
-where
-    T::Error: std::error::Error + Send + Sync + 'static,
-{
-    T::try_from(value).map_err(InfrastructureError::internal)
-}
+kyc_store_support::firm_store!(PostgresStore);
+kyc_store_support::user_store!(PostgresStore);
+kyc_store_support::session_store!(PostgresStore);
+kyc_store_support::idempotency_store!(PostgresStore);
+kyc_store_support::audit_log!(PostgresStore);

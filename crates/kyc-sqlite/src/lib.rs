@@ -15,10 +15,9 @@
 //! sleep after the lock had been freed, and an unlucky one waited close to a second.
 
 mod accounts;
-mod audit;
 mod customers;
 mod delivery;
-mod idempotency;
+mod engine;
 #[cfg(test)]
 mod plans;
 
@@ -138,7 +137,7 @@ impl SqliteStore {
 
 /// A `BEGIN IMMEDIATE` transaction holding its writer's turn until it is committed or dropped
 /// (rolled back). Statements run on it as on its connection (`&mut *tx`).
-pub(crate) struct WriteTx {
+pub struct WriteTx {
     // Dropped first: the rollback of an uncommitted transaction is queued before the turn passes.
     tx: Transaction<'static, Sqlite>,
     _turn: OwnedMutexGuard<()>,
@@ -165,15 +164,7 @@ impl DerefMut for WriteTx {
     }
 }
 
-/// Translates a driver error that no port names into the domain's infrastructure error.
-pub(crate) fn infra(error: sqlx::Error) -> InfrastructureError {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            InfrastructureError::unavailable(error)
-        }
-        other => InfrastructureError::internal(other),
-    }
-}
+pub(crate) use kyc_store_support::engine::infra;
 
 /// Whether the error is a unique violation on the named table and column.
 pub(crate) fn is_unique_violation(error: &sqlx::Error, column: &str) -> bool {
@@ -212,29 +203,9 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Infrastr
     serde_json::to_string(value).map_err(InfrastructureError::internal)
 }
 
-/// A customer's state as stored: its JSON with the members that are `null` left out.
-///
-/// Every optional member of the state is a plain `Option`, which reads back as `None` when absent,
-/// so the stored form loses nothing, and rows written with their nulls (before this) read the same.
-/// Reading states is most of the cost of a page of customers, and a new customer's state is about
-/// a quarter shorter and parses about a third faster without its nulls. Nulls inside arrays are
-/// kept: there they hold a place.
+/// A customer's state as stored (see [`kyc_store_support::rules::state_json`]), as text.
 pub(crate) fn state_json(state: &CustomerState) -> Result<String, InfrastructureError> {
-    let mut value = serde_json::to_value(state).map_err(InfrastructureError::internal)?;
-    drop_null_members(&mut value);
-    to_json(&value)
-}
-
-/// Removes the `null` members of every object in `value`.
-fn drop_null_members(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(members) => {
-            members.retain(|_, member| !member.is_null());
-            members.values_mut().for_each(drop_null_members);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_members),
-        _ => {}
-    }
+    to_json(&kyc_store_support::rules::state_json(state)?)
 }
 
 /// A JSON column read back.
@@ -243,3 +214,9 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, InfrastructureError> {
     serde_json::from_str(text).map_err(InfrastructureError::internal)
 }
+
+kyc_store_support::firm_store!(SqliteStore);
+kyc_store_support::user_store!(SqliteStore);
+kyc_store_support::session_store!(SqliteStore);
+kyc_store_support::idempotency_store!(SqliteStore);
+kyc_store_support::audit_log!(SqliteStore);

@@ -1,5 +1,19 @@
-//! Shared by the storage adapters (PostgreSQL and SQLite). The decoded-state cache of the read path: customer states already parsed from their stored
-//! JSON, so reading the same customer again at the same version skips the parse.
+//! # kyc-store-support
+//!
+//! The storage rules both adapters (PostgreSQL and SQLite) run, written once:
+//!
+//! - [`engine`]: the small dialect trait a backend implements (binding arguments, reading
+//!   columns, taking its write turn, naming its constraints), and the statements built on it;
+//! - [`accounts`], [`idempotency`], [`audit`]: those ports whole, as generic functions over an
+//!   [`engine::Engine`] and macros that implement the port for an adapter;
+//! - [`rules`]: what the customer store's two write paths share (the stored form of a state, row
+//!   decoding through the cache, error mapping, the time of a move);
+//! - the decoded-state cache of the read path ([`StateCache`]), below.
+//!
+//! ## The decoded-state cache
+//!
+//! Customer states already parsed from their stored JSON, so reading the same customer again at
+//! the same version skips the parse.
 //!
 //! Parsing the states is most of what the adapter adds to a page of customers (a CRM polling the
 //! list reads the same pages over and over). A state at a given version never changes: every write
@@ -19,6 +33,18 @@
 //! moves the entry back to the young one. A typical state (about 450 bytes of JSON) takes about
 //! 1–2 KiB in memory once decoded (its strings, attempts and history allocated separately), so the
 //! default 10 000 entries hold roughly 10–20 MiB at most.
+
+pub mod accounts;
+pub mod audit;
+pub mod engine;
+pub mod idempotency;
+pub mod rules;
+
+/// What the port macros expand to, so an adapter needs nothing else in scope.
+#[doc(hidden)]
+pub mod reexport {
+    pub use async_trait::async_trait;
+}
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
