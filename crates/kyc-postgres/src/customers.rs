@@ -2,15 +2,13 @@
 //! attempts side table, audit events, outbox rows and seen provider events, written in one
 //! transaction.
 
-use std::sync::Arc;
-
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use kyc_domain::customer::{AttemptPhase, Customer, CustomerState};
-use kyc_domain::events::{Actor, DomainEvent, NotificationType, OutboxMessage};
-use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
+use kyc_domain::customer::Customer;
+use kyc_domain::events::{DomainEvent, NotificationType, OutboxMessage};
+use kyc_domain::ids::{ApplicantId, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
     AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, InsertOrMatch, LinkLocation,
     ListOrder, ListQuery, RECOVERY_LEASE, SaveError, Saved, UpsertCandidates,
@@ -22,109 +20,24 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{PostgresStore, at_micros, fit, infra, is_unique_violation, state_json};
+use crate::{PostgresStore, at_micros, fit, infra, state_json};
+use kyc_store_support::customers;
+use kyc_store_support::engine::Columns;
+use kyc_store_support::rules::{self, move_time, phase_str, provider_key};
+
+use crate::engine::PgColumns;
 use sqlx::types::Json;
 
 /// What every read of customers selects: the version and id first, to look the decoded state up
 /// in the cache, then the stored state, parsed only when the cache misses.
 pub(crate) const COLUMNS: &str = "SELECT version, state, id FROM customers";
 
-/// [`COLUMNS`] without its table, followed by a fourth column (the caller writes its value and
-/// the `FROM`).
-const COLUMNS_FOUND_BY: &str = "SELECT version, state, id, ";
-
-/// The firm and customer owning the attempt with applicant id `$1` or external user id `$2`, by
-/// applicant id first. Two lookups, each on its own unique index, rather than one `OR`: a planner
-/// without statistics for the table (right after a bulk load) would scan it for the `OR`.
-const ATTEMPT_OWNER: &str = "(SELECT firm_id, customer_id FROM verification_attempts WHERE applicant_id = $1) \
-     UNION ALL (SELECT firm_id, customer_id FROM verification_attempts WHERE external_user_id = $2)";
-
-/// The stored spelling of an attempt phase.
-pub(crate) fn phase_str(phase: AttemptPhase) -> &'static str {
-    match phase {
-        AttemptPhase::Starting => "starting",
-        AttemptPhase::Open => "open",
-        AttemptPhase::Voided => "voided",
-        AttemptPhase::Closed => "closed",
-    }
-}
-
-fn save_error(error: sqlx::Error) -> SaveError {
-    if is_unique_violation(&error, "customers_external_id_key") {
-        SaveError::DuplicateExternalId
-    } else if is_unique_violation(&error, "provider_events_pkey") {
-        SaveError::DuplicateInbound
-    } else {
-        SaveError::Infrastructure(infra(error))
-    }
-}
-
 impl PostgresStore {
-    /// A customer from a row of [`COLUMNS`], read for `firm` (the statement filtered by it). The
-    /// decoded state comes from the cache when it holds this customer at the row's version;
-    /// otherwise sqlx parses the `jsonb` state straight from the row's buffer
-    /// (`serde_json::from_slice`, no intermediate text) and it is remembered.
-    fn row_to_customer(
-        &self,
-        firm: FirmId,
-        row: &sqlx::postgres::PgRow,
-    ) -> Result<Customer, InfrastructureError> {
-        let version: i64 = row.try_get(0).map_err(infra)?;
-        let version = u64::try_from(version).map_err(InfrastructureError::internal)?;
-        let id: Uuid = row.try_get(2).map_err(infra)?;
-        let id = CustomerId::from_uuid(id);
-        if let Some(state) = self.states.get(firm, id, version) {
-            return Ok(Customer::restore_shared(state));
-        }
-        let Json(mut state): Json<CustomerState> = row.try_get(1).map_err(infra)?;
-        state.version = version;
-        state.id = id;
-        state.firm_id = firm;
-        let state = Arc::new(state);
-        if self.states.enabled() {
-            self.states.put(firm, id, Arc::clone(&state));
-        }
-        Ok(Customer::restore_shared(state))
-    }
-
-    /// Puts the customer of an upsert look-up's row (the [`COLUMNS`], then which look-up found it:
-    /// 0 by external id, 1 by email) into `candidates`.
-    fn add_candidate(
-        &self,
-        candidates: &mut UpsertCandidates,
-        firm: FirmId,
-        row: &sqlx::postgres::PgRow,
-    ) -> Result<(), InfrastructureError> {
-        let found_by: i32 = row.try_get(3).map_err(infra)?;
-        let found = Some(self.row_to_customer(firm, row)?);
-        if found_by == 0 {
-            candidates.by_external_id = found;
-        } else {
-            candidates.by_email = found;
-        }
-        Ok(())
-    }
-
     /// Remembers the state just committed for `customer`, now as `saved` says, so the next read of
     /// it skips the parse.
     fn remember(&self, customer: &Customer, saved: Saved) {
         if self.states.enabled() {
-            let stored = customer.as_saved(saved);
-            self.states
-                .put(stored.firm_id, stored.id, Arc::clone(stored.shared_state()));
-        }
-    }
-}
-
-/// The provider event that caused an audit event, if one did.
-fn provider_key<'a>(
-    event: &'a DomainEvent,
-    inbound: Option<&'a ProviderEventKey>,
-) -> Option<&'a str> {
-    match &event.actor {
-        Actor::Provider { event_key } => Some(event_key.as_str()),
-        Actor::ApiKey { .. } | Actor::Person(_) | Actor::Customer | Actor::System { .. } => {
-            inbound.map(ProviderEventKey::as_str)
+            rules::remember(&self.states, &customer.as_saved(saved));
         }
     }
 }
@@ -460,7 +373,7 @@ async fn write(
     bind_write(statement, row, customer, events, outbox, inbound)?
         .fetch_optional(pool)
         .await
-        .map_err(save_error)?
+        .map_err(rules::save_error::<PostgresStore>)?
         .map(|stamped| stamped.try_get(0).map_err(infra))
         .transpose()
         .map_err(SaveError::Infrastructure)
@@ -568,17 +481,6 @@ fn bind_write<'q>(
         _ => query.bind(outbox.iter().map(notification).collect::<Vec<_>>()),
     };
     Ok(query)
-}
-
-/// When the move being saved happened, on the caller's clock: its newest event, or (a save with no
-/// event) the customer's last visible change. Outbox rows fall due from this time, so a delivery
-/// worker reading the same clock as the use cases sees them due at once.
-fn move_time(customer: &Customer, events: &[DomainEvent]) -> OffsetDateTime {
-    events
-        .iter()
-        .map(|event| event.at)
-        .max()
-        .unwrap_or(customer.updated_at)
 }
 
 /// Appends the filters (not the cursor) of a list query.
@@ -746,86 +648,37 @@ impl CustomerStore for PostgresStore {
         Ok(saved)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %id))]
     async fn get(
         &self,
         firm: FirmId,
         id: CustomerId,
     ) -> Result<Option<Customer>, InfrastructureError> {
-        sqlx::query(&format!("{COLUMNS} WHERE firm_id = $1 AND id = $2"))
-            .bind(firm.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(infra)?
-            .as_ref()
-            .map(|row| self.row_to_customer(firm, row))
-            .transpose()
+        customers::get(self, firm, id).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn get_by_external_id(
         &self,
         firm: FirmId,
         external_id: &ExternalId,
     ) -> Result<Option<Customer>, InfrastructureError> {
-        sqlx::query(&format!(
-            "{COLUMNS} WHERE firm_id = $1 AND external_id = $2"
-        ))
-        .bind(firm.as_uuid())
-        .bind(external_id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(|row| self.row_to_customer(firm, row))
-        .transpose()
+        customers::get_by_external_id(self, firm, external_id).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn find_by_email(
         &self,
         firm: FirmId,
         email: &Email,
     ) -> Result<Option<Customer>, InfrastructureError> {
-        sqlx::query(&format!(
-            "{COLUMNS} WHERE firm_id = $1 AND email_normalized = $2 ORDER BY created_at, id LIMIT 1"
-        ))
-        .bind(firm.as_uuid())
-        .bind(email.normalized())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(|row| self.row_to_customer(firm, row))
-        .transpose()
+        customers::find_by_email(self, firm, email).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn find_upsert_candidates<'a>(
         &self,
         firm: FirmId,
         external_id: Option<&'a ExternalId>,
         email: &'a Email,
     ) -> Result<UpsertCandidates, InfrastructureError> {
-        // Both lookups in one statement: one round trip, one snapshot. The fourth column says
-        // which lookup a row answers.
-        let rows = sqlx::query(&format!(
-            "({COLUMNS_FOUND_BY}0 FROM customers WHERE firm_id = $1 AND external_id = $2) \
-             UNION ALL \
-             ({COLUMNS_FOUND_BY}1 FROM customers WHERE firm_id = $1 AND email_normalized = $3 ORDER BY created_at, id LIMIT 1)"
-        ))
-        .bind(firm.as_uuid())
-        .bind(external_id.map(ExternalId::as_str))
-        .bind(email.normalized())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(infra)?;
-        let mut candidates = UpsertCandidates::default();
-        for row in &rows {
-            self.add_candidate(&mut candidates, firm, row)?;
-        }
-        Ok(candidates)
+        customers::find_upsert_candidates(self, firm, external_id, email).await
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
@@ -845,15 +698,15 @@ impl CustomerStore for PostgresStore {
         let rows = bind_write(statement, RowWrite::Insert, customer, events, outbox, None)?
             .fetch_all(&self.pool)
             .await
-            .map_err(save_error)?;
+            .map_err(rules::save_error::<PostgresStore>)?;
         let mut candidates = UpsertCandidates::default();
-        for row in &rows {
-            if let Some(at) = row.try_get::<Option<OffsetDateTime>, _>(4).map_err(infra)? {
+        for row in rows.into_iter().map(PgColumns) {
+            if let Some(at) = row.opt_time("at")? {
                 let saved = Saved { version: 1, at };
                 self.remember(customer, saved);
                 return Ok(InsertOrMatch::Inserted(saved));
             }
-            self.add_candidate(&mut candidates, customer.firm_id, row)?;
+            customers::add_candidate(self, &mut candidates, customer.firm_id, &row)?;
         }
         if candidates.by_external_id.is_none() && candidates.by_email.is_none() {
             return Err(SaveError::Infrastructure(InfrastructureError::internal(
@@ -875,13 +728,13 @@ impl CustomerStore for PostgresStore {
         // Each row is parsed as it arrives rather than after all have: parsing the states is most
         // of a page's cost, and this way it overlaps the driver producing the next rows.
         let mut rows = builder.build().fetch(&self.pool);
-        let mut customers = Vec::with_capacity(limit);
+        let mut page = Vec::with_capacity(limit);
         let mut has_more = false;
         while let Some(row) = rows.try_next().await.map_err(infra)? {
             // The statement asks for one row more than the page, only to learn whether more follow;
             // it is read to the end so the connection goes back to the pool idle.
-            if customers.len() < limit {
-                customers.push(self.row_to_customer(firm, &row)?);
+            if page.len() < limit {
+                page.push(customers::customer(self, firm, &PgColumns(row))?);
             } else {
                 has_more = true;
             }
@@ -900,113 +753,48 @@ impl CustomerStore for PostgresStore {
             None
         };
         Ok(CustomerPage {
-            customers,
+            customers: page,
             has_more,
             total,
         })
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn locate_attempt<'a>(
         &self,
         applicant_id: Option<&'a ApplicantId>,
         external_user_id: Option<&'a ExternalUserId>,
     ) -> Result<Option<AttemptLocation>, InfrastructureError> {
-        if applicant_id.is_none() && external_user_id.is_none() {
-            return Ok(None);
-        }
-        let row: Option<(Uuid, Uuid)> = sqlx::query_as(&format!("{ATTEMPT_OWNER} LIMIT 1"))
-            .bind(applicant_id.map(ApplicantId::as_str))
-            .bind(external_user_id.map(ExternalUserId::as_str))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(infra)?;
-        Ok(row.map(location))
+        customers::locate_attempt(self, applicant_id, external_user_id).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn find_by_attempt<'a>(
         &self,
         applicant_id: Option<&'a ApplicantId>,
         external_user_id: Option<&'a ExternalUserId>,
     ) -> Result<Option<Customer>, InfrastructureError> {
-        if applicant_id.is_none() && external_user_id.is_none() {
-            return Ok(None);
-        }
-        // The attempt and its customer in one round trip. Provider events carry no firm: the
-        // firm is the one of the attempt's row, which its customer row shares (foreign key).
-        let row = sqlx::query(&format!(
-            "SELECT c.version, c.state, c.id, c.firm_id FROM ({ATTEMPT_OWNER} LIMIT 1) AS owner \
-             JOIN customers AS c ON c.firm_id = owner.firm_id AND c.id = owner.customer_id"
-        ))
-        .bind(applicant_id.map(ApplicantId::as_str))
-        .bind(external_user_id.map(ExternalUserId::as_str))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(infra)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let firm: Uuid = row.try_get(3).map_err(infra)?;
-        self.row_to_customer(FirmId::from_uuid(firm), &row)
-            .map(Some)
+        customers::find_by_attempt(self, applicant_id, external_user_id).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn record_orphan_event(
         &self,
         event: &ProviderEvent,
     ) -> Result<bool, InfrastructureError> {
-        let done = sqlx::query(
-            "INSERT INTO provider_events (key, firm_id, outcome, payload, recorded_at) VALUES ($1, NULL, 'orphaned', $2, $3) \
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(event.key.as_str())
-        .bind(Json(event))
-        // The port passes no time, and the provider's created_at is not when the event reached
-        // us; the moment of recording is only kept for people reading the table.
-        .bind(at_micros(OffsetDateTime::now_utc()))
-        .execute(&self.pool)
-        .await
-        .map_err(infra)?;
-        Ok(done.rows_affected() == 1)
+        customers::record_orphan_event(self, event).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn locate_link<'a>(
         &self,
         token_hash: &'a str,
     ) -> Result<Option<LinkLocation>, InfrastructureError> {
-        let row: Option<(Uuid, Uuid, i32)> = sqlx::query_as(
-            "SELECT firm_id, customer_id, number FROM verification_attempts WHERE link_token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(infra)?;
-        row.map(|(firm, customer, number)| {
-            Ok(LinkLocation {
-                firm_id: FirmId::from_uuid(firm),
-                customer_id: CustomerId::from_uuid(customer),
-                attempt: attempt_number(number)?,
-            })
-        })
-        .transpose()
+        customers::locate_link(self, token_hash).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn due_for_rescreening(
         &self,
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
-        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(RESCREENING)
-            .bind(at_micros(now))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(infra)?;
-        Ok(rows.into_iter().map(location).collect())
+        customers::due_for_rescreening(self, now, limit).await
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
@@ -1046,18 +834,6 @@ impl CustomerStore for PostgresStore {
     }
 }
 
-/// The re-screening walk: `VERIFIED` customers due at or before `$1`, most overdue first.
-pub(crate) const RESCREENING: &str = "SELECT firm_id, id FROM customers \
-     WHERE kyc_status = 'VERIFIED' AND next_screening_due IS NOT NULL AND next_screening_due <= $1 \
-     ORDER BY next_screening_due, id LIMIT $2";
-
 fn location((firm, customer): (Uuid, Uuid)) -> AttemptLocation {
-    AttemptLocation {
-        firm_id: FirmId::from_uuid(firm),
-        customer_id: CustomerId::from_uuid(customer),
-    }
-}
-
-fn attempt_number(stored: i32) -> Result<AttemptNumber, InfrastructureError> {
-    AttemptNumber::new(fit::<u32, _>(stored)?).map_err(InfrastructureError::internal)
+    rules::location(firm, customer)
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{PostgresStore, at_micros};
 
 /// A row read through the engine.
-pub struct PgColumns(PgRow);
+pub struct PgColumns(pub(crate) PgRow);
 
 fn bind<'q>(
     query: Query<'q, Postgres, PgArguments>,
@@ -158,6 +158,10 @@ impl Session for PgSession {
 impl Engine for PostgresStore {
     type Row = PgColumns;
     type Tx = PgSession;
+
+    fn states(&self) -> &kyc_store_support::StateCache {
+        &self.states
+    }
 
     const DIALECT: Dialect = Dialect::Postgres;
 

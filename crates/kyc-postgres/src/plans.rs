@@ -13,8 +13,9 @@ use sqlx::{PgPool, QueryBuilder, Row};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::customers::{COLUMNS, RESCREENING, page_statement, push_filters, push_horizon};
+use crate::customers::{COLUMNS, page_statement, push_filters, push_horizon};
 use crate::delivery::CLAIM;
+use kyc_store_support::customers::RESCREENING;
 
 const SEED: &str = "
 INSERT INTO firms (id, name, created_at)

@@ -2,105 +2,45 @@
 //! attempts side table, audit events, outbox rows, notifications with their webhook deliveries
 //! and seen provider events, written in one transaction.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use kyc_domain::customer::{AttemptPhase, Customer, CustomerState};
-use kyc_domain::events::{Actor, DomainEvent, NotificationType, OutboxMessage};
-use kyc_domain::ids::{ApplicantId, AttemptNumber, CustomerId, ExternalUserId, FirmId};
+use kyc_domain::customer::Customer;
+use kyc_domain::events::{DomainEvent, NotificationType, OutboxMessage};
+use kyc_domain::ids::{ApplicantId, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
-    AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, LinkLocation, ListOrder,
-    ListQuery, RECOVERY_LEASE, SaveError, Saved,
+    AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, InsertOrMatch, LinkLocation,
+    ListOrder, ListQuery, RECOVERY_LEASE, SaveError, Saved, UpsertCandidates,
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{
-    SqliteStore, from_json, infra, is_unique_violation, micros, state_json, to_json, uuid,
-};
+use kyc_store_support::customers;
+use kyc_store_support::engine::Session;
+use kyc_store_support::rules::{self, move_time, phase_str, provider_key};
+
+use crate::engine::SqliteColumns;
+use crate::{SqliteStore, WriteTx, infra, micros, state_json, to_json, uuid};
 
 /// What every read of customers selects: the version and id first, to look the decoded state up
 /// in the cache, then the stored state, parsed only when the cache misses.
 pub(crate) const COLUMNS: &str = "SELECT version, state, id FROM customers";
-
-/// One customer by id (`$1` firm, `$2` id).
-pub(crate) const BY_ID: &str =
-    "SELECT version, state, id FROM customers WHERE firm_id = $1 AND id = $2";
-
-/// One customer by the CRM's id (`$1` firm, `$2` external id).
-pub(crate) const BY_EXTERNAL_ID: &str =
-    "SELECT version, state, id FROM customers WHERE firm_id = $1 AND external_id = $2";
 
 /// A save: the row at the version the caller read, or nothing (`$8` id, `$9` firm, `$10` version).
 pub(crate) const SAVE: &str = "UPDATE customers SET external_id = $1, email_normalized = $2, \
      kyc_status = $3, aml_status = $4, updated_at = $5, version = version + 1, state = $6, \
      next_screening_due = $7 WHERE id = $8 AND firm_id = $9 AND version = $10";
 
-/// The oldest customer with an email (`$1` firm, `$2` normalized email): the upsert asks this of
-/// every create, so it must be one index search (`customers_email_idx` delivers the order), never
-/// a walk over the firm's customers.
-pub(crate) const BY_EMAIL: &str = "SELECT version, state, id FROM customers \
-     WHERE firm_id = $1 AND email_normalized = $2 ORDER BY created_at, id LIMIT 1";
-
-/// The stored spelling of an attempt phase.
-pub(crate) fn phase_str(phase: AttemptPhase) -> &'static str {
-    match phase {
-        AttemptPhase::Starting => "starting",
-        AttemptPhase::Open => "open",
-        AttemptPhase::Voided => "voided",
-        AttemptPhase::Closed => "closed",
+impl SqliteStore {
+    /// Remembers the customer just committed, as stored, so the next read of it skips the parse.
+    fn remember(&self, stored: &Customer) {
+        rules::remember(&self.states, stored);
     }
 }
 
 fn save_error(error: sqlx::Error) -> SaveError {
-    if is_unique_violation(&error, "customers.external_id") {
-        SaveError::DuplicateExternalId
-    } else if is_unique_violation(&error, "provider_events.key") {
-        SaveError::DuplicateInbound
-    } else {
-        SaveError::Infrastructure(infra(error))
-    }
-}
-
-impl SqliteStore {
-    /// A customer from a row of [`COLUMNS`], read for `firm` (the statement filtered by it). The
-    /// decoded state comes from the cache when it holds this customer at the row's version;
-    /// otherwise the state is parsed from the text borrowed from the row (no copy: on a page of
-    /// customers the parse is most of the adapter's cost) and remembered.
-    fn row_to_customer(
-        &self,
-        firm: FirmId,
-        row: &sqlx::sqlite::SqliteRow,
-    ) -> Result<Customer, InfrastructureError> {
-        let version: i64 = row.try_get(0).map_err(infra)?;
-        let version = u64::try_from(version).map_err(InfrastructureError::internal)?;
-        let id: &str = row.try_get(2).map_err(infra)?;
-        let id = CustomerId::from_uuid(uuid(id)?);
-        if let Some(state) = self.states.get(firm, id, version) {
-            return Ok(Customer::restore_shared(state));
-        }
-        let state: &str = row.try_get(1).map_err(infra)?;
-        let mut state: CustomerState = from_json(state)?;
-        state.version = version;
-        state.id = id;
-        state.firm_id = firm;
-        let state = Arc::new(state);
-        if self.states.enabled() {
-            self.states.put(firm, id, Arc::clone(&state));
-        }
-        Ok(Customer::restore_shared(state))
-    }
-
-    /// Remembers the customer just committed, as stored, so the next read of it skips the parse.
-    fn remember(&self, stored: &Customer) {
-        if self.states.enabled() {
-            self.states
-                .put(stored.firm_id, stored.id, Arc::clone(stored.shared_state()));
-        }
-    }
+    rules::save_error::<SqliteStore>(error)
 }
 
 /// The firm's newest `updated_at` (`$1` firm): one step down `customers_updated_idx`.
@@ -124,19 +64,6 @@ async fn stamp(
     match newest {
         Some(newest) if newest >= own => Ok(crate::from_micros(newest + 1)?),
         _ => Ok(customer.updated_at),
-    }
-}
-
-/// The provider event that caused an audit event, if one did.
-fn provider_key<'a>(
-    event: &'a DomainEvent,
-    inbound: Option<&'a ProviderEventKey>,
-) -> Option<&'a str> {
-    match &event.actor {
-        Actor::Provider { event_key } => Some(event_key.as_str()),
-        Actor::ApiKey { .. } | Actor::Person(_) | Actor::Customer | Actor::System { .. } => {
-            inbound.map(ProviderEventKey::as_str)
-        }
     }
 }
 
@@ -275,17 +202,6 @@ async fn write_notification(
     Ok(())
 }
 
-/// When the move being saved happened, on the caller's clock: its newest event, or (a save with no
-/// event) the customer's last visible change. Outbox rows fall due from this time, so a delivery
-/// worker reading the same clock as the use cases sees them due at once.
-fn move_time(customer: &Customer, events: &[DomainEvent]) -> OffsetDateTime {
-    events
-        .iter()
-        .map(|event| event.at)
-        .max()
-        .unwrap_or(customer.updated_at)
-}
-
 /// Appends the filters (not the cursor) of a list query.
 pub(crate) fn push_filters(
     builder: &mut QueryBuilder<'_, Sqlite>,
@@ -354,23 +270,21 @@ pub(crate) fn page_statement<'q>(
     builder
 }
 
-#[async_trait]
-impl CustomerStore for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
-    async fn insert(
-        &self,
-        customer: &Customer,
-        events: &[DomainEvent],
-        outbox: &[OutboxMessage],
-    ) -> Result<Saved, SaveError> {
-        let mut tx = self.begin_write().await?;
-        let saved = Saved {
-            version: 1,
-            at: stamp(&mut tx, customer).await?,
-        };
-        let stored = customer.as_saved(saved);
-        let state = state_json(stored.state())?;
-        sqlx::query(
+/// Inserts a new customer with everything that goes with it, in the write transaction `tx`;
+/// what it recorded and the customer as stored.
+async fn insert_in(
+    tx: &mut WriteTx,
+    customer: &Customer,
+    events: &[DomainEvent],
+    outbox: &[OutboxMessage],
+) -> Result<(Saved, Customer), SaveError> {
+    let saved = Saved {
+        version: 1,
+        at: stamp(tx, customer).await?,
+    };
+    let stored = customer.as_saved(saved);
+    let state = state_json(stored.state())?;
+    sqlx::query(
             "INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)",
         )
@@ -384,14 +298,28 @@ impl CustomerStore for SqliteStore {
         .bind(micros(stored.updated_at))
         .bind(&state)
         .bind(customer.aml.next_screening_due.map(micros))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(save_error)?;
-        let written = Stored {
-            state: &state,
-            at: saved.at,
-        };
-        write_children(&mut tx, customer, &written, events, outbox, None).await?;
+    let written = Stored {
+        state: &state,
+        at: saved.at,
+    };
+    write_children(tx, customer, &written, events, outbox, None).await?;
+    Ok((saved, stored))
+}
+
+#[async_trait]
+impl CustomerStore for SqliteStore {
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
+    async fn insert(
+        &self,
+        customer: &Customer,
+        events: &[DomainEvent],
+        outbox: &[OutboxMessage],
+    ) -> Result<Saved, SaveError> {
+        let mut tx = self.begin_write().await?;
+        let (saved, stored) = insert_in(&mut tx, customer, events, outbox).await?;
         tx.commit().await.map_err(save_error)?;
         self.remember(&stored);
         Ok(saved)
@@ -440,55 +368,79 @@ impl CustomerStore for SqliteStore {
         Ok(saved)
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm, customer_id = %id))]
     async fn get(
         &self,
         firm: FirmId,
         id: CustomerId,
     ) -> Result<Option<Customer>, InfrastructureError> {
-        sqlx::query(BY_ID)
-            .bind(firm.to_string())
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(infra)?
-            .as_ref()
-            .map(|row| self.row_to_customer(firm, row))
-            .transpose()
+        customers::get(self, firm, id).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn get_by_external_id(
         &self,
         firm: FirmId,
         external_id: &ExternalId,
     ) -> Result<Option<Customer>, InfrastructureError> {
-        sqlx::query(BY_EXTERNAL_ID)
-            .bind(firm.to_string())
-            .bind(external_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(infra)?
-            .as_ref()
-            .map(|row| self.row_to_customer(firm, row))
-            .transpose()
+        customers::get_by_external_id(self, firm, external_id).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
     async fn find_by_email(
         &self,
         firm: FirmId,
         email: &Email,
     ) -> Result<Option<Customer>, InfrastructureError> {
-        sqlx::query(BY_EMAIL)
-            .bind(firm.to_string())
-            .bind(email.normalized())
-            .fetch_optional(&self.pool)
+        customers::find_by_email(self, firm, email).await
+    }
+
+    async fn find_upsert_candidates<'a>(
+        &self,
+        firm: FirmId,
+        external_id: Option<&'a ExternalId>,
+        email: &'a Email,
+    ) -> Result<UpsertCandidates, InfrastructureError> {
+        customers::find_upsert_candidates(self, firm, external_id, email).await
+    }
+
+    async fn insert_unless_matched(
+        &self,
+        customer: &Customer,
+        events: &[DomainEvent],
+        outbox: &[OutboxMessage],
+    ) -> Result<InsertOrMatch, SaveError> {
+        let firm = customer.firm_id;
+        let candidates = customers::find_upsert_candidates(
+            self,
+            firm,
+            customer.external_id.as_ref(),
+            &customer.email,
+        )
+        .await?;
+        if candidates.by_external_id.is_some() || candidates.by_email.is_some() {
+            // The update of an upsert: no write lock for a look-up that matched.
+            return Ok(InsertOrMatch::Matched(candidates));
+        }
+        // The create: looked up again inside the write transaction, so no insert of this firm
+        // can come between the look-up and this one's (SQLite has one writer, and this holds it).
+        let mut tx = self.begin_write().await?;
+        let statement = customers::upsert_candidates_statement(
+            firm,
+            customer.external_id.as_ref(),
+            &customer.email,
+        );
+        let rows = Session::fetch_all(&mut tx, statement)
             .await
-            .map_err(infra)?
-            .as_ref()
-            .map(|row| self.row_to_customer(firm, row))
-            .transpose()
+            .map_err(save_error)?;
+        if !rows.is_empty() {
+            let mut candidates = UpsertCandidates::default();
+            for row in &rows {
+                customers::add_candidate(self, &mut candidates, firm, row)?;
+            }
+            return Ok(InsertOrMatch::Matched(candidates));
+        }
+        let (saved, stored) = insert_in(&mut tx, customer, events, outbox).await?;
+        tx.commit().await.map_err(save_error)?;
+        self.remember(&stored);
+        Ok(InsertOrMatch::Inserted(saved))
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
@@ -503,10 +455,10 @@ impl CustomerStore for SqliteStore {
         // Postgres adapter does) measured no faster here, the rows coming from an in-process file.
         let rows = builder.build().fetch_all(&self.pool).await.map_err(infra)?;
         let has_more = rows.len() > limit;
-        let customers = rows
-            .iter()
+        let page = rows
+            .into_iter()
             .take(limit)
-            .map(|row| self.row_to_customer(firm, row))
+            .map(|row| customers::customer(self, firm, &SqliteColumns(row)))
             .collect::<Result<Vec<_>, _>>()?;
         let total = if query.include_total {
             let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM customers");
@@ -521,98 +473,48 @@ impl CustomerStore for SqliteStore {
             None
         };
         Ok(CustomerPage {
-            customers,
+            customers: page,
             has_more,
             total,
         })
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn locate_attempt<'a>(
         &self,
         applicant_id: Option<&'a ApplicantId>,
         external_user_id: Option<&'a ExternalUserId>,
     ) -> Result<Option<AttemptLocation>, InfrastructureError> {
-        if applicant_id.is_none() && external_user_id.is_none() {
-            return Ok(None);
-        }
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT firm_id, customer_id FROM verification_attempts WHERE applicant_id = $1 OR external_user_id = $2 LIMIT 1",
-        )
-        .bind(applicant_id.map(ApplicantId::as_str))
-        .bind(external_user_id.map(ExternalUserId::as_str))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(infra)?;
-        row.map(|(firm, customer)| {
-            Ok(AttemptLocation {
-                firm_id: FirmId::from_uuid(uuid(&firm)?),
-                customer_id: CustomerId::from_uuid(uuid(&customer)?),
-            })
-        })
-        .transpose()
+        customers::locate_attempt(self, applicant_id, external_user_id).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
+    async fn find_by_attempt<'a>(
+        &self,
+        applicant_id: Option<&'a ApplicantId>,
+        external_user_id: Option<&'a ExternalUserId>,
+    ) -> Result<Option<Customer>, InfrastructureError> {
+        customers::find_by_attempt(self, applicant_id, external_user_id).await
+    }
+
     async fn record_orphan_event(
         &self,
         event: &ProviderEvent,
     ) -> Result<bool, InfrastructureError> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "INSERT INTO provider_events (key, firm_id, outcome, payload, recorded_at) VALUES ($1, NULL, 'orphaned', $2, $3) \
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(event.key.as_str())
-        .bind(to_json(event)?)
-        // The port passes no time, and the provider's created_at is not when the event reached
-        // us; the moment of recording is only kept for people reading the table.
-        .bind(micros(OffsetDateTime::now_utc()))
-        .execute(&self.pool)
-        .await
-        .map_err(infra)?;
-        Ok(done.rows_affected() == 1)
+        customers::record_orphan_event(self, event).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn locate_link<'a>(
         &self,
         token_hash: &'a str,
     ) -> Result<Option<LinkLocation>, InfrastructureError> {
-        let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT firm_id, customer_id, number FROM verification_attempts WHERE link_token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(infra)?;
-        row.map(|(firm, customer, number)| {
-            Ok(LinkLocation {
-                firm_id: FirmId::from_uuid(uuid(&firm)?),
-                customer_id: CustomerId::from_uuid(uuid(&customer)?),
-                attempt: u32::try_from(number)
-                    .map_err(InfrastructureError::internal)
-                    .and_then(|n| AttemptNumber::new(n).map_err(InfrastructureError::internal))?,
-            })
-        })
-        .transpose()
+        customers::locate_link(self, token_hash).await
     }
 
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn due_for_rescreening(
         &self,
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(RESCREENING)
-            .bind(micros(now))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(infra)?;
-        rows.iter()
-            .map(|(firm, customer)| location(firm, customer))
-            .collect()
+        customers::due_for_rescreening(self, now, limit).await
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
@@ -646,19 +548,7 @@ impl CustomerStore for SqliteStore {
         // RETURNING follows no order; the port promises the oldest claim first.
         rows.sort_by(|a, b| (a.2, &a.1).cmp(&(b.2, &b.1)));
         rows.iter()
-            .map(|(firm, customer, _)| location(firm, customer))
+            .map(|(firm, customer, _)| Ok(rules::location(uuid(firm)?, uuid(customer)?)))
             .collect()
     }
-}
-
-/// The re-screening walk: `VERIFIED` customers due at or before `$1`, most overdue first.
-pub(crate) const RESCREENING: &str = "SELECT firm_id, id FROM customers \
-     WHERE kyc_status = 'VERIFIED' AND next_screening_due IS NOT NULL AND next_screening_due <= $1 \
-     ORDER BY next_screening_due, id LIMIT $2";
-
-fn location(firm: &str, customer: &str) -> Result<AttemptLocation, InfrastructureError> {
-    Ok(AttemptLocation {
-        firm_id: FirmId::from_uuid(uuid(firm)?),
-        customer_id: CustomerId::from_uuid(uuid(customer)?),
-    })
 }

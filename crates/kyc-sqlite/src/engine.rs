@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::{SqliteStore, WriteTx, from_json, from_micros, micros, uuid};
 
 /// A row read through the engine.
-pub struct SqliteColumns(SqliteRow);
+pub struct SqliteColumns(pub(crate) SqliteRow);
 
 fn bind<'q>(
     query: Query<'q, Sqlite, SqliteArguments<'q>>,
@@ -145,6 +145,10 @@ impl Session for WriteTx {
 impl Engine for SqliteStore {
     type Row = SqliteColumns;
     type Tx = WriteTx;
+
+    fn states(&self) -> &kyc_store_support::StateCache {
+        &self.states
+    }
 
     const DIALECT: Dialect = Dialect::Sqlite;
 

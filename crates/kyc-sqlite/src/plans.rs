@@ -12,11 +12,11 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::customers::{
-    BY_EMAIL, BY_EXTERNAL_ID, BY_ID, COLUMNS, NEWEST_CHANGE, RESCREENING, SAVE, page_statement,
-    push_filters,
-};
+use crate::customers::{COLUMNS, NEWEST_CHANGE, SAVE, page_statement, push_filters};
 use crate::delivery::CLAIM;
+use kyc_store_support::customers::{
+    BY_EMAIL, BY_EXTERNAL_ID, BY_ID, RESCREENING, UPSERT_CANDIDATES,
+};
 
 const SEED: &str = "
 INSERT INTO firms (id, name, created_at)
@@ -112,6 +112,18 @@ async fn check_plans(pool: &SqlitePool, stats: &str, failures: &mut Vec<String>)
             BY_EMAIL,
             2,
             "customers_email_idx (firm_id=? AND email_normalized=?)",
+        ),
+        (
+            "both look-ups of an upsert, by email",
+            UPSERT_CANDIDATES,
+            3,
+            "customers_email_idx (firm_id=? AND email_normalized=?)",
+        ),
+        (
+            "both look-ups of an upsert, by external id",
+            UPSERT_CANDIDATES,
+            3,
+            "customers_external_id_key",
         ),
         ("save", SAVE, 10, "(firm_id=? AND id=?)"),
         (

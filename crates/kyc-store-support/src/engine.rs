@@ -202,6 +202,9 @@ pub trait Engine: Send + Sync {
     /// Which SQL the backend speaks.
     const DIALECT: Dialect;
 
+    /// The decoded customer states this store keeps (see [`crate::StateCache`]).
+    fn states(&self) -> &crate::StateCache;
+
     /// Runs a read, returning its rows.
     async fn fetch_all(&self, statement: Statement<'_>) -> Result<Vec<Self::Row>, sqlx::Error>;
 

@@ -36,6 +36,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod customers;
 pub mod engine;
 pub mod idempotency;
 pub mod rules;
