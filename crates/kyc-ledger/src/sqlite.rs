@@ -15,10 +15,10 @@ use kyc_domain::ports::{
     LedgerError, LedgerReceipt, StatementEntry, StatementPage,
 };
 use kyc_domain::values::Credits;
+use kyc_store_support::turn::{Turn, WriterTurn};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -58,7 +58,7 @@ pub fn sqlite_options(path: &Path) -> SqliteConnectOptions {
 pub struct SqliteLedger {
     pool: SqlitePool,
     clock: Arc<dyn Clock>,
-    writer: Arc<Mutex<()>>,
+    writer: WriterTurn,
 }
 
 impl std::fmt::Debug for SqliteLedger {
@@ -73,7 +73,7 @@ impl SqliteLedger {
         Self {
             pool,
             clock: Arc::new(SystemClock),
-            writer: Arc::new(Mutex::new(())),
+            writer: WriterTurn::new(),
         }
     }
 
@@ -82,6 +82,20 @@ impl SqliteLedger {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The same ledger taking its writes in `turn`: the turn of every other writer of the same
+    /// file in this process (`SqliteStore::writer_turn`), so the store and the ledger queue in
+    /// one line rather than meeting in SQLite's polling busy handler.
+    #[must_use]
+    pub fn with_writer_turn(mut self, turn: WriterTurn) -> Self {
+        self.writer = turn;
+        self
+    }
+
+    /// The turn this ledger's writes take.
+    pub fn writer_turn(&self) -> WriterTurn {
+        self.writer.clone()
     }
 
     /// The pool underneath.
@@ -93,7 +107,7 @@ impl SqliteLedger {
 /// A SQLite write transaction holding the database's write lock (and this process's writer turn).
 pub(crate) struct SqliteWriteTx {
     tx: Transaction<'static, Sqlite>,
-    _turn: OwnedMutexGuard<()>,
+    _turn: Turn,
 }
 
 #[async_trait]
@@ -101,7 +115,7 @@ impl Backend for SqliteLedger {
     type Tx = SqliteWriteTx;
 
     async fn begin(&self) -> Result<SqliteWriteTx, LedgerError> {
-        let turn = Arc::clone(&self.writer).lock_owned().await;
+        let turn = self.writer.take().await;
         let tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -544,7 +558,7 @@ impl CreditsLedger for SqliteLedger {
         let cap = cap
             .map(|cap| i64::try_from(cap.get()).map_err(|_| LedgerError::InvalidAmount(cap)))
             .transpose()?;
-        let _turn = self.writer.lock().await;
+        let _turn = self.writer.take().await;
         sqlx::query(
             "INSERT INTO ledger_firms (firm_id, daily_cap_credits) VALUES (?1, ?2) \
              ON CONFLICT (firm_id) DO UPDATE SET daily_cap_credits = excluded.daily_cap_credits",

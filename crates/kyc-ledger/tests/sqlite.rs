@@ -172,3 +172,40 @@ async fn two_pools_on_one_file_serialise_reserves_like_two_processes() {
     assert_eq!(audit.cached_available, 0);
     env.teardown().await;
 }
+
+/// A ledger handed a writer's turn writes only in that turn: while another writer of the file
+/// (the storage adapter, in the server) holds it, the ledger's grant and cap change wait, and
+/// both go through once it is passed on. Reads never wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_writer_turn_orders_the_ledgers_writes_with_the_other_writers() {
+    let env = setup().await.unwrap();
+    let turn = kyc_store_support::turn::WriterTurn::new();
+    let ledger = env.ledger.clone().with_writer_turn(turn.clone());
+    assert!(ledger.writer_turn().is_shared_with(&turn));
+    let firm = kyc_domain::ids::FirmId::from_uuid(uuid::Uuid::new_v4());
+    let held = turn.take().await;
+    let writes = {
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            ledger
+                .grant(firm, Credits::new(5), "top-up", &contract::fresh_key())
+                .await
+                .unwrap();
+            ledger
+                .set_daily_cap(firm, Some(Credits::new(3)))
+                .await
+                .unwrap();
+        })
+    };
+    // Long enough for both writes to finish many times over if they did not wait for the turn.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!writes.is_finished(), "the ledger wrote outside the turn");
+    assert_eq!(ledger.balance(firm).await.unwrap().available, Credits::ZERO);
+    drop(held);
+    writes.await.unwrap();
+    assert_eq!(
+        ledger.balance(firm).await.unwrap().available,
+        Credits::new(5)
+    );
+    env.teardown().await;
+}

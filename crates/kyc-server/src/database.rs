@@ -186,6 +186,7 @@ impl Backend {
             }
             Self::Sqlite(pool) => {
                 let store = Arc::new(SqliteStore::new(pool.clone()));
+                let turn = store.writer_turn();
                 Stores {
                     customers: store.clone(),
                     firms: store.clone(),
@@ -198,7 +199,8 @@ impl Backend {
                     queue: store.clone(),
                     webhooks: store.clone(),
                     outbox: store,
-                    ledger: Arc::new(SqliteLedger::new(pool.clone())),
+                    // One file, one line of writers: the ledger queues with the store.
+                    ledger: Arc::new(SqliteLedger::new(pool.clone()).with_writer_turn(turn)),
                     postgres: None,
                 }
             }

@@ -31,11 +31,12 @@ use kyc_domain::ports::InfrastructureError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 pub use kyc_store_support::DEFAULT_STATE_CACHE_ENTRIES;
 use kyc_store_support::StateCache;
+use kyc_store_support::turn::Turn;
+pub use kyc_store_support::turn::WriterTurn;
 
 /// Opens (creating it if missing) the SQLite database at `url` (`sqlite://path/to/file.db`) in
 /// WAL mode with foreign keys on and a busy timeout, as a pool.
@@ -78,8 +79,9 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Decoded customer states, shared by the clones of this value (not by other values).
     states: Arc<StateCache>,
-    /// The turn of this value's writers (shared by its clones), taken in arrival order.
-    writer: Arc<Mutex<()>>,
+    /// The turn of this database's writers in this process (shared by its clones, and by the
+    /// ledger on the same file when handed [`SqliteStore::writer_turn`]), taken in arrival order.
+    writer: WriterTurn,
 }
 
 impl SqliteStore {
@@ -99,8 +101,14 @@ impl SqliteStore {
         Self {
             pool,
             states: Arc::new(StateCache::new(entries)),
-            writer: Arc::new(Mutex::new(())),
+            writer: WriterTurn::new(),
         }
+    }
+
+    /// The turn this store's writers take, to hand to every other writer of the same file in
+    /// this process (the credits ledger), so they all queue in one line.
+    pub fn writer_turn(&self) -> WriterTurn {
+        self.writer.clone()
     }
 
     /// The pool, for health checks and tests.
@@ -108,19 +116,11 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Waits for this store's writers before this one to finish; held until the write is done.
-    ///
-    /// SQLite lets one connection write at a time and makes the others poll (`busy_timeout`),
-    /// sleeping 1, 2, 5 … up to 100 ms between tries, in no order. Writers that queue here first
-    /// (a fair, first-come first-served lock) find the database free when their turn comes, so
-    /// the lock passes from one writer to the next at once. Writers outside this store (another
-    /// process, the ledger) still meet on SQLite's lock and its busy timeout, which stays the
-    /// guarantee; this only orders the writers that share this value.
-    ///
-    /// Always taken before a pooled connection, never while holding one, so a writer waiting for
-    /// its turn holds nothing another writer needs.
-    pub(crate) async fn write_turn(&self) -> OwnedMutexGuard<()> {
-        Arc::clone(&self.writer).lock_owned().await
+    /// Waits for this file's writers before this one to finish; held until the write is done
+    /// (see [`WriterTurn`]: it orders the writers of this process, SQLite's lock and busy timeout
+    /// still order everyone else).
+    pub(crate) async fn write_turn(&self) -> Turn {
+        self.writer.take().await
     }
 
     /// A write transaction: this store's turn, then `BEGIN IMMEDIATE` (the database's write lock).
@@ -140,7 +140,7 @@ impl SqliteStore {
 pub struct WriteTx {
     // Dropped first: the rollback of an uncommitted transaction is queued before the turn passes.
     tx: Transaction<'static, Sqlite>,
-    _turn: OwnedMutexGuard<()>,
+    _turn: Turn,
 }
 
 impl WriteTx {

@@ -8,6 +8,7 @@
 //!   [`engine::Engine`] and macros that implement the port for an adapter;
 //! - [`rules`]: what the customer store's two write paths share (the stored form of a state, row
 //!   decoding through the cache, error mapping, the time of a move);
+//! - [`turn`]: the writer's turn of a SQLite file, shared by the store and the ledger;
 //! - the decoded-state cache of the read path ([`StateCache`]), below.
 //!
 //! ## The decoded-state cache
@@ -40,6 +41,7 @@ pub mod customers;
 pub mod engine;
 pub mod idempotency;
 pub mod rules;
+pub mod turn;
 
 /// What the port macros expand to, so an adapter needs nothing else in scope.
 #[doc(hidden)]
