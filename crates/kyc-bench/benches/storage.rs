@@ -2,7 +2,7 @@
 //! directly through sqlx in the same run, so the adapter's overhead reads as a ratio.
 //!
 //! ```text
-//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p kyc-postgres --bench storage
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p kyc-bench --bench storage
 //! ```
 //!
 //! Without `DATABASE_URL` only SQLite is measured.
@@ -267,10 +267,10 @@ const INSERT_OUTBOX: &str =
 /// (data-modifying CTEs); the bare side does the same with one event and one message bound as
 /// plain values, the least any caller of that statement has to send.
 const PG_INSERT_WRITE: &str = "WITH stamp AS MATERIALIZED ( \
-         SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
+         SELECT at, to_jsonb(to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) AS rfc3339 \
          FROM (SELECT greatest($8::timestamptz, clock_timestamp()) AS at FROM (SELECT pg_current_xact_id() AS id OFFSET 0) AS xact WHERE xact.id IS NOT NULL) AS now), \
      saved AS (INSERT INTO customers (id, firm_id, external_id, email_normalized, kyc_status, aml_status, created_at, updated_at, version, state, next_screening_due) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, stamp.at, 1, jsonb_set($9, '{updated_at}', to_jsonb(stamp.nanos)), $10 FROM stamp RETURNING firm_id, id), \
+     SELECT $1, $2, $3, $4, $5, $6, $7, stamp.at, 1, jsonb_set($9, '{updated_at}', stamp.rfc3339), $10 FROM stamp RETURNING firm_id, id), \
      new_events AS (INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
          SELECT $11, saved.firm_id, saved.id, $7, $12, $13, NULL, NULL FROM saved), \
      new_outbox AS (INSERT INTO outbox (firm_id, message, created_at, next_attempt_at) \
@@ -278,10 +278,10 @@ const PG_INSERT_WRITE: &str = "WITH stamp AS MATERIALIZED ( \
      SELECT count(*) FROM saved";
 /// The save of [`PG_INSERT_WRITE`]: the row still at version `$10`, its event and message.
 const PG_SAVE_WRITE: &str = "WITH stamp AS MATERIALIZED ( \
-         SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
+         SELECT at, to_jsonb(to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) AS rfc3339 \
          FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at FROM (SELECT pg_current_xact_id() AS id OFFSET 0) AS xact WHERE xact.id IS NOT NULL) AS now), \
      saved AS (UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-     updated_at = stamp.at, version = version + 1, state = jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)), \
+     updated_at = stamp.at, version = version + 1, state = jsonb_set($6, '{updated_at}', stamp.rfc3339), \
      next_screening_due = $7 FROM stamp WHERE id = $8 AND firm_id = $9 AND version = $10 \
      RETURNING firm_id, id), \
      new_events AS (INSERT INTO events (id, firm_id, customer_id, at, actor, change, note, provider_event_key) \
