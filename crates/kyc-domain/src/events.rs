@@ -203,6 +203,7 @@ pub enum Change {
         /// The provider's type name.
         event_type: String,
         /// The provider's creation time.
+        #[serde(with = "crate::values::stored_time")]
         created_at: OffsetDateTime,
         /// What it did.
         outcome: EventOutcome,
@@ -244,6 +245,7 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainEvent {
     /// When.
+    #[serde(with = "crate::values::stored_time")]
     pub at: OffsetDateTime,
     /// Who.
     pub actor: Actor,

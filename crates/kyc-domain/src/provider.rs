@@ -47,6 +47,7 @@ pub struct ProviderEvent {
     pub external_user_id: Option<ExternalUserId>,
     /// When the provider created the event (Sumsub `createdAtMs`, UTC, millisecond precision). This,
     /// not arrival order, decides which verdict is newest.
+    #[serde(with = "crate::values::stored_time")]
     pub created_at: OffsetDateTime,
     /// What happened.
     pub kind: ProviderEventKind,

@@ -492,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn stored_times_are_integers_of_nanoseconds_and_read_back_exactly() {
+    fn stored_times_are_rfc_3339_in_utc_and_read_back_exactly() {
         let at = time::macros::datetime!(2026-11-25 23:28:14.357189990 UTC);
         let times = Times {
             at,
@@ -501,13 +501,22 @@ mod tests {
         let written = serde_json::to_string(&times).unwrap();
         assert_eq!(
             written,
-            r#"{"at":1795649294357189990,"maybe":1795649294357189991}"#
+            r#"{"at":"2026-11-25T23:28:14.357189990Z","maybe":"2026-11-25T23:28:14.357189991Z"}"#
         );
         assert_eq!(serde_json::from_str::<Times>(&written).unwrap(), times);
+        // Whole microseconds take six digits, as PostgreSQL writes a `timestamptz`.
+        assert_eq!(
+            stored_time::format(time::macros::datetime!(2026-11-25 23:28:14.35 UTC)),
+            "2026-11-25T23:28:14.350000Z"
+        );
+        assert_eq!(
+            stored_time::format(time::macros::datetime!(2026-11-25 23:28:14 UTC)),
+            "2026-11-25T23:28:14.000000Z"
+        );
         let none = Times { at, maybe: None };
         let written = serde_json::to_string(&none).unwrap();
         assert_eq!(serde_json::from_str::<Times>(&written).unwrap(), none);
-        let null = r#"{"at":1795649294357189990,"maybe":null}"#;
+        let null = r#"{"at":"2026-11-25T23:28:14.357189990Z","maybe":null}"#;
         assert_eq!(serde_json::from_str::<Times>(null).unwrap(), none);
         let before_1970 = Times {
             at: time::macros::datetime!(1950-01-01 00:00:00.5 UTC),
@@ -537,21 +546,50 @@ mod tests {
     }
 
     #[test]
-    fn times_beyond_64_bits_of_nanoseconds_keep_the_array_form() {
-        let far = time::macros::datetime!(2400-01-01 00:00 UTC);
-        let times = Times {
-            at: far,
-            maybe: None,
-        };
-        let written = serde_json::to_string(&times).unwrap();
-        assert!(written.starts_with(r#"{"at":["#), "{written}");
-        assert_eq!(serde_json::from_str::<Times>(&written).unwrap(), times);
+    fn stored_times_written_as_nanoseconds_still_read() {
+        let legacy = r#"{"at":1795649294357189990,"maybe":1795649294357189991}"#;
+        let times: Times = serde_json::from_str(legacy).unwrap();
+        let at = time::macros::datetime!(2026-11-25 23:28:14.357189990 UTC);
+        assert_eq!(times.at, at);
+        assert_eq!(times.maybe, Some(at + time::Duration::nanoseconds(1)));
     }
 
     #[test]
-    fn a_stored_time_that_is_neither_form_is_refused() {
-        assert!(serde_json::from_str::<Times>(r#"{"at":"2026-11-25T23:28:14Z"}"#).is_err());
-        assert!(serde_json::from_str::<Times>(r#"{"at":1.5}"#).is_err());
+    fn any_rfc_3339_form_reads_as_the_same_instant_in_utc() {
+        let at = time::macros::datetime!(2026-11-25 23:28:14.5 UTC);
+        for text in [
+            "2026-11-25T23:28:14.5Z",
+            "2026-11-25T23:28:14.500000Z",
+            "2026-11-26T09:58:14.5+10:30",
+            "2026-11-25t23:28:14.5z",
+        ] {
+            let read: Times = serde_json::from_str(&format!(r#"{{"at":"{text}"}}"#)).unwrap();
+            assert_eq!(read.at, at, "{text}");
+            assert_eq!(read.at.offset(), time::UtcOffset::UTC, "{text}");
+        }
+        for at in [
+            time::macros::datetime!(2026-01-01 00:00 UTC),
+            time::macros::datetime!(1950-01-01 00:00:00.000000001 UTC),
+            time::macros::datetime!(2400-02-29 23:59:59.999999999 UTC),
+            time::macros::datetime!(2026-06-30 12:00:00.1 +05:00),
+        ] {
+            let written = stored_time::format(at);
+            assert_eq!(stored_time::parse(&written).unwrap(), at, "{written}");
+            assert!(written.ends_with('Z'), "{written}");
+        }
+    }
+
+    #[test]
+    fn a_stored_time_that_is_none_of_the_forms_is_refused() {
+        for bad in [
+            r#"{"at":"yesterday"}"#,
+            r#"{"at":"2026-13-01T00:00:00Z"}"#,
+            r#"{"at":"2026-02-30T00:00:00Z"}"#,
+            r#"{"at":"2026-11-25 23:28:14"}"#,
+            r#"{"at":1.5}"#,
+        ] {
+            assert!(serde_json::from_str::<Times>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -817,31 +855,110 @@ pub(crate) mod stored {
     }
 }
 
-/// How the times inside a customer's state are stored: nanoseconds since the Unix epoch, one JSON
-/// integer. `time`'s own form, an array of nine integers (year, day of year, hour, minute,
-/// second, nanosecond, offset hours, minutes, seconds), took a fifth of the cost of reading a
-/// stored state back; it is still read (states written before), and still written for the rare
-/// time outside what 64 bits of nanoseconds hold (years 1678 to 2261). A time read back is in
-/// UTC; it is the same instant, and every time the domain stores is taken in UTC anyway.
-pub(crate) mod stored_time {
+/// How the times inside a customer's state and an audit event's change are stored: RFC 3339
+/// strings in UTC with six fractional digits (`2026-11-25T23:28:14.357189Z`), nine when the time
+/// has a finer part, so a person reading the database or the audit export reads a date.
+///
+/// Two earlier forms are still read, for rows written before migration 0007 (0008 on SQLite)
+/// converted them: an integer of nanoseconds since the Unix epoch, and `time`'s own array of
+/// nine integers (year, day of year, hour, minute, second, nanosecond, offset hours, minutes,
+/// seconds). A time read back is in UTC; it is the same instant, and every time the domain stores
+/// is taken in UTC anyway.
+///
+/// Reading the states is most of what a page of customers costs, so the form this module writes
+/// is read by a parser of its own exact shape, and anything else by `time`'s RFC 3339 parser.
+pub mod stored_time {
     use serde::de::{self, SeqAccess, Visitor};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use time::OffsetDateTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
-    /// Writes `at` as an integer of nanoseconds.
-    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `with` hands fields by reference
-    pub(crate) fn serialize<S: Serializer>(
-        at: &OffsetDateTime,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match i64::try_from(at.unix_timestamp_nanos()) {
-            Ok(nanos) => serializer.serialize_i64(nanos),
-            Err(_) => at.serialize(serializer),
+    /// `at` as stored: RFC 3339 in UTC, with six fractional digits, or nine when it has a finer
+    /// part than microseconds.
+    pub fn format(at: OffsetDateTime) -> String {
+        let at = at.to_offset(UtcOffset::UTC);
+        let (year, month, day) = at.to_calendar_date();
+        let (hour, minute, second, nanos) = at.to_hms_nano();
+        let mut text = if (0..=9999).contains(&year) {
+            format!(
+                "{year:04}-{:02}-{day:02}T{hour:02}:{minute:02}:{second:02}",
+                u8::from(month)
+            )
+        } else {
+            // Outside four digits of years RFC 3339 has no form; `time` writes its extension.
+            return at.format(&Rfc3339).unwrap_or_else(|_| at.to_string());
+        };
+        // Microseconds when the time has no finer part (as PostgreSQL's `timestamptz` writes
+        // them, so a stamp written by the database and one written here look alike), else
+        // nanoseconds.
+        if nanos % 1_000 == 0 {
+            text.push_str(&format!(".{:06}Z", nanos / 1_000));
+        } else {
+            text.push_str(&format!(".{nanos:09}Z"));
+        }
+        text
+    }
+
+    /// A stored time read back from its RFC 3339 text.
+    ///
+    /// # Errors
+    /// When the text is not an RFC 3339 date and time.
+    pub fn parse(text: &str) -> Result<OffsetDateTime, time::error::Parse> {
+        match parse_canonical(text.as_bytes()) {
+            Some(at) => Ok(at),
+            None => OffsetDateTime::parse(text, &Rfc3339).map(|at| at.to_offset(UtcOffset::UTC)),
         }
     }
 
-    /// Reads a time written either way.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+    /// The exact shape [`format`] writes (`YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`), or `None`.
+    fn parse_canonical(bytes: &[u8]) -> Option<OffsetDateTime> {
+        fn digits(bytes: &[u8]) -> Option<u32> {
+            bytes.iter().try_fold(0u32, |value, &byte| {
+                byte.is_ascii_digit()
+                    .then(|| value * 10 + u32::from(byte - b'0'))
+            })
+        }
+        let (&b'Z', body) = bytes.split_last()? else {
+            return None;
+        };
+        if body.len() < 19
+            || body[4] != b'-'
+            || body[7] != b'-'
+            || body[10] != b'T'
+            || body[13] != b':'
+            || body[16] != b':'
+        {
+            return None;
+        }
+        let nanos = match &body[19..] {
+            [] => 0,
+            [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
+                digits(fraction)? * 10u32.pow(9 - fraction.len() as u32)
+            }
+            _ => return None,
+        };
+        let year = i32::try_from(digits(&body[0..4])?).ok()?;
+        let month = Month::try_from(u8::try_from(digits(&body[5..7])?).ok()?).ok()?;
+        let day = u8::try_from(digits(&body[8..10])?).ok()?;
+        let hour = u8::try_from(digits(&body[11..13])?).ok()?;
+        let minute = u8::try_from(digits(&body[14..16])?).ok()?;
+        let second = u8::try_from(digits(&body[17..19])?).ok()?;
+        let date = Date::from_calendar_date(year, month, day).ok()?;
+        let time = Time::from_hms_nano(hour, minute, second, nanos).ok()?;
+        Some(PrimitiveDateTime::new(date, time).assume_utc())
+    }
+
+    /// Writes `at` as [`format`] does.
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `with` hands fields by reference
+    pub fn serialize<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(*at))
+    }
+
+    /// Reads a time written in any of the three forms.
+    ///
+    /// # Errors
+    /// When the value is none of them.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<OffsetDateTime, D::Error> {
         deserializer.deserialize_any(StoredTime)
@@ -853,7 +970,13 @@ pub(crate) mod stored_time {
         type Value = OffsetDateTime;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("nanoseconds since the Unix epoch, or time's array of nine integers")
+            f.write_str(
+                "an RFC 3339 time, nanoseconds since the Unix epoch, or time's array of nine integers",
+            )
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<OffsetDateTime, E> {
+            parse(text).map_err(E::custom)
         }
 
         fn visit_i64<E: de::Error>(self, nanos: i64) -> Result<OffsetDateTime, E> {
@@ -870,13 +993,13 @@ pub(crate) mod stored_time {
     }
 
     /// The same for an optional time (absent or `null` is `None`).
-    pub(crate) mod option {
+    pub mod option {
         use serde::{Deserialize, Deserializer, Serializer};
         use time::OffsetDateTime;
 
         /// Writes `at` as [`super::serialize`] does, or `null`.
         #[allow(clippy::ref_option)] // serde's `with` hands fields by reference
-        pub(crate) fn serialize<S: Serializer>(
+        pub fn serialize<S: Serializer>(
             at: &Option<OffsetDateTime>,
             serializer: S,
         ) -> Result<S::Ok, S::Error> {
@@ -886,8 +1009,11 @@ pub(crate) mod stored_time {
             }
         }
 
-        /// Reads an optional time written either way.
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        /// Reads an optional time written in any of the three forms.
+        ///
+        /// # Errors
+        /// When the value is none of them.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
             deserializer: D,
         ) -> Result<Option<OffsetDateTime>, D::Error> {
             #[derive(Deserialize)]

@@ -27,8 +27,9 @@ proptest! {
         }
     }
 
-    /// A state stored after any sequence of commands reads back as it was, its times written as
-    /// integers of nanoseconds and, as states were written before, in `time`'s array form.
+    /// A state stored after any sequence of commands reads back as it was: its times written as
+    /// RFC 3339 strings and, as states were written before, as integers of nanoseconds and in
+    /// `time`'s array form.
     #[test]
     fn stored_states_read_back_whichever_form_their_times_take(commands in proptest::collection::vec(command(), 1..60)) {
         let mut customer = strategies::fresh_customer();
@@ -36,7 +37,7 @@ proptest! {
             let _ = strategies::run(&mut customer, command, step);
         }
         let state = customer.state();
-        let mut stored = serde_json::to_value(state).unwrap();
+        let stored = serde_json::to_value(state).unwrap();
         // The ids are the row's columns, which a store sets on every read.
         let read_back = |stored: serde_json::Value| {
             let mut read: CustomerState = serde_json::from_value(stored).unwrap();
@@ -44,9 +45,12 @@ proptest! {
             read
         };
         prop_assert_eq!(&read_back(stored.clone()), state);
-        let converted = times_as_arrays(&mut stored);
-        prop_assert!(converted >= 2, "created_at and updated_at at least");
-        prop_assert_eq!(&read_back(stored), state);
+        for form in [Legacy::Nanoseconds, Legacy::Array] {
+            let mut legacy = stored.clone();
+            let converted = times_as(&mut legacy, form);
+            prop_assert!(converted >= 2, "created_at and updated_at at least");
+            prop_assert_eq!(&read_back(legacy), state);
+        }
     }
 
     /// Any delivery order, with any duplicates, of a set of provider events ends in the same state
@@ -211,20 +215,38 @@ fn the_commands_strategy_reaches_every_status() {
     assert_eq!(seen.len(), KycStatus::ALL.len(), "reached only {seen:?}");
 }
 
-/// Rewrites every stored time in `value` (an integer of nanoseconds after 2001; no other number
-/// in a state comes near) into `time`'s array form; how many it rewrote.
-fn times_as_arrays(value: &mut serde_json::Value) -> usize {
+/// A form stored times took before they were written as RFC 3339.
+#[derive(Debug, Clone, Copy)]
+enum Legacy {
+    /// One integer of nanoseconds since the Unix epoch.
+    Nanoseconds,
+    /// `time`'s array of nine integers.
+    Array,
+}
+
+/// Rewrites every stored time in `value` (an RFC 3339 string; no other string in a state parses
+/// as one) into `form`; how many it rewrote.
+fn times_as(value: &mut serde_json::Value, form: Legacy) -> usize {
+    use kyc_domain::values::stored_time;
     use serde_json::Value;
     match value {
-        Value::Number(n) if n.as_i64().is_some_and(|n| n > 1_000_000_000_000_000_000) => {
-            let nanos = i128::from(n.as_i64().unwrap());
-            let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
-            *value = serde_json::to_value(at).unwrap();
-            assert!(value.is_array());
+        Value::String(text) => {
+            let Ok(at) = stored_time::parse(text) else {
+                return 0;
+            };
+            *value = match form {
+                Legacy::Nanoseconds => {
+                    Value::from(i64::try_from(at.unix_timestamp_nanos()).unwrap())
+                }
+                Legacy::Array => serde_json::to_value(at).unwrap(),
+            };
             1
         }
-        Value::Array(items) => items.iter_mut().map(times_as_arrays).sum(),
-        Value::Object(members) => members.values_mut().map(times_as_arrays).sum(),
+        Value::Array(items) => items.iter_mut().map(|item| times_as(item, form)).sum(),
+        Value::Object(members) => members
+            .values_mut()
+            .map(|member| times_as(member, form))
+            .sum(),
         _ => 0,
     }
 }

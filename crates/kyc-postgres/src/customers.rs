@@ -42,7 +42,8 @@ impl PostgresStore {
     }
 }
 
-/// The time a write records (`stamp.at`, then `stamp.nanos` for the stored state): the database's
+/// The time a write records (`stamp.at`, then `stamp.rfc3339`, its RFC 3339 form in UTC, for the
+/// stored state): the database's
 /// clock as the statement runs, or the customer's own `updated_at` (`$5`) if that is later. The
 /// transaction takes its id first (`pg_current_xact_id()`, in a sub-select kept apart by
 /// `OFFSET 0` and filtered on, so the planner neither drops it nor reads the clock before it),
@@ -50,7 +51,7 @@ impl PostgresStore {
 /// statement shows in `pg_stat_activity` as active with a transaction id: what the list's settled
 /// horizon ([`HORIZON`]) looks for.
 const STAMP: &str = "stamp AS MATERIALIZED ( \
-     SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
+     SELECT at, to_jsonb(to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) AS rfc3339 \
      FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at \
            FROM (SELECT pg_current_xact_id() AS id OFFSET 0) AS xact WHERE xact.id IS NOT NULL) AS now)";
 
@@ -60,14 +61,14 @@ const STAMP: &str = "stamp AS MATERIALIZED ( \
 const INSERT_ROW: &str = "INSERT INTO customers (external_id, email_normalized, kyc_status, aml_status, updated_at, state, next_screening_due, id, firm_id, version, created_at) \
      SELECT $1, $2, $3, $4, stamp.at, \
          CASE WHEN $26::timestamptz IS NULL \
-             THEN jsonb_set(jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)), '{created_at}', to_jsonb(stamp.nanos)) \
-             ELSE jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)) END, \
+             THEN jsonb_set(jsonb_set($6, '{updated_at}', stamp.rfc3339), '{created_at}', stamp.rfc3339) \
+             ELSE jsonb_set($6, '{updated_at}', stamp.rfc3339) END, \
          $7, $8, $9, $10, coalesce($26::timestamptz, stamp.at) \
      FROM stamp";
 
 /// The row statement of a save: the customer still at version `$10`, updated at the stamp.
 const UPDATE_ROW: &str = "UPDATE customers SET external_id = $1, email_normalized = $2, kyc_status = $3, aml_status = $4, \
-     updated_at = stamp.at, version = version + 1, state = jsonb_set($6, '{updated_at}', to_jsonb(stamp.nanos)), \
+     updated_at = stamp.at, version = version + 1, state = jsonb_set($6, '{updated_at}', stamp.rfc3339), \
      next_screening_due = $7 \
      FROM stamp WHERE id = $8 AND firm_id = $9 AND version = $10";
 
@@ -273,7 +274,7 @@ const FOUND: &str = "found AS MATERIALIZED ( \
 /// [`STAMP`] for an insert that runs only when [`FOUND`] is empty: otherwise it has no row, so
 /// nothing after it writes, and the transaction never takes an id.
 const STAMP_UNLESS_FOUND: &str = "stamp AS MATERIALIZED ( \
-     SELECT at, (extract(epoch FROM at) * 1000000000)::bigint AS nanos \
+     SELECT at, to_jsonb(to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) AS rfc3339 \
      FROM (SELECT greatest($5::timestamptz, clock_timestamp()) AS at \
            FROM (SELECT pg_current_xact_id() AS id \
                  FROM (SELECT WHERE NOT EXISTS (SELECT FROM found)) AS unmatched OFFSET 0) AS xact \

@@ -7,8 +7,12 @@ use kyc_domain::ids::{CustomerId, FirmId};
 use kyc_domain::ports::{
     DeliveryOutcome, DeliveryQueue, EventFeed, FeedEvent, FeedPosition, FinishedDelivery,
     InfrastructureError, OutboxEntry, OutboxStore, QueuedDelivery, WebhookDelivery,
-    WebhookEndpoint, WebhookEndpointId, WebhookStore,
+    WebhookEndpointId,
 };
+use kyc_store_support::engine::Dialect;
+use kyc_store_support::webhooks;
+
+use crate::engine::PgColumns;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
@@ -48,17 +52,6 @@ pub(crate) fn chain_busy(endpoint: &str, customer: &str) -> String {
     )
 }
 
-/// Clears the heads of endpoint `$1` (disabled: its messages wait).
-const CLEAR_HEADS: &str = "UPDATE webhook_messages SET head = false \
-     WHERE endpoint_id = $1 AND head AND delivered_at IS NULL AND failed_at IS NULL";
-
-/// Sets the heads of endpoint `$1` again (enabled): the oldest unfinished message of each of
-/// its chains.
-const SET_HEADS: &str = "UPDATE webhook_messages SET head = true WHERE id IN ( \
-     SELECT min(id) FROM webhook_messages WHERE endpoint_id = $1 \
-     AND delivered_at IS NULL AND failed_at IS NULL GROUP BY customer_id) \
-     AND NOT head AND delivered_at IS NULL AND failed_at IS NULL";
-
 /// Passes the heads of the chains of endpoints `$1` and customers `$2` (pairs, whose heads just
 /// finished) to each chain's oldest unfinished message, unless the endpoint is disabled or
 /// deleted. A statement of its own after the messages were updated, so that it reads the
@@ -70,268 +63,6 @@ const PASS_HEADS: &str = "UPDATE webhook_messages AS m SET head = true WHERE m.i
      FROM unnest($1::uuid[], $2::uuid[]) AS c(endpoint_id, customer_id))) \
      AND NOT m.head \
      AND EXISTS (SELECT 1 FROM webhook_endpoints AS e WHERE e.id = m.endpoint_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL)";
-
-const ENDPOINT_COLUMNS: &str = "SELECT id, firm_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at, disabled_at, created_at FROM webhook_endpoints";
-
-fn endpoint_from_row(row: &PgRow) -> Result<WebhookEndpoint, InfrastructureError> {
-    Ok(WebhookEndpoint {
-        id: WebhookEndpointId::from_uuid(row.try_get::<Uuid, _>("id").map_err(infra)?),
-        firm_id: FirmId::from_uuid(row.try_get::<Uuid, _>("firm_id").map_err(infra)?),
-        url: row.try_get("url").map_err(infra)?,
-        description: row.try_get("description").map_err(infra)?,
-        event_types: row.try_get("event_types").map_err(infra)?,
-        secret: row.try_get("secret").map_err(infra)?,
-        previous_secret: row.try_get("previous_secret").map_err(infra)?,
-        previous_secret_expires_at: row.try_get("previous_secret_expires_at").map_err(infra)?,
-        disabled_at: row.try_get("disabled_at").map_err(infra)?,
-        created_at: row.try_get("created_at").map_err(infra)?,
-    })
-}
-
-fn delivery_from_row(row: &PgRow) -> Result<WebhookDelivery, InfrastructureError> {
-    let attempt: i32 = row.try_get("attempt").map_err(infra)?;
-    let status: Option<i32> = row.try_get("response_status").map_err(infra)?;
-    let duration: i64 = row.try_get("duration_ms").map_err(infra)?;
-    Ok(WebhookDelivery {
-        endpoint_id: WebhookEndpointId::from_uuid(
-            row.try_get::<Uuid, _>("endpoint_id").map_err(infra)?,
-        ),
-        firm_id: FirmId::from_uuid(row.try_get::<Uuid, _>("firm_id").map_err(infra)?),
-        message_id: row.try_get("message_id").map_err(infra)?,
-        event_type: row.try_get("event_type").map_err(infra)?,
-        attempt: u32::try_from(attempt).map_err(InfrastructureError::internal)?,
-        attempted_at: row.try_get("attempted_at").map_err(infra)?,
-        response_status: status
-            .map(u16::try_from)
-            .transpose()
-            .map_err(InfrastructureError::internal)?,
-        error: row.try_get("error").map_err(infra)?,
-        duration_ms: u64::try_from(duration).map_err(InfrastructureError::internal)?,
-    })
-}
-
-/// The insert of one attempt into the delivery log.
-fn insert_delivery(
-    delivery: &WebhookDelivery,
-) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (firm_id, endpoint_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(delivery.firm_id.as_uuid())
-    .bind(delivery.endpoint_id.as_uuid())
-    .bind(&delivery.message_id)
-    .bind(&delivery.event_type)
-    .bind(i32::try_from(delivery.attempt).unwrap_or(i32::MAX))
-    .bind(at_micros(delivery.attempted_at))
-    .bind(delivery.response_status.map(i32::from))
-    .bind(delivery.error.as_deref())
-    .bind(i64::try_from(delivery.duration_ms).unwrap_or(i64::MAX))
-}
-
-#[async_trait]
-impl WebhookStore for PostgresStore {
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
-    async fn create_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), InfrastructureError> {
-        sqlx::query(
-            "INSERT INTO webhook_endpoints (id, firm_id, url, description, event_types, secret, disabled_at, created_at, previous_secret, previous_secret_expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(endpoint.id.as_uuid())
-        .bind(endpoint.firm_id.as_uuid())
-        .bind(&endpoint.url)
-        .bind(endpoint.description.as_deref())
-        .bind(&endpoint.event_types)
-        .bind(&endpoint.secret)
-        .bind(endpoint.disabled_at.map(at_micros))
-        .bind(at_micros(endpoint.created_at))
-        .bind(endpoint.previous_secret.as_deref())
-        .bind(endpoint.previous_secret_expires_at.map(at_micros))
-        .execute(&self.pool)
-        .await
-        .map_err(infra)?;
-        Ok(())
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn list_endpoints(
-        &self,
-        firm: FirmId,
-    ) -> Result<Vec<WebhookEndpoint>, InfrastructureError> {
-        sqlx::query(&format!(
-            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
-        ))
-        .bind(firm.as_uuid())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(infra)?
-        .iter()
-        .map(endpoint_from_row)
-        .collect()
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn get_endpoint(
-        &self,
-        firm: FirmId,
-        id: WebhookEndpointId,
-    ) -> Result<Option<WebhookEndpoint>, InfrastructureError> {
-        sqlx::query(&format!(
-            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL"
-        ))
-        .bind(firm.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(endpoint_from_row)
-        .transpose()
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn disable_endpoint(
-        &self,
-        firm: FirmId,
-        id: WebhookEndpointId,
-        at: OffsetDateTime,
-    ) -> Result<bool, InfrastructureError> {
-        let mut tx = self.pool.begin().await.map_err(infra)?;
-        let done = sqlx::query(
-            "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL AND deleted_at IS NULL",
-        )
-        .bind(at_micros(at))
-        .bind(firm.as_uuid())
-        .bind(id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(CLEAR_HEADS)
-            .bind(id.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(infra)?;
-        tx.commit().await.map_err(infra)?;
-        Ok(true)
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
-    async fn update_endpoint(
-        &self,
-        endpoint: &WebhookEndpoint,
-    ) -> Result<bool, InfrastructureError> {
-        let mut tx = self.pool.begin().await.map_err(infra)?;
-        let was_disabled: Option<Option<OffsetDateTime>> = sqlx::query_scalar(
-            "SELECT disabled_at FROM webhook_endpoints WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
-        )
-        .bind(endpoint.firm_id.as_uuid())
-        .bind(endpoint.id.as_uuid())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(infra)?;
-        let Some(was_disabled) = was_disabled else {
-            return Ok(false);
-        };
-        let done = sqlx::query(
-            "UPDATE webhook_endpoints SET url = $3, description = $4, event_types = $5, secret = $6, \
-             previous_secret = $7, previous_secret_expires_at = $8, disabled_at = $9 \
-             WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL",
-        )
-        .bind(endpoint.firm_id.as_uuid())
-        .bind(endpoint.id.as_uuid())
-        .bind(&endpoint.url)
-        .bind(endpoint.description.as_deref())
-        .bind(&endpoint.event_types)
-        .bind(&endpoint.secret)
-        .bind(endpoint.previous_secret.as_deref())
-        .bind(endpoint.previous_secret_expires_at.map(at_micros))
-        .bind(endpoint.disabled_at.map(at_micros))
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?;
-        let heads = match (was_disabled.is_some(), endpoint.disabled_at.is_some()) {
-            (true, false) => Some(SET_HEADS),
-            (false, true) => Some(CLEAR_HEADS),
-            _ => None,
-        };
-        if let Some(statement) = heads {
-            sqlx::query(statement)
-                .bind(endpoint.id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(infra)?;
-        }
-        tx.commit().await.map_err(infra)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn delete_endpoint(
-        &self,
-        firm: FirmId,
-        id: WebhookEndpointId,
-        at: OffsetDateTime,
-    ) -> Result<bool, InfrastructureError> {
-        let mut tx = self.pool.begin().await.map_err(infra)?;
-        let done = sqlx::query(
-            "UPDATE webhook_endpoints SET deleted_at = $1 WHERE firm_id = $2 AND id = $3 AND deleted_at IS NULL",
-        )
-        .bind(at_micros(at))
-        .bind(firm.as_uuid())
-        .bind(id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE webhook_messages SET failed_at = $1, locked_until = NULL \
-             WHERE endpoint_id = $2 AND delivered_at IS NULL AND failed_at IS NULL",
-        )
-        .bind(at_micros(at))
-        .bind(id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?;
-        tx.commit().await.map_err(infra)?;
-        Ok(true)
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %delivery.firm_id))]
-    async fn record_delivery(&self, delivery: &WebhookDelivery) -> Result<(), InfrastructureError> {
-        insert_delivery(delivery)
-            .execute(&self.pool)
-            .await
-            .map_err(infra)?;
-        Ok(())
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn list_deliveries(
-        &self,
-        firm: FirmId,
-        endpoint: WebhookEndpointId,
-        limit: u32,
-    ) -> Result<Vec<WebhookDelivery>, InfrastructureError> {
-        sqlx::query(
-            "SELECT endpoint_id, firm_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms \
-             FROM webhook_deliveries WHERE firm_id = $1 AND endpoint_id = $2 ORDER BY id DESC LIMIT $3",
-        )
-        .bind(firm.as_uuid())
-        .bind(endpoint.as_uuid())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(infra)?
-        .iter()
-        .map(delivery_from_row)
-        .collect()
-    }
-}
 
 #[async_trait]
 impl OutboxStore for PostgresStore {
@@ -563,7 +294,7 @@ impl DeliveryQueue for PostgresStore {
                 let attempts: i32 = row.try_get("attempts").map_err(infra)?;
                 Ok(QueuedDelivery {
                     id: row.try_get("message_id").map_err(infra)?,
-                    endpoint: endpoint_from_row(row)?,
+                    endpoint: webhooks::endpoint_from_row(&PgColumns(row))?,
                     event: event_from_row(row)?,
                     attempts: u32::try_from(attempts).map_err(InfrastructureError::internal)?,
                 })
@@ -693,7 +424,7 @@ impl DeliveryQueue for PostgresStore {
             .await
             .map_err(infra)?;
             if disabled.rows_affected() == 1 {
-                sqlx::query(CLEAR_HEADS)
+                sqlx::query(webhooks::clear_heads(Dialect::Postgres))
                     .bind(attempt.endpoint_id.as_uuid())
                     .execute(&mut *tx)
                     .await

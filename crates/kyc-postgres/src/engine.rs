@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::{PostgresStore, at_micros};
 
-/// A row read through the engine.
-pub struct PgColumns(pub(crate) PgRow);
+/// A row read through the engine (owned, or borrowed from a statement the adapter ran itself).
+pub struct PgColumns<R = PgRow>(pub(crate) R);
 
 fn bind<'q>(
     query: Query<'q, Postgres, PgArguments>,
@@ -31,6 +31,7 @@ fn bind<'q>(
         Arg::Int(value) => query.bind(*value),
         Arg::Int4(value) => query.bind(*value),
         Arg::OptInt(value) => query.bind(*value),
+        Arg::OptInt4(value) => query.bind(*value),
         Arg::Bool(value) => query.bind(*value),
         Arg::Time(at) => query.bind(at_micros(*at)),
         Arg::OptTime(at) => query.bind(at.map(at_micros)),
@@ -40,7 +41,7 @@ fn bind<'q>(
     }
 }
 
-fn prepare<'q>(statement: &'q Statement<'q>) -> Query<'q, Postgres, PgArguments> {
+pub(crate) fn prepare<'q>(statement: &'q Statement<'q>) -> Query<'q, Postgres, PgArguments> {
     statement
         .args
         .iter()
@@ -69,54 +70,54 @@ fn integer(row: &PgRow, name: &str) -> Result<Option<i64>, InfrastructureError> 
     }
 }
 
-impl Columns for PgColumns {
+impl<R: std::borrow::Borrow<PgRow> + Send + Sync> Columns for PgColumns<R> {
     fn id(&self, name: &str) -> Result<Uuid, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn text(&self, name: &str) -> Result<String, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn opt_text(&self, name: &str) -> Result<Option<String>, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn int(&self, name: &str) -> Result<i64, InfrastructureError> {
-        integer(&self.0, name)?
+        integer(self.0.borrow(), name)?
             .ok_or_else(|| InfrastructureError::internal(format!("{name} is null")))
     }
 
     fn opt_int(&self, name: &str) -> Result<Option<i64>, InfrastructureError> {
-        integer(&self.0, name)
+        integer(self.0.borrow(), name)
     }
 
     fn flag(&self, name: &str) -> Result<bool, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn time(&self, name: &str) -> Result<OffsetDateTime, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn opt_time(&self, name: &str) -> Result<Option<OffsetDateTime>, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn bytes(&self, name: &str) -> Result<Vec<u8>, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn text_list(&self, name: &str) -> Result<Vec<String>, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn json<T: DeserializeOwned>(&self, name: &str) -> Result<T, InfrastructureError> {
-        column::<Json<T>>(&self.0, name).map(|Json(value)| value)
+        column::<Json<T>>(self.0.borrow(), name).map(|Json(value)| value)
     }
 
     fn opt_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, InfrastructureError> {
-        column::<Option<Json<T>>>(&self.0, name).map(|value| value.map(|Json(value)| value))
+        column::<Option<Json<T>>>(self.0.borrow(), name).map(|value| value.map(|Json(value)| value))
     }
 }
 

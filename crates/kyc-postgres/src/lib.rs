@@ -44,10 +44,12 @@ pub async fn connect(url: &str) -> Result<PgPool, InfrastructureError> {
         .map_err(InfrastructureError::unavailable)
 }
 
-/// Applies the embedded migrations that have not run yet.
+/// Applies the embedded migrations that have not run yet, then the data moves that have not
+/// ([`kyc_store_support::times`]).
 ///
 /// # Errors
-/// [`InfrastructureError::Internal`] when a migration fails or an applied one was changed.
+/// [`InfrastructureError::Internal`] when a migration fails or an applied one was changed;
+/// [`InfrastructureError::Unavailable`] when the database fails during a data move.
 pub async fn migrate(pool: &PgPool) -> Result<(), InfrastructureError> {
     // Versions 1..=999 belong to this crate; the ledger uses 1001 and up in the same
     // `_sqlx_migrations` table, so its rows must not count as unknown migrations.
@@ -56,7 +58,14 @@ pub async fn migrate(pool: &PgPool) -> Result<(), InfrastructureError> {
     migrator
         .run(pool)
         .await
-        .map_err(InfrastructureError::internal)
+        .map_err(InfrastructureError::internal)?;
+    // Stored times written before RFC 3339, rewritten once (readers accept both meanwhile).
+    kyc_store_support::times::upgrade_stored_times(&PostgresStore::with_state_cache(
+        pool.clone(),
+        0,
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Every storage port on one Postgres pool. Cheap to clone.
@@ -121,3 +130,4 @@ kyc_store_support::user_store!(PostgresStore);
 kyc_store_support::session_store!(PostgresStore);
 kyc_store_support::idempotency_store!(PostgresStore);
 kyc_store_support::audit_log!(PostgresStore);
+kyc_store_support::webhook_store!(PostgresStore);

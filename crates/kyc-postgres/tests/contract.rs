@@ -440,3 +440,14 @@ async fn wait_for(pool: &PgPool, condition: &str, never: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test]
+async fn stored_times_are_rfc_3339_and_legacy_rows_are_rewritten() {
+    with_database(|pool| async move {
+        let stores = Stores::from_adapter(PostgresStore::new(pool.clone()));
+        let rows = PostgresStore::with_state_cache(pool, 0);
+        kyc_store_contract::stored_times_are_rfc_3339_and_legacy_rows_are_rewritten(stores, &rows)
+            .await;
+    })
+    .await;
+}

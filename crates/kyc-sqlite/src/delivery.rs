@@ -8,14 +8,17 @@ use kyc_domain::ids::{CustomerId, FirmId};
 use kyc_domain::ports::{
     DeliveryOutcome, DeliveryQueue, EventFeed, FeedEvent, FeedPosition, FinishedDelivery,
     InfrastructureError, OutboxEntry, OutboxStore, QueuedDelivery, WebhookDelivery,
-    WebhookEndpoint, WebhookEndpointId, WebhookStore,
+    WebhookEndpointId,
 };
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Row, Sqlite};
+use kyc_store_support::engine::Dialect;
+use kyc_store_support::webhooks;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{SqliteStore, from_json, from_micros, from_micros_opt, infra, micros, to_json, uuid};
+use crate::engine::{SqliteColumns, prepare};
+use crate::{SqliteStore, from_json, from_micros, infra, micros, to_json, uuid};
 
 /// Leases (until `$1`) up to `$3` entries due at `$2`, oldest first, walking
 /// `outbox_pending_idx`: the undelivered entries only, so a lease never reads the delivered
@@ -24,272 +27,6 @@ pub(crate) const CLAIM: &str = "UPDATE outbox SET locked_until = $1 WHERE id IN 
      SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
      AND (locked_until IS NULL OR locked_until <= $2) ORDER BY id LIMIT $3) \
      RETURNING id, message, created_at, attempts";
-
-const ENDPOINT_COLUMNS: &str = "SELECT id, firm_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at, disabled_at, created_at FROM webhook_endpoints";
-
-fn endpoint_from_row(row: &SqliteRow) -> Result<WebhookEndpoint, InfrastructureError> {
-    Ok(WebhookEndpoint {
-        id: WebhookEndpointId::from_uuid(uuid(&row.try_get::<String, _>("id").map_err(infra)?)?),
-        firm_id: FirmId::from_uuid(uuid(&row.try_get::<String, _>("firm_id").map_err(infra)?)?),
-        url: row.try_get("url").map_err(infra)?,
-        description: row.try_get("description").map_err(infra)?,
-        event_types: from_json(&row.try_get::<String, _>("event_types").map_err(infra)?)?,
-        secret: row.try_get("secret").map_err(infra)?,
-        previous_secret: row.try_get("previous_secret").map_err(infra)?,
-        previous_secret_expires_at: from_micros_opt(
-            row.try_get("previous_secret_expires_at").map_err(infra)?,
-        )?,
-        disabled_at: from_micros_opt(row.try_get("disabled_at").map_err(infra)?)?,
-        created_at: from_micros(row.try_get("created_at").map_err(infra)?)?,
-    })
-}
-
-fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery, InfrastructureError> {
-    let attempt: i64 = row.try_get("attempt").map_err(infra)?;
-    let status: Option<i64> = row.try_get("response_status").map_err(infra)?;
-    let duration: i64 = row.try_get("duration_ms").map_err(infra)?;
-    Ok(WebhookDelivery {
-        endpoint_id: WebhookEndpointId::from_uuid(uuid(
-            &row.try_get::<String, _>("endpoint_id").map_err(infra)?,
-        )?),
-        firm_id: FirmId::from_uuid(uuid(&row.try_get::<String, _>("firm_id").map_err(infra)?)?),
-        message_id: row.try_get("message_id").map_err(infra)?,
-        event_type: row.try_get("event_type").map_err(infra)?,
-        attempt: u32::try_from(attempt).map_err(InfrastructureError::internal)?,
-        attempted_at: from_micros(row.try_get("attempted_at").map_err(infra)?)?,
-        response_status: status
-            .map(u16::try_from)
-            .transpose()
-            .map_err(InfrastructureError::internal)?,
-        error: row.try_get("error").map_err(infra)?,
-        duration_ms: u64::try_from(duration).map_err(InfrastructureError::internal)?,
-    })
-}
-
-/// The insert of one attempt into the delivery log.
-fn insert_delivery(
-    delivery: &WebhookDelivery,
-) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (firm_id, endpoint_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(delivery.firm_id.to_string())
-    .bind(delivery.endpoint_id.to_string())
-    .bind(&delivery.message_id)
-    .bind(&delivery.event_type)
-    .bind(i64::from(delivery.attempt))
-    .bind(micros(delivery.attempted_at))
-    .bind(delivery.response_status.map(i64::from))
-    .bind(delivery.error.as_deref())
-    .bind(i64::try_from(delivery.duration_ms).unwrap_or(i64::MAX))
-}
-
-#[async_trait]
-impl WebhookStore for SqliteStore {
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
-    async fn create_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), InfrastructureError> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO webhook_endpoints (id, firm_id, url, description, event_types, secret, disabled_at, created_at, previous_secret, previous_secret_expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(endpoint.id.to_string())
-        .bind(endpoint.firm_id.to_string())
-        .bind(&endpoint.url)
-        .bind(endpoint.description.as_deref())
-        .bind(to_json(&endpoint.event_types)?)
-        .bind(&endpoint.secret)
-        .bind(endpoint.disabled_at.map(micros))
-        .bind(micros(endpoint.created_at))
-        .bind(endpoint.previous_secret.as_deref())
-        .bind(endpoint.previous_secret_expires_at.map(micros))
-        .execute(&self.pool)
-        .await
-        .map_err(infra)?;
-        Ok(())
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn list_endpoints(
-        &self,
-        firm: FirmId,
-    ) -> Result<Vec<WebhookEndpoint>, InfrastructureError> {
-        sqlx::query(&format!(
-            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
-        ))
-        .bind(firm.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(infra)?
-        .iter()
-        .map(endpoint_from_row)
-        .collect()
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn get_endpoint(
-        &self,
-        firm: FirmId,
-        id: WebhookEndpointId,
-    ) -> Result<Option<WebhookEndpoint>, InfrastructureError> {
-        sqlx::query(&format!(
-            "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL"
-        ))
-        .bind(firm.to_string())
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(endpoint_from_row)
-        .transpose()
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn disable_endpoint(
-        &self,
-        firm: FirmId,
-        id: WebhookEndpointId,
-        at: OffsetDateTime,
-    ) -> Result<bool, InfrastructureError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE webhook_endpoints SET disabled_at = $1 WHERE firm_id = $2 AND id = $3 AND disabled_at IS NULL AND deleted_at IS NULL",
-        )
-        .bind(micros(at))
-        .bind(firm.to_string())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(CLEAR_HEADS)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(infra)?;
-        tx.commit().await.map_err(infra)?;
-        Ok(true)
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %endpoint.firm_id))]
-    async fn update_endpoint(
-        &self,
-        endpoint: &WebhookEndpoint,
-    ) -> Result<bool, InfrastructureError> {
-        let mut tx = self.begin_write().await?;
-        let was_disabled: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT disabled_at FROM webhook_endpoints WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL",
-        )
-        .bind(endpoint.firm_id.to_string())
-        .bind(endpoint.id.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(infra)?;
-        let Some(was_disabled) = was_disabled else {
-            return Ok(false);
-        };
-        let done = sqlx::query(
-            "UPDATE webhook_endpoints SET url = $3, description = $4, event_types = $5, secret = $6, \
-             previous_secret = $7, previous_secret_expires_at = $8, disabled_at = $9 \
-             WHERE firm_id = $1 AND id = $2 AND deleted_at IS NULL",
-        )
-        .bind(endpoint.firm_id.to_string())
-        .bind(endpoint.id.to_string())
-        .bind(&endpoint.url)
-        .bind(endpoint.description.as_deref())
-        .bind(to_json(&endpoint.event_types)?)
-        .bind(&endpoint.secret)
-        .bind(endpoint.previous_secret.as_deref())
-        .bind(endpoint.previous_secret_expires_at.map(micros))
-        .bind(endpoint.disabled_at.map(micros))
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?;
-        let heads = match (was_disabled.is_some(), endpoint.disabled_at.is_some()) {
-            (true, false) => Some(SET_HEADS),
-            (false, true) => Some(CLEAR_HEADS),
-            _ => None,
-        };
-        if let Some(statement) = heads {
-            sqlx::query(statement)
-                .bind(endpoint.id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(infra)?;
-        }
-        tx.commit().await.map_err(infra)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn delete_endpoint(
-        &self,
-        firm: FirmId,
-        id: WebhookEndpointId,
-        at: OffsetDateTime,
-    ) -> Result<bool, InfrastructureError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE webhook_endpoints SET deleted_at = $1 WHERE firm_id = $2 AND id = $3 AND deleted_at IS NULL",
-        )
-        .bind(micros(at))
-        .bind(firm.to_string())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE webhook_messages SET failed_at = $1, locked_until = NULL \
-             WHERE endpoint_id = $2 AND delivered_at IS NULL AND failed_at IS NULL",
-        )
-        .bind(micros(at))
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?;
-        tx.commit().await.map_err(infra)?;
-        Ok(true)
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %delivery.firm_id))]
-    async fn record_delivery(&self, delivery: &WebhookDelivery) -> Result<(), InfrastructureError> {
-        let _turn = self.write_turn().await;
-        insert_delivery(delivery)
-            .execute(&self.pool)
-            .await
-            .map_err(infra)?;
-        Ok(())
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn list_deliveries(
-        &self,
-        firm: FirmId,
-        endpoint: WebhookEndpointId,
-        limit: u32,
-    ) -> Result<Vec<WebhookDelivery>, InfrastructureError> {
-        sqlx::query(
-            "SELECT endpoint_id, firm_id, message_id, event_type, attempt, attempted_at, response_status, error, duration_ms \
-             FROM webhook_deliveries WHERE firm_id = $1 AND endpoint_id = $2 ORDER BY id DESC LIMIT $3",
-        )
-        .bind(firm.to_string())
-        .bind(endpoint.to_string())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(infra)?
-        .iter()
-        .map(delivery_from_row)
-        .collect()
-    }
-}
 
 #[async_trait]
 impl OutboxStore for SqliteStore {
@@ -482,16 +219,6 @@ const CLAIM_DELIVERIES: &str = "WITH due AS ( \
      UPDATE webhook_messages SET locked_until = $2 WHERE id IN (SELECT id FROM picked) \
      RETURNING id";
 
-/// Clears the heads of endpoint `$1` (disabled: its messages wait).
-const CLEAR_HEADS: &str = "UPDATE webhook_messages SET head = 0 \
-     WHERE endpoint_id = $1 AND head = 1 AND delivered_at IS NULL AND failed_at IS NULL";
-
-/// Sets the heads of endpoint `$1` again (enabled): the oldest unfinished message of each of
-/// its chains.
-const SET_HEADS: &str = "UPDATE webhook_messages SET head = 1 WHERE id IN ( \
-     SELECT min(id) FROM webhook_messages WHERE endpoint_id = $1 \
-     AND delivered_at IS NULL AND failed_at IS NULL GROUP BY customer_id) AND head = 0";
-
 /// Passes the head of the chain of message `$1` (just finished, on endpoint `$2`) to the
 /// chain's oldest unfinished message, unless the endpoint is disabled or deleted.
 const PASS_HEAD: &str = "UPDATE webhook_messages SET head = 1 WHERE id = ( \
@@ -518,10 +245,8 @@ async fn finish_in(
     attempt: &WebhookDelivery,
     outcome: DeliveryOutcome,
 ) -> Result<(), InfrastructureError> {
-    insert_delivery(attempt)
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?;
+    let log = webhooks::insert_delivery(attempt);
+    prepare(&log).execute(&mut *tx).await.map_err(infra)?;
     let at = micros(attempt.attempted_at);
     // Gone leaves the message due at once: it waits only for its endpoint to be enabled.
     let (delivered, retry, failed) = match outcome {
@@ -562,7 +287,7 @@ async fn finish_in(
             .await
             .map_err(infra)?;
             if disabled.rows_affected() == 1 {
-                sqlx::query(CLEAR_HEADS)
+                sqlx::query(webhooks::clear_heads(Dialect::Sqlite))
                     .bind(attempt.endpoint_id.to_string())
                     .execute(&mut *tx)
                     .await
@@ -609,7 +334,7 @@ impl DeliveryQueue for SqliteStore {
                 let attempts: i64 = row.try_get("attempts").map_err(infra)?;
                 Ok(QueuedDelivery {
                     id: row.try_get("message_id").map_err(infra)?,
-                    endpoint: endpoint_from_row(row)?,
+                    endpoint: webhooks::endpoint_from_row(&SqliteColumns(row))?,
                     event: event_from_row(row)?,
                     attempts: u32::try_from(attempts).map_err(InfrastructureError::internal)?,
                 })

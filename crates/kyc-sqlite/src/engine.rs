@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::{SqliteStore, WriteTx, from_json, from_micros, micros, uuid};
 
-/// A row read through the engine.
-pub struct SqliteColumns(pub(crate) SqliteRow);
+/// A row read through the engine (owned, or borrowed from a statement the adapter ran itself).
+pub struct SqliteColumns<R = SqliteRow>(pub(crate) R);
 
 fn bind<'q>(
     query: Query<'q, Sqlite, SqliteArguments<'q>>,
@@ -30,6 +30,7 @@ fn bind<'q>(
         Arg::Int(value) => query.bind(*value),
         Arg::Int4(value) => query.bind(*value),
         Arg::OptInt(value) => query.bind(*value),
+        Arg::OptInt4(value) => query.bind(*value),
         Arg::Bool(value) => query.bind(*value),
         Arg::Time(at) => query.bind(micros(*at)),
         Arg::OptTime(at) => query.bind(at.map(micros)),
@@ -39,7 +40,7 @@ fn bind<'q>(
     }
 }
 
-fn prepare<'q>(statement: &'q Statement<'q>) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+pub(crate) fn prepare<'q>(statement: &'q Statement<'q>) -> Query<'q, Sqlite, SqliteArguments<'q>> {
     statement
         .args
         .iter()
@@ -53,55 +54,55 @@ where
     row.try_get(column).map_err(infra)
 }
 
-impl Columns for SqliteColumns {
+impl<R: std::borrow::Borrow<SqliteRow> + Send + Sync> Columns for SqliteColumns<R> {
     fn id(&self, name: &str) -> Result<Uuid, InfrastructureError> {
-        uuid(column(&self.0, name)?)
+        uuid(column(self.0.borrow(), name)?)
     }
 
     fn text(&self, name: &str) -> Result<String, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn opt_text(&self, name: &str) -> Result<Option<String>, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn int(&self, name: &str) -> Result<i64, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn opt_int(&self, name: &str) -> Result<Option<i64>, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn flag(&self, name: &str) -> Result<bool, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn time(&self, name: &str) -> Result<OffsetDateTime, InfrastructureError> {
-        from_micros(column(&self.0, name)?)
+        from_micros(column(self.0.borrow(), name)?)
     }
 
     fn opt_time(&self, name: &str) -> Result<Option<OffsetDateTime>, InfrastructureError> {
-        column::<Option<i64>>(&self.0, name)?
+        column::<Option<i64>>(self.0.borrow(), name)?
             .map(from_micros)
             .transpose()
     }
 
     fn bytes(&self, name: &str) -> Result<Vec<u8>, InfrastructureError> {
-        column(&self.0, name)
+        column(self.0.borrow(), name)
     }
 
     fn text_list(&self, name: &str) -> Result<Vec<String>, InfrastructureError> {
-        from_json(column(&self.0, name)?)
+        from_json(column(self.0.borrow(), name)?)
     }
 
     fn json<T: DeserializeOwned>(&self, name: &str) -> Result<T, InfrastructureError> {
-        from_json(column(&self.0, name)?)
+        from_json(column(self.0.borrow(), name)?)
     }
 
     fn opt_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, InfrastructureError> {
-        column::<Option<&str>>(&self.0, name)?
+        column::<Option<&str>>(self.0.borrow(), name)?
             .map(from_json)
             .transpose()
     }

@@ -58,10 +58,12 @@ pub async fn connect(url: &str) -> Result<SqlitePool, InfrastructureError> {
         .map_err(InfrastructureError::unavailable)
 }
 
-/// Applies the embedded migrations that have not run yet.
+/// Applies the embedded migrations that have not run yet, then the data moves that have not
+/// ([`kyc_store_support::times`]).
 ///
 /// # Errors
-/// [`InfrastructureError::Internal`] when a migration fails or an applied one was changed.
+/// [`InfrastructureError::Internal`] when a migration fails or an applied one was changed;
+/// [`InfrastructureError::Unavailable`] when the database fails during a data move.
 pub async fn migrate(pool: &SqlitePool) -> Result<(), InfrastructureError> {
     // Versions 1..=999 belong to this crate; the ledger uses 1001 and up in the same
     // `_sqlx_migrations` table, so its rows must not count as unknown migrations.
@@ -70,7 +72,11 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), InfrastructureError> {
     migrator
         .run(pool)
         .await
-        .map_err(InfrastructureError::internal)
+        .map_err(InfrastructureError::internal)?;
+    // Stored times written before RFC 3339, rewritten once (readers accept both meanwhile).
+    kyc_store_support::times::upgrade_stored_times(&SqliteStore::with_state_cache(pool.clone(), 0))
+        .await?;
+    Ok(())
 }
 
 /// Every storage port on one SQLite pool. Cheap to clone.
@@ -186,13 +192,6 @@ pub(crate) fn from_micros(value: i64) -> Result<OffsetDateTime, InfrastructureEr
         .map_err(InfrastructureError::internal)
 }
 
-/// A stored optional time read back.
-pub(crate) fn from_micros_opt(
-    value: Option<i64>,
-) -> Result<Option<OffsetDateTime>, InfrastructureError> {
-    value.map(from_micros).transpose()
-}
-
 /// A stored UUID read back.
 pub(crate) fn uuid(text: &str) -> Result<Uuid, InfrastructureError> {
     Uuid::parse_str(text).map_err(InfrastructureError::internal)
@@ -220,3 +219,4 @@ kyc_store_support::user_store!(SqliteStore);
 kyc_store_support::session_store!(SqliteStore);
 kyc_store_support::idempotency_store!(SqliteStore);
 kyc_store_support::audit_log!(SqliteStore);
+kyc_store_support::webhook_store!(SqliteStore);

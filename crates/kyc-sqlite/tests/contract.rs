@@ -294,3 +294,25 @@ async fn marking_a_pass_delivered_in_one_statement_marks_only_those_entries() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_times_are_rfc_3339_and_legacy_rows_are_rewritten() {
+    let (store, path) = fresh().await;
+    let rows = SqliteStore::with_state_cache(store.pool().clone(), 0);
+    let pool = store.pool().clone();
+    let outcome = tokio::spawn(async move {
+        kyc_store_contract::stored_times_are_rfc_3339_and_legacy_rows_are_rewritten(
+            Stores::from_adapter(store),
+            &rows,
+        )
+        .await;
+    })
+    .await;
+    pool.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    if let Err(failure) = outcome {
+        std::panic::resume_unwind(failure.into_panic());
+    }
+}

@@ -14,6 +14,7 @@
 //! | [`idempotency`] | claim semantics under concurrency, replay, release, expiry and purge |
 //! | [`access`] | users (listed, their role and disabled time changed, within their firm only), sessions, API keys, webhook endpoints and deliveries, the outbox |
 //! | [`workers`] | the link look-up, the re-screening walk, stuck attempts leased to one worker at a time, outbox rows due at their move's time |
+//! | [`formats`] | times in stored states and audit changes are RFC 3339; legacy rows read the same and are rewritten once (called with the adapter's engine) |
 //! | [`delivery`] | the event feed (order, paging, the customer as saved, concurrent writers), the delivery queue (chains, per-endpoint leases, outcomes, replays), endpoint updates and deletes |
 
 pub mod access;
@@ -21,6 +22,7 @@ pub mod audit;
 pub mod cache;
 pub mod customers;
 pub mod delivery;
+pub mod formats;
 pub mod idempotency;
 pub mod pagination;
 pub mod tenancy;
@@ -46,6 +48,7 @@ pub use audit::*;
 pub use cache::*;
 pub use customers::*;
 pub use delivery::*;
+pub use formats::*;
 pub use idempotency::*;
 pub use pagination::*;
 pub use tenancy::*;

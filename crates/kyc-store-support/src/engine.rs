@@ -41,6 +41,8 @@ pub enum Arg<'a> {
     Int4(i32),
     /// An optional integer.
     OptInt(Option<i64>),
+    /// An optional small integer (`int4` on PostgreSQL).
+    OptInt4(Option<i32>),
     /// A flag.
     Bool(bool),
     /// A time (`timestamptz`, truncated to its microseconds; SQLite: integer microseconds).

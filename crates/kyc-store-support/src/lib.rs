@@ -4,10 +4,12 @@
 //!
 //! - [`engine`]: the small dialect trait a backend implements (binding arguments, reading
 //!   columns, taking its write turn, naming its constraints), and the statements built on it;
-//! - [`accounts`], [`idempotency`], [`audit`]: those ports whole, as generic functions over an
+//! - [`accounts`], [`idempotency`], [`audit`], [`webhooks`]: those ports whole (and, for
+//!   [`customers`], its reads), as generic functions over an
 //!   [`engine::Engine`] and macros that implement the port for an adapter;
 //! - [`rules`]: what the customer store's two write paths share (the stored form of a state, row
 //!   decoding through the cache, error mapping, the time of a move);
+//! - [`times`]: the one-time move of stored times to RFC 3339;
 //! - [`turn`]: the writer's turn of a SQLite file, shared by the store and the ledger;
 //! - the decoded-state cache of the read path ([`StateCache`]), below.
 //!
@@ -41,7 +43,9 @@ pub mod customers;
 pub mod engine;
 pub mod idempotency;
 pub mod rules;
+pub mod times;
 pub mod turn;
+pub mod webhooks;
 
 /// What the port macros expand to, so an adapter needs nothing else in scope.
 #[doc(hidden)]
