@@ -11,13 +11,12 @@ use kyc_domain::events::{DomainEvent, NotificationType, OutboxMessage};
 use kyc_domain::ids::{ApplicantId, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
     AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, InsertOrMatch, LinkLocation,
-    ListOrder, ListQuery, RECOVERY_LEASE, SaveError, Saved, UpsertCandidates,
-    insert_unless_matched_in_two_steps,
+    ListOrder, ListQuery, SaveError, Saved, UpsertCandidates, insert_unless_matched_in_two_steps,
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
 use sqlx::{Postgres, QueryBuilder, Row};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::{PostgresStore, at_micros, fit, infra, state_json};
@@ -801,40 +800,10 @@ impl CustomerStore for PostgresStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn stuck_attempts(
         &self,
-        claimed_before: OffsetDateTime,
+        now: OffsetDateTime,
+        older_than: Duration,
         limit: u32,
     ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
-        let claimed_before = at_micros(claimed_before);
-        // One statement is one short transaction: the rows are chosen and locked (skipping those
-        // another worker is leasing right now) and their lease written before anyone else can
-        // choose them. A row whose lease a concurrent worker committed meanwhile is re-checked
-        // against the lease condition after the lock and dropped.
-        let mut rows: Vec<(Uuid, Uuid, OffsetDateTime)> = sqlx::query_as(
-            "WITH chosen AS ( \
-                 SELECT customer_id, number FROM verification_attempts \
-                 WHERE phase = 'starting' AND claimed_at < $1 \
-                 AND (recovery_lease_until IS NULL OR recovery_lease_until <= $1) \
-                 ORDER BY claimed_at LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED) \
-             UPDATE verification_attempts AS attempt SET recovery_lease_until = $3 \
-             FROM chosen WHERE attempt.customer_id = chosen.customer_id AND attempt.number = chosen.number \
-             RETURNING attempt.firm_id, attempt.customer_id, attempt.claimed_at",
-        )
-        .bind(claimed_before)
-        .bind(i64::from(limit))
-        .bind(claimed_before + RECOVERY_LEASE)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(infra)?;
-        // RETURNING follows no order; the port promises the oldest claim first.
-        rows.sort_by_key(|(_, customer, claimed_at)| (*claimed_at, *customer));
-        Ok(rows
-            .into_iter()
-            .map(|(firm, customer, _)| location((firm, customer)))
-            .collect())
+        customers::stuck_attempts(self, now, older_than, limit).await
     }
-}
-
-fn location((firm, customer): (Uuid, Uuid)) -> AttemptLocation {
-    rules::location(firm, customer)
 }

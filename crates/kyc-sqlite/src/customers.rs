@@ -8,12 +8,12 @@ use kyc_domain::events::{DomainEvent, NotificationType, OutboxMessage};
 use kyc_domain::ids::{ApplicantId, CustomerId, ExternalUserId, FirmId};
 use kyc_domain::ports::{
     AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, InsertOrMatch, LinkLocation,
-    ListOrder, ListQuery, RECOVERY_LEASE, SaveError, Saved, UpsertCandidates,
+    ListOrder, ListQuery, SaveError, Saved, UpsertCandidates,
 };
 use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
 use kyc_domain::values::{Email, ExternalId};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use kyc_store_support::customers;
@@ -21,7 +21,7 @@ use kyc_store_support::engine::Session;
 use kyc_store_support::rules::{self, move_time, phase_str, provider_key};
 
 use crate::engine::SqliteColumns;
-use crate::{SqliteStore, WriteTx, infra, micros, state_json, to_json, uuid};
+use crate::{SqliteStore, WriteTx, infra, micros, state_json, to_json};
 
 /// What every read of customers selects: the version and id first, to look the decoded state up
 /// in the cache, then the stored state, parsed only when the cache misses.
@@ -520,35 +520,10 @@ impl CustomerStore for SqliteStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
     async fn stuck_attempts(
         &self,
-        claimed_before: OffsetDateTime,
+        now: OffsetDateTime,
+        older_than: Duration,
         limit: u32,
     ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
-        let lease_until = micros(claimed_before + RECOVERY_LEASE);
-        let claimed_before = micros(claimed_before);
-        // One conditional UPDATE under the write lock: choosing the rows and writing their lease
-        // cannot interleave with another worker's, so a leased row fails everyone else's
-        // condition until its lease runs out.
-        let mut tx = self.begin_write().await?;
-        let mut rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "UPDATE verification_attempts SET recovery_lease_until = $3 \
-             WHERE (customer_id, number) IN ( \
-                 SELECT customer_id, number FROM verification_attempts \
-                 WHERE phase = 'starting' AND claimed_at < $1 \
-                 AND (recovery_lease_until IS NULL OR recovery_lease_until <= $1) \
-                 ORDER BY claimed_at LIMIT $2) \
-             RETURNING firm_id, customer_id, claimed_at",
-        )
-        .bind(claimed_before)
-        .bind(i64::from(limit))
-        .bind(lease_until)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(infra)?;
-        tx.commit().await.map_err(infra)?;
-        // RETURNING follows no order; the port promises the oldest claim first.
-        rows.sort_by(|a, b| (a.2, &a.1).cmp(&(b.2, &b.1)));
-        rows.iter()
-            .map(|(firm, customer, _)| Ok(rules::location(uuid(firm)?, uuid(customer)?)))
-            .collect()
+        customers::stuck_attempts(self, now, older_than, limit).await
     }
 }

@@ -786,13 +786,13 @@ pub async fn attempts_are_found_by_provider_ids_and_stuck_ones_are_listed(stores
     );
     let stuck = stores
         .customers
-        .stuck_attempts(now() + Duration::seconds(1), 10)
+        .stuck_attempts(now() + Duration::seconds(1), Duration::ZERO, 10)
         .await
         .unwrap();
     assert!(stuck.contains(&location));
     let not_yet = stores
         .customers
-        .stuck_attempts(now() - Duration::hours(1), 10)
+        .stuck_attempts(now(), Duration::hours(1), 10)
         .await
         .unwrap();
     assert!(!not_yet.contains(&location));
@@ -829,7 +829,11 @@ pub async fn attempts_are_found_by_provider_ids_and_stuck_ones_are_listed(stores
     // Past the lease the first call took, so only the phase keeps it off the list.
     let stuck = stores
         .customers
-        .stuck_attempts(now() + RECOVERY_LEASE + Duration::seconds(1), 10)
+        .stuck_attempts(
+            now() + RECOVERY_LEASE + Duration::seconds(1),
+            Duration::ZERO,
+            10,
+        )
         .await
         .unwrap();
     assert!(!stuck.contains(&location), "an open attempt is not stuck");

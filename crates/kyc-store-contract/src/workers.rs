@@ -257,18 +257,18 @@ pub async fn concurrent_recovery_workers_lease_disjoint_sets_of_stuck_attempts(s
         customers.push((customer, attempt));
     }
     let all: HashSet<CustomerId> = customers.iter().map(|(c, _)| c.id).collect();
-    let claimed_before = now() + Duration::seconds(1);
+    let at = now() + Duration::seconds(1);
 
     for round in 0..3 {
         // Each round starts one lease later, when every earlier lease has run out.
-        let claimed_before = claimed_before + RECOVERY_LEASE * round;
+        let at = at + RECOVERY_LEASE * round;
         let workers: Vec<_> = (0..WORKERS)
             .map(|_| {
                 let stores = stores.clone();
                 tokio::spawn(async move {
                     stores
                         .customers
-                        .stuck_attempts(claimed_before, 4)
+                        .stuck_attempts(at, Duration::ZERO, 4)
                         .await
                         .unwrap()
                 })
@@ -292,7 +292,11 @@ pub async fn concurrent_recovery_workers_lease_disjoint_sets_of_stuck_attempts(s
         // Within the lease nobody gets them again, however late in the lease.
         let again = stores
             .customers
-            .stuck_attempts(claimed_before + RECOVERY_LEASE - Duration::seconds(1), 100)
+            .stuck_attempts(
+                at + RECOVERY_LEASE - Duration::seconds(1),
+                Duration::ZERO,
+                100,
+            )
             .await
             .unwrap();
         assert!(
@@ -304,8 +308,12 @@ pub async fn concurrent_recovery_workers_lease_disjoint_sets_of_stuck_attempts(s
     // An attempt that opened is no longer stuck, lease or not.
     let (opened, attempt) = &mut customers[0];
     open_attempt(&stores, opened, *attempt, &token_hash()).await;
-    let later = claimed_before + RECOVERY_LEASE * 10;
-    let stuck = stores.customers.stuck_attempts(later, 100).await.unwrap();
+    let later = at + RECOVERY_LEASE * 10;
+    let stuck = stores
+        .customers
+        .stuck_attempts(later, Duration::ZERO, 100)
+        .await
+        .unwrap();
     let stuck: HashSet<CustomerId> = stuck.iter().map(|l| l.customer_id).collect();
     assert_eq!(stuck.len(), STUCK - 1);
     assert!(!stuck.contains(&customers[0].0.id));
@@ -322,16 +330,16 @@ pub async fn stuck_attempts_come_oldest_claim_first(stores: Stores) {
         // Distinct claim times, whatever the clock's resolution.
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let claimed_before = now() + Duration::seconds(1);
+    let at = now() + Duration::seconds(1);
     let first_two = stores
         .customers
-        .stuck_attempts(claimed_before, 2)
+        .stuck_attempts(at, Duration::ZERO, 2)
         .await
         .unwrap();
     assert_eq!(first_two, order[..2]);
     let rest = stores
         .customers
-        .stuck_attempts(claimed_before, 2)
+        .stuck_attempts(at, Duration::ZERO, 2)
         .await
         .unwrap();
     assert_eq!(rest, order[2..]);

@@ -4,17 +4,20 @@
 //! selects `version` and `id` before the state, so the state is parsed only when the cache misses
 //! ([`crate::rules::restore`]).
 //!
-//! The writes, the list page and the recovery lease stay with each adapter: there the statements
-//! and the locking differ with the database.
+//! The recovery lease ([`stuck_attempts`]) is here too, in the two statements its locking needs.
+//! The writes and the list page stay with each adapter: there the statements differ with the
+//! database beyond a choice of text.
 
 use kyc_domain::customer::Customer;
 use kyc_domain::ids::{ApplicantId, CustomerId, ExternalUserId, FirmId};
-use kyc_domain::ports::{AttemptLocation, InfrastructureError, LinkLocation, UpsertCandidates};
+use kyc_domain::ports::{
+    AttemptLocation, InfrastructureError, LinkLocation, RECOVERY_LEASE, UpsertCandidates,
+};
 use kyc_domain::provider::ProviderEvent;
 use kyc_domain::values::{Email, ExternalId};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
-use crate::engine::{Arg, Columns, Engine, Statement, infra};
+use crate::engine::{Arg, Columns, Dialect, Engine, Statement, infra};
 use crate::rules::{attempt_number, location, restore};
 
 /// One customer by id (`$1` firm, `$2` id).
@@ -294,4 +297,64 @@ pub async fn due_for_rescreening<E: Engine>(
         .iter()
         .map(|row| Ok(location(row.id("firm_id")?, row.id("id")?)))
         .collect()
+}
+
+/// The recovery lease (`$1` claimed before, `$2` limit, `$3` now, `$4` lease until), in the form
+/// each database makes atomic. PostgreSQL: one statement that chooses and locks the rows,
+/// skipping those another worker is leasing right now, and re-checks the lease condition after
+/// the lock. SQLite: one `UPDATE` in the writer's turn, so choosing and leasing cannot interleave
+/// with another worker's.
+fn stuck_statement(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => {
+            "WITH chosen AS ( \
+                 SELECT customer_id, number FROM verification_attempts \
+                 WHERE phase = 'starting' AND claimed_at < $1 \
+                 AND (recovery_lease_until IS NULL OR recovery_lease_until <= $3) \
+                 ORDER BY claimed_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) \
+             UPDATE verification_attempts AS attempt SET recovery_lease_until = $4 \
+             FROM chosen WHERE attempt.customer_id = chosen.customer_id AND attempt.number = chosen.number \
+             RETURNING attempt.firm_id, attempt.customer_id, attempt.claimed_at"
+        }
+        Dialect::Sqlite => {
+            "UPDATE verification_attempts SET recovery_lease_until = $4 \
+             WHERE (customer_id, number) IN ( \
+                 SELECT customer_id, number FROM verification_attempts \
+                 WHERE phase = 'starting' AND claimed_at < $1 \
+                 AND (recovery_lease_until IS NULL OR recovery_lease_until <= $3) \
+                 ORDER BY claimed_at LIMIT $2) \
+             RETURNING firm_id, customer_id, claimed_at"
+        }
+    }
+}
+
+/// [`kyc_domain::ports::CustomerStore::stuck_attempts`]: attempts in `Starting` claimed more than
+/// `older_than` before `now`, whose lease is free at `now`, leased until `now` +
+/// [`RECOVERY_LEASE`], oldest claim first.
+///
+/// # Errors
+/// [`InfrastructureError`] only; on error nothing is leased.
+pub async fn stuck_attempts<E: Engine>(
+    engine: &E,
+    now: OffsetDateTime,
+    older_than: Duration,
+    limit: u32,
+) -> Result<Vec<AttemptLocation>, InfrastructureError> {
+    let statement = Statement::new(stuck_statement(E::DIALECT))
+        .time(now - older_than)
+        .arg(Arg::Int(i64::from(limit)))
+        .time(now)
+        .time(now + RECOVERY_LEASE);
+    let rows = engine.execute_returning(statement).await.map_err(infra)?;
+    let mut stuck = rows
+        .iter()
+        .map(|row| {
+            let location = location(row.id("firm_id")?, row.id("customer_id")?);
+            Ok((row.time("claimed_at")?, location))
+        })
+        .collect::<Result<Vec<_>, InfrastructureError>>()?;
+    // RETURNING follows no order; the port promises the oldest claim first.
+    stuck.sort_by_key(|(claimed_at, location)| (*claimed_at, location.customer_id));
+    Ok(stuck.into_iter().map(|(_, location)| location).collect())
 }

@@ -427,23 +427,22 @@ pub trait CustomerStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<AttemptLocation>, InfrastructureError>;
 
-    /// Customers with an attempt in `Starting` claimed before `claimed_before`, oldest claim
-    /// first, at most `limit`: work for the recovery worker. Each attempt returned is leased to
-    /// this caller for [`RECOVERY_LEASE`], atomically with being chosen, so concurrent calls (on
-    /// any number of replicas) get disjoint sets.
+    /// Customers with an attempt in `Starting` claimed more than `older_than` before `now`,
+    /// oldest claim first, at most `limit`: work for the recovery worker. Each attempt returned
+    /// is leased to this caller until `now + RECOVERY_LEASE`, atomically with being chosen, so
+    /// concurrent calls (on any number of replicas) get disjoint sets.
     ///
-    /// The lease is measured on the caller's clock, through `claimed_before`: an attempt returned
-    /// by a call with `claimed_before = t` is returned again only by a call whose
-    /// `claimed_before` is at or after `t + RECOVERY_LEASE`. Workers computing `claimed_before`
-    /// as `now - stuck_after` with the same `stuck_after` therefore see a lease of
-    /// [`RECOVERY_LEASE`] of their own time; the store reads no clock of its own. A lease ends
-    /// only by running out: an attempt recovered in the meantime is simply no longer `Starting`.
+    /// The lease is measured on the caller's clock: an attempt returned by a call at `now = t` is
+    /// returned again only by a call whose `now` is at or after `t + RECOVERY_LEASE`; the store
+    /// reads no clock of its own. A lease ends only by running out: an attempt recovered in the
+    /// meantime is simply no longer `Starting`.
     ///
     /// # Errors
     /// [`InfrastructureError`] only; on error nothing is leased.
     async fn stuck_attempts(
         &self,
-        claimed_before: OffsetDateTime,
+        now: OffsetDateTime,
+        older_than: Duration,
         limit: u32,
     ) -> Result<Vec<AttemptLocation>, InfrastructureError>;
 }

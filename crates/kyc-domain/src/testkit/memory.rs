@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::aml::AmlHit;
 use crate::customer::{AttemptPhase, Customer, CustomerState, VerifiedIdentity};
@@ -469,8 +469,8 @@ struct StoreData {
     outbox: Vec<OutboxMessage>,
     inbound: HashSet<ProviderEventKey>,
     orphans: Vec<ProviderEvent>,
-    /// Recovery leases by attempt: the `claimed_before` from which the attempt may be returned
-    /// again, as the adapters keep them.
+    /// Recovery leases by attempt: the time from which the attempt may be returned again, as the
+    /// adapters keep them.
     leases: HashMap<(CustomerId, AttemptNumber), OffsetDateTime>,
 }
 
@@ -768,9 +768,11 @@ impl CustomerStore for MemoryStore {
 
     async fn stuck_attempts(
         &self,
-        claimed_before: OffsetDateTime,
+        now: OffsetDateTime,
+        older_than: Duration,
         limit: u32,
     ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
+        let claimed_before = now - older_than;
         let mut data = lock(&self.data);
         let data = &mut *data;
         let mut stuck: Vec<(OffsetDateTime, CustomerId, AttemptNumber, FirmId)> = data
@@ -785,14 +787,13 @@ impl CustomerStore for MemoryStore {
             .filter(|(_, id, number, _)| {
                 data.leases
                     .get(&(*id, *number))
-                    .is_none_or(|until| *until <= claimed_before)
+                    .is_none_or(|until| *until <= now)
             })
             .collect();
         stuck.sort();
         stuck.truncate(limit as usize);
         for (_, id, number, _) in &stuck {
-            data.leases
-                .insert((*id, *number), claimed_before + RECOVERY_LEASE);
+            data.leases.insert((*id, *number), now + RECOVERY_LEASE);
         }
         Ok(stuck
             .into_iter()
@@ -1343,7 +1344,6 @@ mod tests {
     //! The fake keeps what the storage contract demands of the real adapters for the worker
     //! look-ups, so domain tests that rely on it see the same leases and walks.
 
-    use time::Duration;
     use uuid::Uuid;
 
     use super::*;
@@ -1409,18 +1409,28 @@ mod tests {
         let ids = |found: Vec<AttemptLocation>| -> Vec<CustomerId> {
             found.into_iter().map(|l| l.customer_id).collect()
         };
-        let before = t0() + Duration::minutes(5);
-        let first = store.stuck_attempts(before, 2).await.unwrap();
+        let stuck_after = Duration::minutes(2);
+        let now = t0() + Duration::minutes(7);
+        let first = store.stuck_attempts(now, stuck_after, 2).await.unwrap();
         assert_eq!(ids(first), order[..2]);
-        let second = store.stuck_attempts(before, 2).await.unwrap();
+        let second = store.stuck_attempts(now, stuck_after, 2).await.unwrap();
         assert_eq!(ids(second), order[2..]);
-        let within = before + RECOVERY_LEASE - Duration::seconds(1);
-        assert!(store.stuck_attempts(within, 10).await.unwrap().is_empty());
+        let within = now + RECOVERY_LEASE - Duration::seconds(1);
+        let leased = store.stuck_attempts(within, stuck_after, 10).await.unwrap();
+        assert!(leased.is_empty());
         let after = store
-            .stuck_attempts(before + RECOVERY_LEASE, 10)
+            .stuck_attempts(now + RECOVERY_LEASE, stuck_after, 10)
             .await
             .unwrap();
         assert_eq!(ids(after), order);
+        let young = store
+            .stuck_attempts(now + RECOVERY_LEASE * 2, Duration::hours(1), 10)
+            .await
+            .unwrap();
+        assert!(
+            young.is_empty(),
+            "claimed less than an hour before: not stuck"
+        );
     }
 
     #[tokio::test]

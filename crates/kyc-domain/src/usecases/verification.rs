@@ -370,8 +370,15 @@ impl KycService {
     #[instrument(skip_all, err(level = "info"))]
     pub async fn recover_stuck_attempts(&self, limit: u32) -> Result<RecoveryReport, StartError> {
         let mut report = RecoveryReport::default();
-        let before = self.ports.clock.now() - self.settings.stuck_after;
-        for location in self.ports.customers.stuck_attempts(before, limit).await? {
+        let now = self.ports.clock.now();
+        let stuck_after = self.settings.stuck_after;
+        let before = now - stuck_after;
+        for location in self
+            .ports
+            .customers
+            .stuck_attempts(now, stuck_after, limit)
+            .await?
+        {
             match self.recover_attempt(location).await {
                 Ok(Some(Drive::Opened(_))) => report.completed += 1,
                 Ok(Some(Drive::Refused(_))) => report.voided += 1,
