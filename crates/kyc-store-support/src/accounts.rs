@@ -9,7 +9,9 @@ use kyc_domain::ports::{ApiKeyRecord, CreateUserError, Firm, InfrastructureError
 use kyc_domain::values::Email;
 use time::OffsetDateTime;
 
-use crate::engine::{Arg, Columns, Dialect, Engine, Statement, Unique, infra, parsed};
+use crate::engine::{
+    Arg, Columns, Dialect, Engine, Statement, Unique, all_rows, first_row, infra, parsed,
+};
 
 fn firm_from_row(row: &impl Columns) -> Result<Firm, InfrastructureError> {
     Ok(Firm {
@@ -76,13 +78,7 @@ pub async fn get_firm<E: Engine>(
 ) -> Result<Option<Firm>, InfrastructureError> {
     let statement =
         Statement::new("SELECT id, name, created_at FROM firms WHERE id = $1").id(id.as_uuid());
-    engine
-        .fetch_optional(statement)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(firm_from_row)
-        .transpose()
+    first_row(engine, statement, firm_from_row).await
 }
 
 /// Renames a firm; whether it exists.
@@ -134,13 +130,7 @@ pub async fn find_user_by_email<E: Engine>(
 ) -> Result<Option<User>, InfrastructureError> {
     let statement = Statement::new(format!("{USER_COLUMNS} WHERE email_normalized = $1"))
         .text(email.normalized());
-    engine
-        .fetch_optional(statement)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
+    first_row(engine, statement, user_from_row).await
 }
 
 /// A user of a firm.
@@ -153,13 +143,7 @@ pub async fn get_user<E: Engine>(
     let statement = Statement::new(format!("{USER_COLUMNS} WHERE firm_id = $1 AND id = $2"))
         .id(firm.as_uuid())
         .id(id.as_uuid());
-    engine
-        .fetch_optional(statement)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
+    first_row(engine, statement, user_from_row).await
 }
 
 /// A firm's users by email, compared by character code on both backends.
@@ -176,13 +160,7 @@ pub async fn list_users<E: Engine>(
     };
     let statement =
         Statement::new(format!("{USER_COLUMNS} WHERE firm_id = $1 {order}")).id(firm.as_uuid());
-    engine
-        .fetch_all(statement)
-        .await
-        .map_err(infra)?
-        .iter()
-        .map(user_from_row)
-        .collect()
+    all_rows(engine, statement, user_from_row).await
 }
 
 /// Sets a user's role; whether the user exists in the firm.
@@ -246,13 +224,7 @@ pub async fn get_session<E: Engine>(
         "SELECT token_hash, user_id, firm_id, created_at, last_seen_at, expires_at FROM sessions WHERE token_hash = $1",
     )
     .text(token_hash);
-    engine
-        .fetch_optional(statement)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(session_from_row)
-        .transpose()
+    first_row(engine, statement, session_from_row).await
 }
 
 /// Moves a session's `last_seen_at` forward (never back, when two requests race).
@@ -317,13 +289,7 @@ pub async fn find_api_key_by_sha256<E: Engine>(
     sha256: &str,
 ) -> Result<Option<ApiKeyRecord>, InfrastructureError> {
     let statement = Statement::new(format!("{API_KEY_COLUMNS} WHERE sha256 = $1")).text(sha256);
-    engine
-        .fetch_optional(statement)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(api_key_from_row)
-        .transpose()
+    first_row(engine, statement, api_key_from_row).await
 }
 
 /// A firm's API keys, newest first.
@@ -336,13 +302,7 @@ pub async fn list_api_keys<E: Engine>(
         "{API_KEY_COLUMNS} WHERE firm_id = $1 ORDER BY created_at DESC, id DESC"
     ))
     .id(firm.as_uuid());
-    engine
-        .fetch_all(statement)
-        .await
-        .map_err(infra)?
-        .iter()
-        .map(api_key_from_row)
-        .collect()
+    all_rows(engine, statement, api_key_from_row).await
 }
 
 /// Revokes a key of a firm that is not revoked yet, returning the SHA-256 of the key revoked

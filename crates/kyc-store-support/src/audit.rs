@@ -6,7 +6,7 @@ use kyc_domain::ids::{CustomerId, EventId, FirmId};
 use kyc_domain::ports::{AuditEntry, InfrastructureError};
 use kyc_domain::provider::ProviderEventKey;
 
-use crate::engine::{Columns, Engine, Statement, infra};
+use crate::engine::{Columns, Engine, Statement, all_rows};
 
 const COLUMNS: &str = "SELECT sequence, id, firm_id, customer_id, at, actor, change, note, provider_event_key FROM events";
 
@@ -32,13 +32,7 @@ async fn entries<E: Engine>(
     engine: &E,
     statement: Statement<'_>,
 ) -> Result<Vec<AuditEntry>, InfrastructureError> {
-    engine
-        .fetch_all(statement)
-        .await
-        .map_err(infra)?
-        .iter()
-        .map(entry_from_row)
-        .collect()
+    all_rows(engine, statement, entry_from_row).await
 }
 
 /// A customer's trail, oldest first.

@@ -17,7 +17,7 @@ use kyc_domain::provider::ProviderEvent;
 use kyc_domain::values::{Email, ExternalId};
 use time::{Duration, OffsetDateTime};
 
-use crate::engine::{Arg, Columns, Dialect, Engine, Statement, infra};
+use crate::engine::{Arg, Columns, Dialect, Engine, Statement, all_rows, first_row, infra};
 use crate::rules::{attempt_number, location, restore};
 
 /// One customer by id (`$1` firm, `$2` id).
@@ -78,13 +78,7 @@ async fn one<E: Engine>(
     firm: FirmId,
     statement: Statement<'_>,
 ) -> Result<Option<Customer>, InfrastructureError> {
-    engine
-        .fetch_optional(statement)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(|row| customer(engine, firm, row))
-        .transpose()
+    first_row(engine, statement, |row| customer(engine, firm, row)).await
 }
 
 /// A customer of `firm` by id.
@@ -203,12 +197,10 @@ pub async fn locate_attempt<E: Engine>(
         applicant_id,
         external_user_id,
     );
-    engine
-        .fetch_optional(statement)
-        .await
-        .map_err(infra)?
-        .map(|row| Ok(location(row.id("firm_id")?, row.id("customer_id")?)))
-        .transpose()
+    first_row(engine, statement, |row| {
+        Ok(location(row.id("firm_id")?, row.id("customer_id")?))
+    })
+    .await
 }
 
 /// The customer owning an attempt, in any firm, loaded: the attempt and its customer in one
@@ -290,13 +282,10 @@ pub async fn due_for_rescreening<E: Engine>(
     let statement = Statement::new(RESCREENING)
         .time(now)
         .arg(Arg::Int(i64::from(limit)));
-    engine
-        .fetch_all(statement)
-        .await
-        .map_err(infra)?
-        .iter()
-        .map(|row| Ok(location(row.id("firm_id")?, row.id("id")?)))
-        .collect()
+    all_rows(engine, statement, |row| {
+        Ok(location(row.id("firm_id")?, row.id("id")?))
+    })
+    .await
 }
 
 /// The recovery lease (`$1` claimed before, `$2` limit, `$3` now, `$4` lease until), in the form

@@ -233,6 +233,42 @@ pub trait Engine: Send + Sync {
     fn violates(error: &sqlx::Error, constraint: Unique) -> bool;
 }
 
+/// Runs a read and maps every row it returns.
+///
+/// # Errors
+/// [`InfrastructureError`] when the read fails or a row does not map.
+pub async fn all_rows<E: Engine, T>(
+    engine: &E,
+    statement: Statement<'_>,
+    map: impl Fn(&E::Row) -> Result<T, InfrastructureError> + Send,
+) -> Result<Vec<T>, InfrastructureError> {
+    engine
+        .fetch_all(statement)
+        .await
+        .map_err(infra)?
+        .iter()
+        .map(map)
+        .collect()
+}
+
+/// Runs a read and maps its first row, if any.
+///
+/// # Errors
+/// [`InfrastructureError`] when the read fails or the row does not map.
+pub async fn first_row<E: Engine, T>(
+    engine: &E,
+    statement: Statement<'_>,
+    map: impl Fn(&E::Row) -> Result<T, InfrastructureError> + Send,
+) -> Result<Option<T>, InfrastructureError> {
+    engine
+        .fetch_optional(statement)
+        .await
+        .map_err(infra)?
+        .as_ref()
+        .map(map)
+        .transpose()
+}
+
 /// Translates a driver error that no port names into the domain's infrastructure error: the
 /// database out of reach is `Unavailable` (the caller may retry), anything else `Internal`.
 pub fn infra(error: sqlx::Error) -> InfrastructureError {

@@ -7,7 +7,9 @@ use kyc_domain::ids::FirmId;
 use kyc_domain::ports::{InfrastructureError, WebhookDelivery, WebhookEndpoint, WebhookEndpointId};
 use time::OffsetDateTime;
 
-use crate::engine::{Arg, Columns, Dialect, Engine, Session, Statement, fit, infra};
+use crate::engine::{
+    Arg, Columns, Dialect, Engine, Session, Statement, all_rows, first_row, fit, infra,
+};
 
 /// What every read of endpoints selects.
 pub const ENDPOINT_COLUMNS: &str = "SELECT id, firm_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at, disabled_at, created_at FROM webhook_endpoints";
@@ -128,13 +130,7 @@ pub async fn list_endpoints<E: Engine>(
         "{ENDPOINT_COLUMNS} WHERE firm_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
     ))
     .id(firm.as_uuid());
-    engine
-        .fetch_all(statement)
-        .await
-        .map_err(infra)?
-        .iter()
-        .map(endpoint_from_row)
-        .collect()
+    all_rows(engine, statement, endpoint_from_row).await
 }
 
 /// One endpoint of a firm (not deleted).
@@ -149,13 +145,7 @@ pub async fn get_endpoint<E: Engine>(
     ))
     .id(firm.as_uuid())
     .id(id.as_uuid());
-    engine
-        .fetch_optional(statement)
-        .await
-        .map_err(infra)?
-        .as_ref()
-        .map(endpoint_from_row)
-        .transpose()
+    first_row(engine, statement, endpoint_from_row).await
 }
 
 /// Disables an enabled endpoint, and its chains' messages wait; whether it was enabled.
@@ -314,13 +304,7 @@ pub async fn list_deliveries<E: Engine>(
     .id(firm.as_uuid())
     .id(endpoint.as_uuid())
     .int(i64::from(limit));
-    engine
-        .fetch_all(statement)
-        .await
-        .map_err(infra)?
-        .iter()
-        .map(delivery_from_row)
-        .collect()
+    all_rows(engine, statement, delivery_from_row).await
 }
 
 /// Implements `WebhookStore` for an adapter that is an [`Engine`].
