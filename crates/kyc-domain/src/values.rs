@@ -506,11 +506,11 @@ mod tests {
         assert_eq!(serde_json::from_str::<Times>(&written).unwrap(), times);
         // Whole microseconds take six digits, as PostgreSQL writes a `timestamptz`.
         assert_eq!(
-            stored_time::format(time::macros::datetime!(2026-11-25 23:28:14.35 UTC)),
+            stored_time::format(time::macros::datetime!(2026-11-25 23:28:14.35 UTC)).unwrap(),
             "2026-11-25T23:28:14.350000Z"
         );
         assert_eq!(
-            stored_time::format(time::macros::datetime!(2026-11-25 23:28:14 UTC)),
+            stored_time::format(time::macros::datetime!(2026-11-25 23:28:14 UTC)).unwrap(),
             "2026-11-25T23:28:14.000000Z"
         );
         let none = Times { at, maybe: None };
@@ -573,10 +573,23 @@ mod tests {
             time::macros::datetime!(2400-02-29 23:59:59.999999999 UTC),
             time::macros::datetime!(2026-06-30 12:00:00.1 +05:00),
         ] {
-            let written = stored_time::format(at);
+            let written = stored_time::format(at).unwrap();
             assert_eq!(stored_time::parse(&written).unwrap(), at, "{written}");
             assert!(written.ends_with('Z'), "{written}");
         }
+    }
+
+    #[test]
+    fn a_time_rfc_3339_cannot_write_is_stored_in_the_array_form_and_reads_back() {
+        let far = time::macros::datetime!(-0001-01-01 00:00 UTC);
+        assert_eq!(stored_time::format(far), None);
+        let times = Times {
+            at: far,
+            maybe: Some(far),
+        };
+        let written = serde_json::to_string(&times).unwrap();
+        assert!(written.starts_with(r#"{"at":["#), "{written}");
+        assert_eq!(serde_json::from_str::<Times>(&written).unwrap(), times);
     }
 
     #[test]
@@ -859,8 +872,8 @@ pub(crate) mod stored {
 /// strings in UTC with six fractional digits (`2026-11-25T23:28:14.357189Z`), nine when the time
 /// has a finer part, so a person reading the database or the audit export reads a date.
 ///
-/// Two earlier forms are still read, for rows written before migration 0007 (0008 on SQLite)
-/// converted them: an integer of nanoseconds since the Unix epoch, and `time`'s own array of
+/// Two earlier forms are still read, for rows written before the one-time data move
+/// `0001_rfc3339_times` (run by `migrate`) converted them: an integer of nanoseconds since the Unix epoch, and `time`'s own array of
 /// nine integers (year, day of year, hour, minute, second, nanosecond, offset hours, minutes,
 /// seconds). A time read back is in UTC; it is the same instant, and every time the domain stores
 /// is taken in UTC anyway.
@@ -869,13 +882,14 @@ pub(crate) mod stored {
 /// is read by a parser of its own exact shape, and anything else by `time`'s RFC 3339 parser.
 pub mod stored_time {
     use serde::de::{self, SeqAccess, Visitor};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use time::format_description::well_known::Rfc3339;
     use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
     /// `at` as stored: RFC 3339 in UTC, with six fractional digits, or nine when it has a finer
-    /// part than microseconds.
-    pub fn format(at: OffsetDateTime) -> String {
+    /// part than microseconds; `None` for a year outside 0000–9999, which RFC 3339 cannot write
+    /// (such a time is stored in `time`'s array form, which is still read).
+    pub fn format(at: OffsetDateTime) -> Option<String> {
         let at = at.to_offset(UtcOffset::UTC);
         let (year, month, day) = at.to_calendar_date();
         let (hour, minute, second, nanos) = at.to_hms_nano();
@@ -885,8 +899,7 @@ pub mod stored_time {
                 u8::from(month)
             )
         } else {
-            // Outside four digits of years RFC 3339 has no form; `time` writes its extension.
-            return at.format(&Rfc3339).unwrap_or_else(|_| at.to_string());
+            return None;
         };
         // Microseconds when the time has no finer part (as PostgreSQL's `timestamptz` writes
         // them, so a stamp written by the database and one written here look alike), else
@@ -896,7 +909,7 @@ pub mod stored_time {
         } else {
             text.push_str(&format!(".{nanos:09}Z"));
         }
-        text
+        Some(text)
     }
 
     /// A stored time read back from its RFC 3339 text.
@@ -948,10 +961,13 @@ pub mod stored_time {
         Some(PrimitiveDateTime::new(date, time).assume_utc())
     }
 
-    /// Writes `at` as [`format`] does.
+    /// Writes `at` as [`format`] does, or in `time`'s array form where that has no text.
     #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `with` hands fields by reference
     pub fn serialize<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format(*at))
+        match format(*at) {
+            Some(text) => serializer.serialize_str(&text),
+            None => at.serialize(serializer),
+        }
     }
 
     /// Reads a time written in any of the three forms.

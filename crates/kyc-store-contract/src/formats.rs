@@ -77,6 +77,7 @@ pub async fn stored_times_are_rfc_3339_and_legacy_rows_are_rewritten<E: Engine>(
     assert_eq!(
         rfc3339(&change, "created_at"),
         kyc_domain::values::stored_time::format(at - time::Duration::minutes(3))
+            .expect("a four-digit year")
     );
     let trail = stores
         .audit

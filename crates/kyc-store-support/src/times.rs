@@ -61,9 +61,9 @@ pub fn upgrade(value: &mut Value) -> bool {
             let mut changed = false;
             for (name, member) in members.iter_mut() {
                 if TIME_MEMBERS.contains(&name.as_str())
-                    && let Some(at) = legacy_time(member)
+                    && let Some(text) = legacy_time(member).and_then(stored_time::format)
                 {
-                    *member = Value::String(stored_time::format(at));
+                    *member = Value::String(text);
                     changed = true;
                 } else {
                     changed |= upgrade(member);
