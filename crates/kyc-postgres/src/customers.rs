@@ -127,7 +127,7 @@ fn deliveries_part() -> String {
          LEFT JOIN LATERAL ({}) AS busy ON true \
          ORDER BY n.id, endpoint.id)",
         wanting("n.type", "n.firm_id"),
-        crate::delivery::chain_busy("endpoint.id", "n.customer_id")
+        kyc_store_support::deliveries::chain_busy("endpoint.id", "n.customer_id")
     )
 }
 

@@ -38,14 +38,15 @@ fn bind<'q>(
         Arg::Json(value) => query.bind(Json(value)),
         Arg::TextList(items) => query.bind(items.as_slice()),
         Arg::Bytes(bytes) => query.bind(*bytes),
+        Arg::IntList(items) => query.bind(items.as_slice()),
     }
 }
 
 pub(crate) fn prepare<'q>(statement: &'q Statement<'q>) -> Query<'q, Postgres, PgArguments> {
-    statement
-        .args
-        .iter()
-        .fold(sqlx::query(&statement.sql), bind)
+    statement.args.iter().fold(
+        sqlx::query(&statement.sql).persistent(statement.persistent),
+        bind,
+    )
 }
 
 fn column<'r, T>(row: &'r PgRow, column: &str) -> Result<T, InfrastructureError>

@@ -14,8 +14,9 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::customers::{COLUMNS, page_statement, push_filters, push_horizon};
-use crate::delivery::CLAIM;
 use kyc_store_support::customers::RESCREENING;
+use kyc_store_support::engine::Dialect;
+use kyc_store_support::outbox;
 
 const SEED: &str = "
 INSERT INTO firms (id, name, created_at)
@@ -175,7 +176,7 @@ async fn list_and_poll_queries_on_100k_customers_use_an_index() {
     // the delivered history nor a sort of every due entry.
     let now = OffsetDateTime::now_utc();
     let plan = lines(
-        &sqlx::query(&format!("EXPLAIN {CLAIM}"))
+        &sqlx::query(&format!("EXPLAIN {}", outbox::claim(Dialect::Postgres)))
             .bind(now + Duration::minutes(1))
             .bind(now)
             .bind(16_i64)
@@ -198,7 +199,7 @@ async fn list_and_poll_queries_on_100k_customers_use_an_index() {
     .execute(&mut *tx)
     .await
     .expect("planner settings");
-    let leased = sqlx::query(CLAIM)
+    let leased = sqlx::query(outbox::claim(Dialect::Postgres))
         .bind(now + Duration::minutes(5))
         .bind(now)
         .bind(16_i64)

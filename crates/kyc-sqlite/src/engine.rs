@@ -37,14 +37,15 @@ fn bind<'q>(
         Arg::Json(value) => query.bind(value.to_string()),
         Arg::TextList(items) => query.bind(serde_json::Value::from(items.clone()).to_string()),
         Arg::Bytes(bytes) => query.bind(*bytes),
+        Arg::IntList(items) => query.bind(serde_json::Value::from(items.clone()).to_string()),
     }
 }
 
 pub(crate) fn prepare<'q>(statement: &'q Statement<'q>) -> Query<'q, Sqlite, SqliteArguments<'q>> {
-    statement
-        .args
-        .iter()
-        .fold(sqlx::query(&statement.sql), bind)
+    statement.args.iter().fold(
+        sqlx::query(&statement.sql).persistent(statement.persistent),
+        bind,
+    )
 }
 
 fn column<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, InfrastructureError>

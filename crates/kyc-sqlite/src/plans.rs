@@ -13,10 +13,11 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::customers::{COLUMNS, NEWEST_CHANGE, SAVE, page_statement, push_filters};
-use crate::delivery::CLAIM;
 use kyc_store_support::customers::{
     BY_EMAIL, BY_EXTERNAL_ID, BY_ID, RESCREENING, UPSERT_CANDIDATES,
 };
+use kyc_store_support::engine::Dialect;
+use kyc_store_support::outbox;
 
 const SEED: &str = "
 INSERT INTO firms (id, name, created_at)
@@ -239,13 +240,16 @@ async fn check_plans(pool: &SqlitePool, stats: &str, failures: &mut Vec<String>)
     // The outbox lease walks the undelivered entries in order and stops at its limit: neither
     // the delivered history nor a sort of every due entry.
     let lease = details(
-        &sqlx::query(&format!("EXPLAIN QUERY PLAN {CLAIM}"))
-            .bind(1_700_000_060_000_000_i64)
-            .bind(1_700_000_000_000_000_i64)
-            .bind(16_i64)
-            .fetch_all(pool)
-            .await
-            .expect("explain"),
+        &sqlx::query(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            outbox::claim(Dialect::Sqlite)
+        ))
+        .bind(1_700_000_060_000_000_i64)
+        .bind(1_700_000_000_000_000_i64)
+        .bind(16_i64)
+        .fetch_all(pool)
+        .await
+        .expect("explain"),
     );
     if !lease.contains("outbox_pending_idx") || lease.contains("TEMP B-TREE") {
         failures.push(format!("{stats}: outbox lease\n{lease}"));

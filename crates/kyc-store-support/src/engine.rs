@@ -55,6 +55,8 @@ pub enum Arg<'a> {
     TextList(Vec<String>),
     /// Bytes (`bytea`; SQLite: a blob).
     Bytes(&'a [u8]),
+    /// A list of integers (`int8[]`; SQLite: a JSON array, read with `json_each`).
+    IntList(Vec<i64>),
 }
 
 /// A statement and its arguments (`$1`, `$2`, … in the order given).
@@ -64,6 +66,9 @@ pub struct Statement<'a> {
     pub sql: Cow<'a, str>,
     /// The arguments, in placeholder order.
     pub args: Vec<Arg<'a>>,
+    /// Whether the backend may keep the statement prepared and reuse its plan (see
+    /// [`Statement::planned_each_run`]).
+    pub persistent: bool,
 }
 
 impl<'a> Statement<'a> {
@@ -72,7 +77,16 @@ impl<'a> Statement<'a> {
         Self {
             sql: sql.into(),
             args: Vec::new(),
+            persistent: true,
         }
+    }
+
+    /// Planned for each run's own arguments, never from a cached generic plan: for a statement
+    /// whose best plan depends on how many rows its arguments select (a lease at `now`).
+    #[must_use]
+    pub fn planned_each_run(mut self) -> Self {
+        self.persistent = false;
+        self
     }
 
     /// Appends an argument.

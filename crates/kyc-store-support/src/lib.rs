@@ -4,8 +4,9 @@
 //!
 //! - [`engine`]: the small dialect trait a backend implements (binding arguments, reading
 //!   columns, taking its write turn, naming its constraints), and the statements built on it;
-//! - [`accounts`], [`idempotency`], [`audit`], [`webhooks`]: those ports whole (and, for
-//!   [`customers`], its reads), as generic functions over an
+//! - [`accounts`], [`idempotency`], [`audit`], [`webhooks`], [`outbox`]: those ports whole (and,
+//!   for [`customers`], its reads; for [`deliveries`], the event feed, the delivery lease and
+//!   replay), as generic functions over an
 //!   [`engine::Engine`] and macros that implement the port for an adapter;
 //! - [`rules`]: what the customer store's two write paths share (the stored form of a state, row
 //!   decoding through the cache, error mapping, the time of a move);
@@ -40,8 +41,10 @@
 pub mod accounts;
 pub mod audit;
 pub mod customers;
+pub mod deliveries;
 pub mod engine;
 pub mod idempotency;
+pub mod outbox;
 pub mod rules;
 pub mod times;
 pub mod turn;

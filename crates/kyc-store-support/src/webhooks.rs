@@ -1,7 +1,7 @@
 //! A firm's webhook endpoints and the log of delivery attempts, once for both backends, with the
 //! statements the delivery queues of both adapters share (the endpoint and log rows, the heads of
-//! an endpoint's chains). The queues themselves (leasing, finishing in batches) stay with each
-//! adapter: there the locking differs with the database.
+//! an endpoint's chains). The queue's lease and replay are in [`crate::deliveries`]; finishing
+//! attempts in batches stays with each adapter, where the databases batch differently.
 
 use kyc_domain::ids::FirmId;
 use kyc_domain::ports::{InfrastructureError, WebhookDelivery, WebhookEndpoint, WebhookEndpointId};
