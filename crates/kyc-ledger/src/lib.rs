@@ -11,8 +11,10 @@
 //! operations across threads, processes and replicas, so no balance can go negative; the
 //! [`LedgerAudit`] check proves the cache equals the entries.
 //!
-//! Rules are written once (the private `engine` module) over a small write-transaction trait that
-//! each backend implements.
+//! Rules are written once (the private `engine` module) over a small write-transaction trait, and
+//! the statements once (`statements`) over the storage engine's driver (`kyc_store_support`'s
+//! `Runner` and `Session`), so the two backends differ only in the firm's lock and in how they
+//! connect.
 //!
 //! Wiring: run [`postgres::migrate`] or [`sqlite::migrate`] at start-up (the ledger's migrations
 //! are versioned from 1001 and share `_sqlx_migrations` with the storage crate's), then hand
@@ -24,10 +26,11 @@
 mod engine;
 pub mod postgres;
 pub mod sqlite;
+mod statements;
 
 use async_trait::async_trait;
 use kyc_domain::ids::FirmId;
-use kyc_domain::ports::{Clock, InfrastructureError, LedgerError};
+use kyc_domain::ports::{Clock, LedgerError};
 use time::OffsetDateTime;
 
 pub use postgres::{PgLedger, migrate as migrate_postgres};
@@ -103,22 +106,7 @@ pub trait LedgerAudit: Send + Sync {
 }
 
 /// Translates a driver error at the adapter's edge: what may pass if retried later becomes
-/// `Unavailable`, everything else `Internal`.
+/// `Unavailable`, everything else `Internal` (the storage engine's reading, shared with the store).
 pub(crate) fn infrastructure(error: sqlx::Error) -> LedgerError {
-    let transient = match &error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(database) => matches!(
-            database.code().as_deref(),
-            // Postgres: serialization failure, deadlock, lock timeout, too many connections.
-            Some("40001" | "40P01" | "55P03" | "53300")
-            // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
-            | Some("5" | "6" | "261" | "517" | "262")
-        ),
-        _ => false,
-    };
-    LedgerError::Infrastructure(if transient {
-        InfrastructureError::unavailable(error)
-    } else {
-        InfrastructureError::internal(error)
-    })
+    LedgerError::Infrastructure(kyc_store_support::engine::infra(error))
 }

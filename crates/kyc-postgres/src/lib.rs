@@ -23,7 +23,6 @@ use std::time::Duration;
 use kyc_domain::ports::InfrastructureError;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use time::OffsetDateTime;
 
 pub use keys::{KEY_CACHE_ENTRIES, KEY_CHANGES_CHANNEL};
 pub use kyc_store_support::DEFAULT_STATE_CACHE_ENTRIES;
@@ -119,11 +118,7 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool
     }
 }
 
-/// A time as stored: truncated to the microsecond, the precision of `timestamptz`.
-pub(crate) fn at_micros(at: OffsetDateTime) -> OffsetDateTime {
-    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(at)
-}
+pub(crate) use kyc_store_support::postgres::at_micros;
 
 kyc_store_support::firm_store!(PostgresStore);
 kyc_store_support::user_store!(PostgresStore);

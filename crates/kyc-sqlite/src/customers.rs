@@ -453,7 +453,11 @@ impl CustomerStore for SqliteStore {
         let mut builder = page_statement(COLUMNS, firm, query);
         // All rows first, then the parse: parsing each row as the driver hands it over (as the
         // Postgres adapter does) measured no faster here, the rows coming from an in-process file.
-        let rows = builder.build().fetch_all(&self.pool).await.map_err(infra)?;
+        let rows = builder
+            .build()
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(infra)?;
         let has_more = rows.len() > limit;
         let page = rows
             .into_iter()
@@ -465,7 +469,7 @@ impl CustomerStore for SqliteStore {
             push_filters(&mut count, firm, query);
             let total: i64 = count
                 .build_query_scalar()
-                .fetch_one(&self.pool)
+                .fetch_one(&self.db.pool)
                 .await
                 .map_err(infra)?;
             Some(u64::try_from(total).map_err(InfrastructureError::internal)?)

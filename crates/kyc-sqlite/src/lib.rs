@@ -10,7 +10,7 @@
 //! wait on `busy_timeout` instead of failing when a read lock cannot be upgraded.
 //!
 //! Writers of one store also take turns before asking SQLite for the lock (see
-//! [`SqliteStore::write_turn`]): SQLite's busy handler polls with sleeps of up to 100 ms and
+//! [`SqliteDb::write_turn`]): SQLite's busy handler polls with sleeps of up to 100 ms and
 //! serves no one in order, so under a stream of concurrent writes most of a writer's wait was
 //! sleep after the lock had been freed, and an unlucky one waited close to a second.
 
@@ -21,21 +21,18 @@ mod engine;
 #[cfg(test)]
 mod plans;
 
-use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kyc_domain::customer::CustomerState;
 use kyc_domain::ports::InfrastructureError;
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
-use time::OffsetDateTime;
-use uuid::Uuid;
 
 pub use kyc_store_support::DEFAULT_STATE_CACHE_ENTRIES;
 use kyc_store_support::StateCache;
-use kyc_store_support::turn::Turn;
+use kyc_store_support::sqlite::SqliteDb;
 pub use kyc_store_support::turn::WriterTurn;
 
 /// Opens (creating it if missing) the SQLite database at `url` (`sqlite://path/to/file.db`) in
@@ -82,12 +79,12 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), InfrastructureError> {
 /// Every storage port on one SQLite pool. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// The pool and the turn of this database's writers in this process (shared by its clones,
+    /// and by the ledger on the same file when handed [`SqliteStore::writer_turn`]), taken in
+    /// arrival order.
+    db: SqliteDb,
     /// Decoded customer states, shared by the clones of this value (not by other values).
     states: Arc<StateCache>,
-    /// The turn of this database's writers in this process (shared by its clones, and by the
-    /// ledger on the same file when handed [`SqliteStore::writer_turn`]), taken in arrival order.
-    writer: WriterTurn,
 }
 
 impl SqliteStore {
@@ -105,68 +102,25 @@ impl SqliteStore {
     /// new version. A typical entry takes 1–2 KiB: 10 000 entries hold roughly 10–20 MiB.
     pub fn with_state_cache(pool: SqlitePool, entries: usize) -> Self {
         Self {
-            pool,
+            db: SqliteDb::new(pool),
             states: Arc::new(StateCache::new(entries)),
-            writer: WriterTurn::new(),
         }
     }
 
     /// The turn this store's writers take, to hand to every other writer of the same file in
     /// this process (the credits ledger), so they all queue in one line.
     pub fn writer_turn(&self) -> WriterTurn {
-        self.writer.clone()
+        self.db.writer.clone()
     }
 
     /// The pool, for health checks and tests.
     pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// Waits for this file's writers before this one to finish; held until the write is done
-    /// (see [`WriterTurn`]: it orders the writers of this process, SQLite's lock and busy timeout
-    /// still order everyone else).
-    pub(crate) async fn write_turn(&self) -> Turn {
-        self.writer.take().await
+        &self.db.pool
     }
 
     /// A write transaction: this store's turn, then `BEGIN IMMEDIATE` (the database's write lock).
     async fn begin_write(&self) -> Result<WriteTx, InfrastructureError> {
-        let turn = self.write_turn().await;
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(infra)?;
-        Ok(WriteTx { tx, _turn: turn })
-    }
-}
-
-/// A `BEGIN IMMEDIATE` transaction holding its writer's turn until it is committed or dropped
-/// (rolled back). Statements run on it as on its connection (`&mut *tx`).
-pub struct WriteTx {
-    // Dropped first: the rollback of an uncommitted transaction is queued before the turn passes.
-    tx: Transaction<'static, Sqlite>,
-    _turn: Turn,
-}
-
-impl WriteTx {
-    /// Commits, then passes the turn on.
-    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
-}
-
-impl Deref for WriteTx {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        &self.tx
-    }
-}
-
-impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+        self.db.begin_write().await
     }
 }
 
@@ -181,21 +135,7 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error, column: &str) -> bool {
     }
 }
 
-/// A time as stored: microseconds since the epoch, UTC.
-pub(crate) fn micros(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
-}
-
-/// A stored time read back.
-pub(crate) fn from_micros(value: i64) -> Result<OffsetDateTime, InfrastructureError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1_000)
-        .map_err(InfrastructureError::internal)
-}
-
-/// A stored UUID read back.
-pub(crate) fn uuid(text: &str) -> Result<Uuid, InfrastructureError> {
-    Uuid::parse_str(text).map_err(InfrastructureError::internal)
-}
+pub(crate) use kyc_store_support::sqlite::{WriteTx, from_micros, micros};
 
 /// A value serialized for a JSON column.
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, InfrastructureError> {
@@ -205,13 +145,6 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Infrastr
 /// A customer's state as stored (see [`kyc_store_support::rules::state_json`]), as text.
 pub(crate) fn state_json(state: &CustomerState) -> Result<String, InfrastructureError> {
     to_json(&kyc_store_support::rules::state_json(state)?)
-}
-
-/// A JSON column read back.
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
-    text: &str,
-) -> Result<T, InfrastructureError> {
-    serde_json::from_str(text).map_err(InfrastructureError::internal)
 }
 
 kyc_store_support::firm_store!(SqliteStore);

@@ -149,6 +149,8 @@ impl<'a> Statement<'a> {
 pub trait Columns {
     /// An id column.
     fn id(&self, column: &str) -> Result<Uuid, InfrastructureError>;
+    /// A nullable id column.
+    fn opt_id(&self, column: &str) -> Result<Option<Uuid>, InfrastructureError>;
     /// A text column.
     fn text(&self, column: &str) -> Result<String, InfrastructureError>;
     /// A nullable text column.
@@ -191,6 +193,9 @@ pub trait Session: Send {
     /// The backend's row.
     type Row: Columns + Send + Sync;
 
+    /// Which SQL the backend speaks.
+    const DIALECT: Dialect;
+
     /// Runs a statement, returning how many rows it changed.
     async fn execute(&mut self, statement: Statement<'_>) -> Result<u64, sqlx::Error>;
 
@@ -205,11 +210,15 @@ pub trait Session: Send {
 
     /// Commits (and on SQLite passes the writer's turn on). Dropping a session rolls it back.
     async fn commit(self) -> Result<(), sqlx::Error>;
+
+    /// Rolls back now, releasing the locks before it returns (and on SQLite then passes the
+    /// writer's turn on).
+    async fn rollback(self) -> Result<(), sqlx::Error>;
 }
 
-/// A database the storage rules run on.
+/// A database statements run on: a pool, or a store or ledger around one.
 #[async_trait]
-pub trait Engine: Send + Sync {
+pub trait Runner: Send + Sync {
     /// The backend's row.
     type Row: Columns + Send + Sync;
     /// A write transaction.
@@ -217,9 +226,6 @@ pub trait Engine: Send + Sync {
 
     /// Which SQL the backend speaks.
     const DIALECT: Dialect;
-
-    /// The decoded customer states this store keeps (see [`crate::StateCache`]).
-    fn states(&self) -> &crate::StateCache;
 
     /// Runs a read, returning its rows.
     async fn fetch_all(&self, statement: Statement<'_>) -> Result<Vec<Self::Row>, sqlx::Error>;
@@ -242,6 +248,13 @@ pub trait Engine: Send + Sync {
 
     /// Opens a write transaction (on SQLite: the writer's turn, then `BEGIN IMMEDIATE`).
     async fn begin_write(&self) -> Result<Self::Tx, InfrastructureError>;
+}
+
+/// A database the storage rules run on: a [`Runner`] with the store's decoded-state cache and
+/// the names of its constraints.
+pub trait Engine: Runner {
+    /// The decoded customer states this store keeps (see [`crate::StateCache`]).
+    fn states(&self) -> &crate::StateCache;
 
     /// Whether `error` is a violation of `constraint`.
     fn violates(error: &sqlx::Error, constraint: Unique) -> bool;
@@ -251,7 +264,7 @@ pub trait Engine: Send + Sync {
 ///
 /// # Errors
 /// [`InfrastructureError`] when the read fails or a row does not map.
-pub async fn all_rows<E: Engine, T>(
+pub async fn all_rows<E: Runner, T>(
     engine: &E,
     statement: Statement<'_>,
     map: impl Fn(&E::Row) -> Result<T, InfrastructureError> + Send,
@@ -269,7 +282,7 @@ pub async fn all_rows<E: Engine, T>(
 ///
 /// # Errors
 /// [`InfrastructureError`] when the read fails or the row does not map.
-pub async fn first_row<E: Engine, T>(
+pub async fn first_row<E: Runner, T>(
     engine: &E,
     statement: Statement<'_>,
     map: impl Fn(&E::Row) -> Result<T, InfrastructureError> + Send,
@@ -283,14 +296,26 @@ pub async fn first_row<E: Engine, T>(
         .transpose()
 }
 
-/// Translates a driver error that no port names into the domain's infrastructure error: the
-/// database out of reach is `Unavailable` (the caller may retry), anything else `Internal`.
+/// Translates a driver error that no port names into the domain's infrastructure error: what may
+/// pass if tried again later is `Unavailable` (the database out of reach, a serialization
+/// failure, a deadlock, a lock timeout, too many connections, a busy or locked SQLite file), and
+/// anything else `Internal`.
 pub fn infra(error: sqlx::Error) -> InfrastructureError {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            InfrastructureError::unavailable(error)
-        }
-        other => InfrastructureError::internal(other),
+    let transient = match &error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(database) => matches!(
+            database.code().as_deref(),
+            // PostgreSQL: serialization failure, deadlock, lock timeout, too many connections.
+            Some("40001" | "40P01" | "55P03" | "53300")
+            // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+            | Some("5" | "6" | "261" | "517" | "262")
+        ),
+        _ => false,
+    };
+    if transient {
+        InfrastructureError::unavailable(error)
+    } else {
+        InfrastructureError::internal(error)
     }
 }
 

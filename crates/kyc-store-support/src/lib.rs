@@ -4,6 +4,8 @@
 //!
 //! - [`engine`]: the small dialect trait a backend implements (binding arguments, reading
 //!   columns, taking its write turn, naming its constraints), and the statements built on it;
+//! - [`postgres`], [`sqlite`]: how statements run on each database (binding, reading, write
+//!   transactions), shared by the storage adapters and the credits ledger;
 //! - [`accounts`], [`idempotency`], [`audit`], [`webhooks`], [`outbox`]: those ports whole (and,
 //!   for [`customers`], its reads; for [`deliveries`], the event feed, the delivery lease and
 //!   replay), as generic functions over an
@@ -45,7 +47,9 @@ pub mod deliveries;
 pub mod engine;
 pub mod idempotency;
 pub mod outbox;
+pub mod postgres;
 pub mod rules;
+pub mod sqlite;
 pub mod times;
 pub mod turn;
 pub mod webhooks;
