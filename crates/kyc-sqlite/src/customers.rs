@@ -2,18 +2,17 @@
 //! attempts side table, audit events, outbox rows, notifications with their webhook deliveries
 //! and seen provider events, written in one transaction.
 
-use async_trait::async_trait;
 use kyc_domain::customer::Customer;
 use kyc_domain::events::{DomainEvent, NotificationType, OutboxMessage};
-use kyc_domain::ids::{ApplicantId, CustomerId, ExternalUserId, FirmId};
+use kyc_domain::ids::{ApplicantId, FirmId};
 use kyc_domain::ports::{
-    AttemptLocation, CustomerPage, CustomerStore, InfrastructureError, InsertOrMatch, LinkLocation,
-    ListOrder, ListQuery, SaveError, Saved, UpsertCandidates,
+    CustomerPage, InfrastructureError, InsertOrMatch, ListOrder, ListQuery, SaveError, Saved,
+    UpsertCandidates,
 };
-use kyc_domain::provider::{ProviderEvent, ProviderEventKey};
-use kyc_domain::values::{Email, ExternalId};
+use kyc_domain::provider::ProviderEventKey;
+use kyc_domain::values::ExternalId;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use kyc_store_support::customers;
@@ -309,10 +308,9 @@ async fn insert_in(
     Ok((saved, stored))
 }
 
-#[async_trait]
-impl CustomerStore for SqliteStore {
+impl SqliteStore {
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
-    async fn insert(
+    pub(crate) async fn insert_customer(
         &self,
         customer: &Customer,
         events: &[DomainEvent],
@@ -326,12 +324,12 @@ impl CustomerStore for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %customer.firm_id, customer_id = %customer.id))]
-    async fn save<'a>(
+    pub(crate) async fn save_customer(
         &self,
         customer: &Customer,
         events: &[DomainEvent],
         outbox: &[OutboxMessage],
-        inbound: Option<&'a ProviderEventKey>,
+        inbound: Option<&ProviderEventKey>,
     ) -> Result<Saved, SaveError> {
         let expected = i64::try_from(customer.version).map_err(InfrastructureError::internal)?;
         let mut tx = self.begin_write().await?;
@@ -368,40 +366,7 @@ impl CustomerStore for SqliteStore {
         Ok(saved)
     }
 
-    async fn get(
-        &self,
-        firm: FirmId,
-        id: CustomerId,
-    ) -> Result<Option<Customer>, InfrastructureError> {
-        customers::get(self, firm, id).await
-    }
-
-    async fn get_by_external_id(
-        &self,
-        firm: FirmId,
-        external_id: &ExternalId,
-    ) -> Result<Option<Customer>, InfrastructureError> {
-        customers::get_by_external_id(self, firm, external_id).await
-    }
-
-    async fn find_by_email(
-        &self,
-        firm: FirmId,
-        email: &Email,
-    ) -> Result<Option<Customer>, InfrastructureError> {
-        customers::find_by_email(self, firm, email).await
-    }
-
-    async fn find_upsert_candidates<'a>(
-        &self,
-        firm: FirmId,
-        external_id: Option<&'a ExternalId>,
-        email: &'a Email,
-    ) -> Result<UpsertCandidates, InfrastructureError> {
-        customers::find_upsert_candidates(self, firm, external_id, email).await
-    }
-
-    async fn insert_unless_matched(
+    pub(crate) async fn insert_customer_unless_matched(
         &self,
         customer: &Customer,
         events: &[DomainEvent],
@@ -444,7 +409,7 @@ impl CustomerStore for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, level = "debug", err(level = "debug"), fields(firm_id = %firm))]
-    async fn list(
+    pub(crate) async fn list_customers(
         &self,
         firm: FirmId,
         query: &ListQuery,
@@ -482,52 +447,6 @@ impl CustomerStore for SqliteStore {
             total,
         })
     }
-
-    async fn locate_attempt<'a>(
-        &self,
-        applicant_id: Option<&'a ApplicantId>,
-        external_user_id: Option<&'a ExternalUserId>,
-    ) -> Result<Option<AttemptLocation>, InfrastructureError> {
-        customers::locate_attempt(self, applicant_id, external_user_id).await
-    }
-
-    async fn find_by_attempt<'a>(
-        &self,
-        applicant_id: Option<&'a ApplicantId>,
-        external_user_id: Option<&'a ExternalUserId>,
-    ) -> Result<Option<Customer>, InfrastructureError> {
-        customers::find_by_attempt(self, applicant_id, external_user_id).await
-    }
-
-    async fn record_orphan_event(
-        &self,
-        event: &ProviderEvent,
-    ) -> Result<bool, InfrastructureError> {
-        customers::record_orphan_event(self, event).await
-    }
-
-    async fn locate_link<'a>(
-        &self,
-        token_hash: &'a str,
-    ) -> Result<Option<LinkLocation>, InfrastructureError> {
-        customers::locate_link(self, token_hash).await
-    }
-
-    async fn due_for_rescreening(
-        &self,
-        now: OffsetDateTime,
-        limit: u32,
-    ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
-        customers::due_for_rescreening(self, now, limit).await
-    }
-
-    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
-    async fn stuck_attempts(
-        &self,
-        now: OffsetDateTime,
-        older_than: Duration,
-        limit: u32,
-    ) -> Result<Vec<AttemptLocation>, InfrastructureError> {
-        customers::stuck_attempts(self, now, older_than, limit).await
-    }
 }
+
+kyc_store_support::customer_store!(SqliteStore);

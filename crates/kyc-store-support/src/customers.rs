@@ -347,3 +347,160 @@ pub async fn stuck_attempts<E: Engine>(
     stuck.sort_by_key(|(claimed_at, location)| (*claimed_at, location.customer_id));
     Ok(stuck.into_iter().map(|(_, location)| location).collect())
 }
+
+/// Implements `CustomerStore` for an adapter that implements [`Engine`]: the reads from this
+/// module, the writes and the list page from the adapter's inherent `insert_customer`,
+/// `save_customer`, `insert_customer_unless_matched` and `list_customers` (where each database
+/// writes and pages in its own way).
+#[macro_export]
+macro_rules! customer_store {
+    ($store:ty) => {
+        #[$crate::reexport::async_trait]
+        impl ::kyc_domain::ports::CustomerStore for $store {
+            async fn insert(
+                &self,
+                customer: &::kyc_domain::customer::Customer,
+                events: &[::kyc_domain::events::DomainEvent],
+                outbox: &[::kyc_domain::events::OutboxMessage],
+            ) -> Result<::kyc_domain::ports::Saved, ::kyc_domain::ports::SaveError> {
+                self.insert_customer(customer, events, outbox).await
+            }
+
+            async fn save<'a>(
+                &self,
+                customer: &::kyc_domain::customer::Customer,
+                events: &[::kyc_domain::events::DomainEvent],
+                outbox: &[::kyc_domain::events::OutboxMessage],
+                inbound: Option<&'a ::kyc_domain::provider::ProviderEventKey>,
+            ) -> Result<::kyc_domain::ports::Saved, ::kyc_domain::ports::SaveError> {
+                self.save_customer(customer, events, outbox, inbound).await
+            }
+
+            async fn get(
+                &self,
+                firm: ::kyc_domain::ids::FirmId,
+                id: ::kyc_domain::ids::CustomerId,
+            ) -> Result<
+                Option<::kyc_domain::customer::Customer>,
+                ::kyc_domain::ports::InfrastructureError,
+            > {
+                $crate::customers::get(self, firm, id).await
+            }
+
+            async fn get_by_external_id(
+                &self,
+                firm: ::kyc_domain::ids::FirmId,
+                external_id: &::kyc_domain::values::ExternalId,
+            ) -> Result<
+                Option<::kyc_domain::customer::Customer>,
+                ::kyc_domain::ports::InfrastructureError,
+            > {
+                $crate::customers::get_by_external_id(self, firm, external_id).await
+            }
+
+            async fn find_by_email(
+                &self,
+                firm: ::kyc_domain::ids::FirmId,
+                email: &::kyc_domain::values::Email,
+            ) -> Result<
+                Option<::kyc_domain::customer::Customer>,
+                ::kyc_domain::ports::InfrastructureError,
+            > {
+                $crate::customers::find_by_email(self, firm, email).await
+            }
+
+            async fn find_upsert_candidates<'a>(
+                &self,
+                firm: ::kyc_domain::ids::FirmId,
+                external_id: Option<&'a ::kyc_domain::values::ExternalId>,
+                email: &'a ::kyc_domain::values::Email,
+            ) -> Result<
+                ::kyc_domain::ports::UpsertCandidates,
+                ::kyc_domain::ports::InfrastructureError,
+            > {
+                $crate::customers::find_upsert_candidates(self, firm, external_id, email).await
+            }
+
+            async fn insert_unless_matched(
+                &self,
+                customer: &::kyc_domain::customer::Customer,
+                events: &[::kyc_domain::events::DomainEvent],
+                outbox: &[::kyc_domain::events::OutboxMessage],
+            ) -> Result<::kyc_domain::ports::InsertOrMatch, ::kyc_domain::ports::SaveError> {
+                self.insert_customer_unless_matched(customer, events, outbox)
+                    .await
+            }
+
+            async fn list(
+                &self,
+                firm: ::kyc_domain::ids::FirmId,
+                query: &::kyc_domain::ports::ListQuery,
+            ) -> Result<::kyc_domain::ports::CustomerPage, ::kyc_domain::ports::InfrastructureError>
+            {
+                self.list_customers(firm, query).await
+            }
+
+            async fn locate_attempt<'a>(
+                &self,
+                applicant_id: Option<&'a ::kyc_domain::ids::ApplicantId>,
+                external_user_id: Option<&'a ::kyc_domain::ids::ExternalUserId>,
+            ) -> Result<
+                Option<::kyc_domain::ports::AttemptLocation>,
+                ::kyc_domain::ports::InfrastructureError,
+            > {
+                $crate::customers::locate_attempt(self, applicant_id, external_user_id).await
+            }
+
+            async fn find_by_attempt<'a>(
+                &self,
+                applicant_id: Option<&'a ::kyc_domain::ids::ApplicantId>,
+                external_user_id: Option<&'a ::kyc_domain::ids::ExternalUserId>,
+            ) -> Result<
+                Option<::kyc_domain::customer::Customer>,
+                ::kyc_domain::ports::InfrastructureError,
+            > {
+                $crate::customers::find_by_attempt(self, applicant_id, external_user_id).await
+            }
+
+            async fn record_orphan_event(
+                &self,
+                event: &::kyc_domain::provider::ProviderEvent,
+            ) -> Result<bool, ::kyc_domain::ports::InfrastructureError> {
+                $crate::customers::record_orphan_event(self, event).await
+            }
+
+            async fn locate_link<'a>(
+                &self,
+                token_hash: &'a str,
+            ) -> Result<
+                Option<::kyc_domain::ports::LinkLocation>,
+                ::kyc_domain::ports::InfrastructureError,
+            > {
+                $crate::customers::locate_link(self, token_hash).await
+            }
+
+            async fn due_for_rescreening(
+                &self,
+                now: ::time::OffsetDateTime,
+                limit: u32,
+            ) -> Result<
+                Vec<::kyc_domain::ports::AttemptLocation>,
+                ::kyc_domain::ports::InfrastructureError,
+            > {
+                $crate::customers::due_for_rescreening(self, now, limit).await
+            }
+
+            async fn stuck_attempts(
+                &self,
+                now: ::time::OffsetDateTime,
+                older_than: ::time::Duration,
+                limit: u32,
+            ) -> Result<
+                Vec<::kyc_domain::ports::AttemptLocation>,
+                ::kyc_domain::ports::InfrastructureError,
+            > {
+                $crate::customers::stuck_attempts(self, now, older_than, limit).await
+            }
+        }
+    };
+}
