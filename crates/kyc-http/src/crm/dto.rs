@@ -249,18 +249,33 @@ pub struct CustomerListDto {
 
 /// `POST /customers` body (camelCase).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpsertCustomerRequest {
     /// Your CRM's id for the customer, ≤255 characters; strongly recommended (upsert key).
-    #[schema(example = "crm-7741")]
+    #[schema(
+        example = "crm-7741",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub external_id: Option<String>,
     /// 1–255 characters.
-    #[schema(example = "Jane Doe")]
+    #[schema(
+        example = "Jane Doe",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub full_name: String,
     /// A valid email address.
-    #[schema(example = "jane@example.com")]
+    #[schema(
+        example = "jane@example.com",
+        max_length = 254,
+        pattern = r"^[!#-?A-Z^-~]{1,64}@(?:[A-Za-z0-9]+\.)+[A-Za-z][A-Za-z0-9]*$"
+    )]
     pub email: String,
     /// E.164, e.g. `+61400000000`.
+    #[schema(example = "+61400000000", pattern = r"^\+[1-9][0-9]{5,14}$")]
     pub phone: Option<String>,
     /// `INDIVIDUAL` (default) or `SOLE_TRADER`.
     #[serde(rename = "type")]
@@ -269,27 +284,41 @@ pub struct UpsertCustomerRequest {
 }
 
 /// Proposed risk answers (camelCase). They count only once a person confirms them in the back
-/// office.
+/// office. The first proposal gives all three; a later one may give only the answers it changes
+/// (the document states the first, stricter form).
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RiskRequest {
     /// Is the customer new (not a pre-commencement customer)?
+    #[schema(value_type = bool)]
     pub is_new_customer: Option<bool>,
     /// Is the service a designated service under the AML/CTF Act?
+    #[schema(value_type = bool)]
     pub is_designated_service: Option<bool>,
     /// Does the engagement handle cash or crypto?
+    #[schema(value_type = bool)]
     pub handles_cash_or_crypto: Option<bool>,
 }
 
 /// `PATCH /customers/{id}` body (camelCase); every field optional.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchCustomerRequest {
-    /// Frozen once `VERIFIED`.
+    /// Frozen once `VERIFIED`; 1–255 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub full_name: Option<String>,
     /// Frozen once `VERIFIED`.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[!#-?A-Z^-~]{1,64}@(?:[A-Za-z0-9]+\.)+[A-Za-z][A-Za-z0-9]*$"
+    )]
     pub email: Option<String>,
-    /// Always editable.
+    /// Always editable; E.164.
+    #[schema(pattern = r"^\+[1-9][0-9]{5,14}$")]
     pub phone: Option<String>,
     /// Proposed risk answers; always editable.
     pub risk: Option<RiskRequest>,

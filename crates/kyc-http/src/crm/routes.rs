@@ -46,7 +46,7 @@ async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Customer, A
     path = "/api/v1/customers",
     tag = "customers",
     request_body = UpsertCustomerRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; replays the first answer for 24 h")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[ -~]*[!-~][ -~]*$", description = "1–255 printable ASCII characters; replays the first answer for 24 h")),
     responses(
         (status = 201, description = "Created", body = CustomerDto),
         (status = 200, description = "Updated an existing record", body = CustomerDto),
@@ -197,13 +197,13 @@ fn parse_list_params(pairs: Vec<(String, String)>) -> Result<ListParams, ApiErro
     path = "/api/v1/customers",
     tag = "customers",
     params(
-        ("status" = Option<String>, Query, description = "kyc_status filter"),
-        ("aml_status" = Option<String>, Query, description = "aml.status filter"),
-        ("updated_since" = Option<String>, Query, description = "RFC 3339; only customers updated strictly after it, ordered by (updated_at, id)"),
-        ("external_id" = Option<String>, Query, description = "look up by CRM id"),
-        ("limit" = Option<u32>, Query, description = "1–100, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page; keep the same filters"),
-        ("include" = Option<String>, Query, description = "comma-separated; only total_count"),
+        ("status" = Option<String>, Query, pattern = r"^(NOT_STARTED|PENDING|IN_PROGRESS|VERIFIED|FAILED|NOT_REQUIRED|AWAITING_RESUBMISSION)$", description = "kyc_status filter"),
+        ("aml_status" = Option<String>, Query, pattern = r"^(NOT_SCREENED|IN_PROGRESS|CLEAR|NEEDS_REVIEW|RESOLVED)$", description = "aml.status filter"),
+        ("updated_since" = Option<String>, Query, format = DateTime, description = "RFC 3339; only customers updated strictly after it, ordered by (updated_at, id)"),
+        ("external_id" = Option<String>, Query, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$", description = "look up by CRM id"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1–100, default 50"),
+        ("cursor" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]*$", description = "next_cursor of the previous page, exactly as returned, with the same filters (a cursor is bound to the firm and the filters it was issued for; any other value is a 422); empty or omitted: the first page"),
+        ("include" = Option<String>, Query, pattern = r"^total_count$", description = "only total_count"),
     ),
     responses(
         (status = 200, description = "A page of customers", body = CustomerListDto),
@@ -296,7 +296,7 @@ pub(crate) async fn get_customer(
     tag = "customers",
     params(
         ("id" = String, Path, description = "The customer's UUID or your external_id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; replays the first answer for 24 h"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[ -~]*[!-~][ -~]*$", description = "1–255 printable ASCII characters; replays the first answer for 24 h"),
     ),
     request_body = PatchCustomerRequest,
     responses(

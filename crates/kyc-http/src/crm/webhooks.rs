@@ -14,7 +14,7 @@ use kyc_domain::ports::{
     FeedEvent, FeedPosition, WebhookDelivery, WebhookEndpoint, WebhookEndpointId,
 };
 use kyc_domain::usecases::{EndpointChanges, NewEndpoint, WebhookError, WebhookService};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -233,14 +233,19 @@ pub struct WebhookDeliveryListDto {
 }
 
 /// `POST /webhook-endpoints` body.
-#[derive(Debug, Clone, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct CreateWebhookEndpointRequest {
     /// `https://` (or `http://` on a private network); at most 2,048 characters.
-    #[schema(example = "https://crm.example.com/hooks/kyc", max_length = 2048)]
+    #[schema(
+        example = "https://crm.example.com/hooks/kyc",
+        max_length = 2048,
+        pattern = r"^https?://(?:[A-Za-z0-9]+\.)*[A-Za-z][A-Za-z0-9]*(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?(?:\?[A-Za-z0-9._~%!$&()*+,;=:@/?-]*)?$"
+    )]
     url: String,
-    /// A note, at most 500 characters.
-    #[schema(max_length = 500)]
+    /// A note, at most 500 characters, no control characters.
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     description: Option<String>,
     /// Event types to receive; omitted or empty means all.
     #[schema(inline, value_type = Option<Vec<EventTypeName>>)]
@@ -248,28 +253,35 @@ pub struct CreateWebhookEndpointRequest {
 }
 
 /// `PATCH /webhook-endpoints/{id}` body: only the fields given change.
-#[derive(Debug, Clone, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UpdateWebhookEndpointRequest {
-    /// A new URL.
-    #[schema(max_length = 2048)]
+    /// A new URL, as for creating an endpoint (it cannot be removed).
+    #[schema(
+        nullable = false,
+        max_length = 2048,
+        pattern = r"^https?://(?:[A-Za-z0-9]+\.)*[A-Za-z][A-Za-z0-9]*(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?(?:\?[A-Za-z0-9._~%!$&()*+,;=:@/?-]*)?$"
+    )]
     url: Option<String>,
     /// A new note; `null` clears it.
-    #[schema(max_length = 500)]
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     description: Option<String>,
     /// New event types; empty means all.
     #[schema(inline, value_type = Option<Vec<EventTypeName>>)]
     events: Option<Vec<String>>,
     /// `false` pauses deliveries (messages wait); `true` resumes them, also after a `410`.
+    #[schema(nullable = false)]
     enabled: Option<bool>,
 }
 
 /// `POST /webhook-endpoints/{id}/replay` body.
-#[derive(Debug, Clone, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ReplayRequest {
     /// The event to send again, as in the delivery log.
-    #[schema(format = Uuid)]
+    #[schema(format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     event_id: String,
 }
 
@@ -356,7 +368,7 @@ fn events_field(body: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiErr
     path = "/api/v1/webhook-endpoints",
     tag = "webhooks",
     request_body = CreateWebhookEndpointRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; replays the first answer for 24 h")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[ -~]*[!-~][ -~]*$", description = "1–255 printable ASCII characters; replays the first answer for 24 h")),
     responses(
         (status = 201, description = "Created; `secret` is shown this once", body = WebhookEndpointDto),
         (status = 401, description = "unauthorized", body = ErrorEnvelope),
@@ -446,7 +458,7 @@ pub(crate) async fn get_endpoint(
     tag = "webhooks",
     params(
         ("id" = String, Path, format = Uuid, description = "The endpoint's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; replays the first answer for 24 h"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[ -~]*[!-~][ -~]*$", description = "1–255 printable ASCII characters; replays the first answer for 24 h"),
     ),
     request_body = UpdateWebhookEndpointRequest,
     responses(
@@ -700,7 +712,7 @@ fn decode_position(text: &str) -> Result<FeedPosition, ApiError> {
     path = "/api/v1/events",
     tag = "events",
     params(
-        ("after" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]*$", description = "next_cursor of the previous page, exactly as returned (any other value is a 422); empty or omitted: from the start"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1–500, default 100"),
     ),
     responses(
@@ -723,7 +735,11 @@ pub(crate) async fn list_events(
         DEFAULT_EVENTS_LIMIT,
         MAX_EVENTS_LIMIT,
     )?;
-    let after = after.as_deref().map(decode_position).transpose()?;
+    let after = after
+        .as_deref()
+        .filter(|text| !text.is_empty())
+        .map(decode_position)
+        .transpose()?;
     let mut events = service(&state)
         .events(caller.firm_id, after, limit + 1)
         .await?;
