@@ -276,4 +276,34 @@ mod tests {
         assert_eq!(fingerprint(b"{}"), fingerprint(b"{}"));
         assert_ne!(fingerprint(b"{\"a\":1}"), fingerprint(b"{\"a\":2}"));
     }
+
+    proptest::proptest! {
+        /// The fingerprint is a pure function of the bytes: 64 lowercase hex digits, the same
+        /// for the same body, different for any other body (a repeat must send the same bytes).
+        #[test]
+        fn the_fingerprint_separates_bodies(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            other in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        ) {
+            let print = fingerprint(&body);
+            proptest::prop_assert_eq!(print.len(), 64);
+            proptest::prop_assert!(print.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+            proptest::prop_assert_eq!(&print, &fingerprint(&body.clone()));
+            if other != body {
+                proptest::prop_assert_ne!(print, fingerprint(&other));
+            }
+        }
+
+        /// Any header value is a key or a 422, never a panic; a key is 1–255 characters and not
+        /// blank.
+        #[test]
+        fn any_header_value_is_a_key_or_a_refusal(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes)
+                && let Ok(key) = parse_key(&value)
+            {
+                proptest::prop_assert!(!key.trim().is_empty());
+                proptest::prop_assert!(key.chars().count() <= 255);
+            }
+        }
+    }
 }

@@ -651,5 +651,37 @@ mod tests {
             });
             let _ = parse_event(body.to_string().as_bytes());
         }
+
+        /// The verifier accepts exactly the digest of the body under the secret, with any of the
+        /// three algorithms and either case of hex, and refuses everything else without
+        /// panicking: any other digest, any other body, any algorithm name.
+        #[test]
+        fn the_verifier_accepts_only_the_bodys_own_digest(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            other in proptest::collection::vec(any::<u8>(), 0..256),
+            algorithm in prop_oneof![
+                Just(DigestAlgorithm::Sha1),
+                Just(DigestAlgorithm::Sha256),
+                Just(DigestAlgorithm::Sha512)
+            ],
+            upper in any::<bool>(),
+            name in "\\PC{0,40}",
+            digest in "\\PC{0,140}",
+        ) {
+            let verifier = verifier();
+            let signed = algorithm.sign(b"webhook-secret", &body);
+            let sent = if upper { signed.to_uppercase() } else { signed.clone() };
+            prop_assert_eq!(
+                verifier.verify_values(Some(algorithm.header_value()), Some(&sent), &body).ok(),
+                Some(algorithm)
+            );
+            if other != body {
+                prop_assert!(verifier.verify_values(Some(algorithm.header_value()), Some(&signed), &other).is_err());
+            }
+            let _ = verifier.verify_values(Some(&name), Some(&digest), &body);
+            if digest.trim().to_lowercase() != signed {
+                prop_assert!(verifier.verify_values(Some(algorithm.header_value()), Some(&digest), &body).is_err());
+            }
+        }
     }
 }

@@ -161,4 +161,64 @@ mod tests {
         let before = hex::encode(&Sha256::digest(canonical.as_bytes())[..12]);
         assert_eq!(binding(firm(), &CustomerFilter::default()), before);
     }
+
+    fn filters() -> impl proptest::strategy::Strategy<Value = CustomerFilter> {
+        use proptest::prelude::*;
+        (
+            proptest::option::of(proptest::sample::select(KycStatus::ALL.to_vec())),
+            any::<bool>(),
+            proptest::option::of(0_i64..4_000_000_000),
+        )
+            .prop_map(|(kyc_status, newest_first, since)| CustomerFilter {
+                kyc_status,
+                newest_first,
+                updated_since: since.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()),
+                ..CustomerFilter::default()
+            })
+    }
+
+    proptest::proptest! {
+        /// Any text at all is a position or a 422, never a panic.
+        #[test]
+        fn the_decoder_never_panics_on_any_text(text in "\\PC{0,300}") {
+            let _ = decode(&text, firm(), &CustomerFilter::default());
+        }
+
+        /// Base64url of any bytes, and of JSON shaped like a cursor with any values, is a
+        /// position or a 422.
+        #[test]
+        fn the_decoder_never_panics_on_cursor_shaped_input(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            o in "\\PC{0,3}", k in "\\PC{0,45}", i in "\\PC{0,40}", b in "\\PC{0,30}",
+        ) {
+            let _ = decode(&URL_SAFE_NO_PAD.encode(&bytes), firm(), &CustomerFilter::default());
+            let json = serde_json::json!({"o": o, "k": k, "i": i, "b": b}).to_string();
+            let _ = decode(&URL_SAFE_NO_PAD.encode(json), firm(), &CustomerFilter::default());
+        }
+
+        /// Every position round-trips under the filters it was issued for, and is refused under
+        /// any other filters or for another firm.
+        #[test]
+        fn every_position_round_trips_and_binds_its_filters(
+            nanos in -2_000_000_000_000_000_000_i128..4_000_000_000_000_000_000_i128,
+            id in proptest::prelude::any::<u128>(),
+            filter in filters(),
+            other in filters(),
+            stranger in proptest::prelude::any::<u128>(),
+        ) {
+            let position = PagePosition {
+                sort_key: OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap(),
+                id: CustomerId::from_uuid(uuid::Uuid::from_u128(id)),
+            };
+            let text = encode(firm(), &filter, &position);
+            proptest::prop_assert_eq!(decode(&text, firm(), &filter).unwrap(), position);
+            if binding(firm(), &other) != binding(firm(), &filter) {
+                proptest::prop_assert!(decode(&text, firm(), &other).is_err());
+            }
+            let stranger = FirmId::from_uuid(uuid::Uuid::from_u128(stranger));
+            if stranger != firm() {
+                proptest::prop_assert!(decode(&text, stranger, &filter).is_err());
+            }
+        }
+    }
 }

@@ -777,4 +777,20 @@ mod tests {
             assert!(decode_position(bad).is_err(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        /// Every feed position round-trips; any text is a position or a 422, never a panic.
+        #[test]
+        fn feed_cursors_round_trip_and_never_panic(
+            transaction in 0_i64..=i64::MAX,
+            sequence in 0_i64..=i64::MAX,
+            text in "\\PC{0,80}",
+        ) {
+            let position = FeedPosition { transaction, sequence };
+            proptest::prop_assert_eq!(decode_position(&encode_position(position)).unwrap(), position);
+            if let Ok(read) = decode_position(&text) {
+                proptest::prop_assert!(read.transaction >= 0 && read.sequence >= 0);
+            }
+        }
+    }
 }
