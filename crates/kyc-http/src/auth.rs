@@ -107,7 +107,28 @@ pub(crate) async fn require_api_key(
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };
-    if let Err(limited) = state.limiter.admit(caller.key_id, state.ports.clock.now()) {
+    let now = state.ports.clock.now();
+    let admitted = match &state.ports.limits {
+        Some(shared) => match shared
+            .admit(
+                caller.key_id,
+                now,
+                state.config.rate_limit_per_minute,
+                state.config.rate_limit_per_day,
+            )
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(full)) => Err(ApiError::RateLimited {
+                limit: full.limit,
+                window_seconds: full.window_seconds,
+                retry_after_secs: full.retry_after_secs,
+            }),
+            Err(error) => Err(ApiError::from(error)),
+        },
+        None => state.limiter.admit(caller.key_id, now),
+    };
+    if let Err(limited) = admitted {
         return limited.into_response();
     }
     tracing::Span::current().record("firm_id", tracing::field::display(caller.firm_id));

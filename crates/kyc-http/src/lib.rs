@@ -76,6 +76,9 @@ pub struct HttpPorts {
     pub readiness: Arc<dyn Readiness>,
     /// The firm's webhook endpoints and event feed.
     pub webhooks: WebhookService,
+    /// Request windows shared by every replica (on PostgreSQL); `None` counts in this process,
+    /// which suits a single server (the embedded SQLite database).
+    pub limits: Option<Arc<dyn kyc_domain::ports::RequestLimits>>,
 }
 
 /// What the back office and the provider webhook drive, beyond [`HttpPorts`]. Passed to

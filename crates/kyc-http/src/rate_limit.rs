@@ -2,8 +2,10 @@
 //! hours, each a fixed window that starts with the key's first request in it. A limit of `0`
 //! disables that window.
 //!
-//! In memory means per replica: N replicas allow N times the limit. That is the published
-//! contract's purpose (protect the service from a runaway loop), not billing, so it is enough.
+//! This counter is in memory, so it counts per process: it serves a single server (the embedded
+//! SQLite database). Replicas on PostgreSQL share their windows through the
+//! `kyc_domain::ports::RequestLimits` port instead (`HttpPorts::limits`), with the same windows
+//! and the same answers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

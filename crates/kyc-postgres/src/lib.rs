@@ -14,6 +14,7 @@ mod customers;
 mod delivery;
 mod engine;
 mod keys;
+mod limits;
 #[cfg(test)]
 mod plans;
 

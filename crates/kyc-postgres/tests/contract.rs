@@ -451,3 +451,68 @@ async fn stored_times_are_rfc_3339_and_legacy_rows_are_rewritten() {
     })
     .await;
 }
+
+/// Two stores on one database (two replicas) count one key's requests into the same windows,
+/// exactly, under a race; a refused request counts in neither window; a window restarts once it
+/// has run out, and a full day refuses with the seconds left in the day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_windows_are_shared_by_replicas_and_count_exactly() {
+    use kyc_domain::ids::ApiKeyId;
+    use kyc_domain::ports::RequestLimits;
+    use std::sync::Arc;
+
+    with_database(|pool| async move {
+        let replicas: [Arc<dyn RequestLimits>; 2] = [
+            Arc::new(PostgresStore::new(pool.clone())),
+            Arc::new(PostgresStore::new(pool.clone())),
+        ];
+        let key = ApiKeyId::from_uuid(uuid::Uuid::new_v4());
+        let start = now();
+        let mut racers = Vec::new();
+        for n in 0..60 {
+            let replica = replicas[n % 2].clone();
+            racers.push(tokio::spawn(async move {
+                replica.admit(key, start, 20, 25).await.expect("admit")
+            }));
+        }
+        let mut admitted = 0;
+        for racer in racers {
+            match racer.await.expect("racer") {
+                Ok(()) => admitted += 1,
+                Err(full) => {
+                    assert_eq!(full.limit, 20);
+                    assert_eq!(full.window_seconds, 60);
+                    assert!((1..=60).contains(&full.retry_after_secs));
+                }
+            }
+        }
+        assert_eq!(
+            admitted, 20,
+            "exactly the minute's limit, across both replicas"
+        );
+        // The refused 40 counted nowhere: the next minute has 5 left of the day's 25.
+        let later = start + time::Duration::seconds(61);
+        for _ in 0..5 {
+            assert_eq!(replicas[1].admit(key, later, 20, 25).await.unwrap(), Ok(()));
+        }
+        let full = replicas[0]
+            .admit(key, later, 20, 25)
+            .await
+            .unwrap()
+            .expect_err("the day is full");
+        assert_eq!((full.limit, full.window_seconds), (25, 86_400));
+        assert!(full.retry_after_secs > 86_000);
+        // Other keys have windows of their own, and limits of 0 are off.
+        let other = ApiKeyId::from_uuid(uuid::Uuid::new_v4());
+        assert_eq!(replicas[0].admit(other, later, 1, 0).await.unwrap(), Ok(()));
+        assert!(
+            replicas[1]
+                .admit(other, later, 1, 0)
+                .await
+                .unwrap()
+                .is_err()
+        );
+        assert_eq!(replicas[1].admit(other, later, 0, 0).await.unwrap(), Ok(()));
+    })
+    .await;
+}

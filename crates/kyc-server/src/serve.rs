@@ -201,6 +201,13 @@ impl Composition {
             clock: self.clock.clone(),
             readiness: Arc::new(DatabaseReadiness(self.backend.clone())),
             webhooks: self.webhooks.clone(),
+            // Replicas on one PostgreSQL database count into the same windows; the embedded
+            // SQLite file has one server, which counts in memory.
+            limits: self
+                .stores
+                .postgres
+                .clone()
+                .map(|store| Arc::new(store) as Arc<dyn kyc_domain::ports::RequestLimits>),
         };
         let http_config = HttpConfig {
             rate_limit_per_minute: config.rate_limit_per_minute,

@@ -93,3 +93,34 @@ pub trait Credentials: Send + Sync {
     /// standard base64 of at least 192 random bits.
     fn mint_webhook_secret(&self) -> String;
 }
+
+/// A request refused because one of its key's windows is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowFull {
+    /// The limit of the full window.
+    pub limit: u32,
+    /// The window's length, in seconds.
+    pub window_seconds: u64,
+    /// When the window frees up, in whole seconds (at least 1).
+    pub retry_after_secs: u64,
+}
+
+/// Per-API-key request counts shared by every replica of the service: a burst window of one
+/// minute and a daily window of 24 hours, each a fixed window that starts with the key's first
+/// request in it. A refused request counts in neither window.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait RequestLimits: Send + Sync {
+    /// Counts a request of `key` at `now`, or refuses it when either window is full; a limit of
+    /// `0` disables its window.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn admit(
+        &self,
+        key: ApiKeyId,
+        now: OffsetDateTime,
+        per_minute: u32,
+        per_day: u32,
+    ) -> Result<Result<(), WindowFull>, InfrastructureError>;
+}

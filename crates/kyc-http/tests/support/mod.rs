@@ -262,6 +262,7 @@ pub async fn app_built(config: HttpConfig, customers: Option<Arc<dyn CustomerSto
             clock: clock.clone(),
             readiness: ready.clone(),
             webhooks,
+            limits: None,
         },
         Some(BackOfficePorts {
             users: Arc::new(store.clone()),

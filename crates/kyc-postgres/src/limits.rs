@@ -1,0 +1,96 @@
+//! Per-API-key request windows on PostgreSQL, shared by every replica: one upsert per request,
+//! which the row's lock serialises across replicas, so two servers count into the same windows
+//! and the limit holds for the deployment, not per process.
+
+use async_trait::async_trait;
+use kyc_domain::ids::ApiKeyId;
+use kyc_domain::ports::{InfrastructureError, RequestLimits, WindowFull};
+use kyc_store_support::engine::{Arg, Columns, Runner, Statement, infra};
+use std::sync::LazyLock;
+use time::{Duration, OffsetDateTime};
+
+use crate::PostgresStore;
+
+/// Counts a request of key `$1` at `$2` under a per-minute limit `$3` and a per-day limit `$4`
+/// (`0`: off), unless a window is full: a window that has run out restarts at `$2`; the request
+/// counts in both windows only if both have room (`admitted`).
+static ADMIT: LazyLock<String> = LazyLock::new(|| {
+    let minute_fresh = "w.minute_started_at + interval '1 minute' <= $2";
+    let day_fresh = "w.day_started_at + interval '1 day' <= $2";
+    let minute_used = format!("(CASE WHEN {minute_fresh} THEN 0 ELSE w.minute_count END)");
+    let day_used = format!("(CASE WHEN {day_fresh} THEN 0 ELSE w.day_count END)");
+    let room = format!("(($3 = 0 OR {minute_used} < $3) AND ($4 = 0 OR {day_used} < $4))");
+    format!(
+        "INSERT INTO api_key_request_windows AS w \
+         (key_id, minute_started_at, minute_count, day_started_at, day_count, admitted) \
+         VALUES ($1, $2, 1, $2, 1, true) \
+         ON CONFLICT (key_id) DO UPDATE SET \
+         minute_started_at = CASE WHEN {minute_fresh} THEN $2 ELSE w.minute_started_at END, \
+         minute_count = {minute_used} + CASE WHEN {room} THEN 1 ELSE 0 END, \
+         day_started_at = CASE WHEN {day_fresh} THEN $2 ELSE w.day_started_at END, \
+         day_count = {day_used} + CASE WHEN {room} THEN 1 ELSE 0 END, \
+         admitted = {room} \
+         RETURNING admitted, minute_started_at, minute_count, day_started_at, day_count"
+    )
+});
+
+fn full(
+    limit: u32,
+    length: Duration,
+    started_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> WindowFull {
+    WindowFull {
+        limit,
+        window_seconds: length.whole_seconds().unsigned_abs(),
+        retry_after_secs: (started_at + length - now)
+            .whole_seconds()
+            .max(1)
+            .unsigned_abs(),
+    }
+}
+
+#[async_trait]
+impl RequestLimits for PostgresStore {
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
+    async fn admit(
+        &self,
+        key: ApiKeyId,
+        now: OffsetDateTime,
+        per_minute: u32,
+        per_day: u32,
+    ) -> Result<Result<(), WindowFull>, InfrastructureError> {
+        if per_minute == 0 && per_day == 0 {
+            return Ok(Ok(()));
+        }
+        let limit = |value: u32| Arg::Int4(i32::try_from(value).unwrap_or(i32::MAX));
+        let statement = Statement::new(ADMIT.as_str())
+            .id(key.as_uuid())
+            .time(now)
+            .arg(limit(per_minute))
+            .arg(limit(per_day));
+        let rows = self.execute_returning(statement).await.map_err(infra)?;
+        let row = rows
+            .first()
+            .ok_or_else(|| InfrastructureError::internal("the request window wrote no row"))?;
+        if row.flag("admitted")? {
+            return Ok(Ok(()));
+        }
+        // The day is checked first, as a refusal by it lasts longest.
+        let day_count = row.int("day_count")?;
+        if per_day > 0 && day_count >= i64::from(per_day) {
+            return Ok(Err(full(
+                per_day,
+                Duration::DAY,
+                row.time("day_started_at")?,
+                now,
+            )));
+        }
+        Ok(Err(full(
+            per_minute,
+            Duration::MINUTE,
+            row.time("minute_started_at")?,
+            now,
+        )))
+    }
+}

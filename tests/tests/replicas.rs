@@ -1,0 +1,67 @@
+//! Limits that hold for the deployment, not per process: two `kyc-server serve` processes on one
+//! PostgreSQL database share one API key's request windows.
+
+use kyc_e2e::{Backend, ServerProcess, TestDatabase, free_loopback_port, run_cli};
+use reqwest::StatusCode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_keys_rate_limit() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    run_cli(&database.url, &["migrate"], None);
+    let firm = run_cli(&database.url, &["firm", "create", "--name", "Acme"], None);
+    let key = run_cli(
+        &database.url,
+        &[
+            "api-key",
+            "create",
+            "--firm",
+            &firm,
+            "--label",
+            "crm",
+            "--scopes",
+            "customers:read",
+        ],
+        None,
+    );
+    let limits = [("KYC_RATE_LIMIT_PER_MINUTE", "15")];
+    let first = ServerProcess::start(&database.url, free_loopback_port(), &limits).await;
+    let second = ServerProcess::start(&database.url, free_loopback_port(), &limits).await;
+    let client = reqwest::Client::new();
+    // Both replicas hammered at once, 30 requests each: one key's minute holds 15 in all.
+    let mut requests = Vec::new();
+    for n in 0..60 {
+        let url = if n % 2 == 0 {
+            first.url("/api/v1/customers?limit=1")
+        } else {
+            second.url("/api/v1/customers?limit=1")
+        };
+        let client = client.clone();
+        let key = key.clone();
+        requests.push(tokio::spawn(async move {
+            let response = client.get(url).bearer_auth(key).send().await.expect("send");
+            (
+                response.status(),
+                response.headers().contains_key("retry-after"),
+            )
+        }));
+    }
+    let mut ok = 0;
+    let mut limited = 0;
+    for request in requests {
+        match request.await.expect("request") {
+            (StatusCode::OK, _) => ok += 1,
+            (StatusCode::TOO_MANY_REQUESTS, true) => limited += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(
+        (ok, limited),
+        (15, 45),
+        "one window of 15 for the two replicas"
+    );
+    drop(first);
+    drop(second);
+    database.drop_database().await;
+}
