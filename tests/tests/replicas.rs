@@ -1,8 +1,9 @@
 //! Limits that hold for the deployment, not per process: two `kyc-server serve` processes on one
-//! PostgreSQL database share one API key's request windows.
+//! PostgreSQL database share one API key's request windows and one account's failed logins.
 
 use kyc_e2e::{Backend, ServerProcess, TestDatabase, free_loopback_port, run_cli};
 use reqwest::StatusCode;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_one_keys_rate_limit() {
@@ -61,6 +62,56 @@ async fn two_replicas_share_one_keys_rate_limit() {
         (15, 45),
         "one window of 15 for the two replicas"
     );
+    drop(first);
+    drop(second);
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_on_two_replicas_lock_the_account_as_on_one() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    run_cli(&database.url, &["migrate"], None);
+    let firm = run_cli(&database.url, &["firm", "create", "--name", "Acme"], None);
+    run_cli(
+        &database.url,
+        &[
+            "user",
+            "create",
+            "--firm",
+            &firm,
+            "--email",
+            "officer@acme.example",
+            "--role",
+            "compliance_officer",
+            "--password-stdin",
+        ],
+        Some("a-long-enough-password"),
+    );
+    let first = ServerProcess::start(&database.url, free_loopback_port(), &[]).await;
+    let second = ServerProcess::start(&database.url, free_loopback_port(), &[]).await;
+    let client = reqwest::Client::new();
+    let login = |replica: &ServerProcess, password: &str| {
+        client
+            .post(replica.url("/api/backoffice/session"))
+            .json(&json!({"email": "officer@acme.example", "password": password}))
+            .send()
+    };
+    // Five failures, the account's allowance, spread over the two replicas: three and two.
+    for n in 0..5 {
+        let replica = if n % 2 == 0 { &first } else { &second };
+        let answer = login(replica, "a-wrong-guess").await.expect("login");
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Each replica saw fewer than five, yet both now refuse even the right password.
+    for replica in [&first, &second] {
+        let answer = login(replica, "a-long-enough-password")
+            .await
+            .expect("login");
+        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(answer.headers().contains_key("retry-after"));
+    }
     drop(first);
     drop(second);
     database.drop_database().await;

@@ -97,6 +97,9 @@ pub struct BackOfficePorts {
     /// Verifies and reads provider webhooks; `None` when no webhook secret is configured, and
     /// then every delivery answers 503 so the provider keeps it for later.
     pub webhooks: Option<Arc<dyn ProviderWebhooks>>,
+    /// Failed logins shared by every replica (on PostgreSQL); `None` counts them in this
+    /// process.
+    pub login_failures: Option<Arc<dyn kyc_domain::ports::LoginFailures>>,
 }
 
 /// Settings of the HTTP adapter, read once by the binary.
@@ -188,7 +191,10 @@ pub fn router_with(
     config: HttpConfig,
     metrics: Metrics,
 ) -> Router {
-    let logins = Arc::new(backoffice::session::LoginLimiter::new(&config));
+    let logins = Arc::new(
+        backoffice::session::LoginLimiter::new(&config)
+            .shared(back_office.as_ref().and_then(|b| b.login_failures.clone())),
+    );
     let limiter = Arc::new(rate_limit::RateLimiter::new(
         config.rate_limit_per_minute,
         config.rate_limit_per_day,

@@ -1,11 +1,11 @@
-//! Per-API-key request windows on PostgreSQL, shared by every replica: one upsert per request,
-//! which the row's lock serialises across replicas, so two servers count into the same windows
-//! and the limit holds for the deployment, not per process.
+//! Limits shared by every replica on PostgreSQL: per-API-key request windows (one upsert per
+//! request, which the row's lock serialises across replicas, so two servers count into the same
+//! windows) and failed back-office logins (one row per failure, by hashed key).
 
 use async_trait::async_trait;
 use kyc_domain::ids::ApiKeyId;
-use kyc_domain::ports::{InfrastructureError, RequestLimits, WindowFull};
-use kyc_store_support::engine::{Arg, Columns, Runner, Statement, infra};
+use kyc_domain::ports::{InfrastructureError, LoginFailures, RequestLimits, WindowFull};
+use kyc_store_support::engine::{Arg, Columns, Runner, Session, Statement, infra};
 use std::sync::LazyLock;
 use time::{Duration, OffsetDateTime};
 
@@ -92,5 +92,66 @@ impl RequestLimits for PostgresStore {
             row.time("minute_started_at")?,
             now,
         )))
+    }
+}
+
+#[async_trait]
+impl LoginFailures for PostgresStore {
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
+    async fn failures_since(
+        &self,
+        key: &str,
+        since: OffsetDateTime,
+    ) -> Result<(u32, Option<OffsetDateTime>), InfrastructureError> {
+        let statement = Statement::new(
+            "SELECT count(*) AS failures, min(failed_at) AS oldest FROM login_failures \
+             WHERE key = $1 AND failed_at > $2",
+        )
+        .text(key)
+        .time(since);
+        let row = self
+            .fetch_optional(statement)
+            .await
+            .map_err(infra)?
+            .ok_or_else(|| InfrastructureError::internal("a count read no row"))?;
+        Ok((
+            u32::try_from(row.int("failures")?).unwrap_or(u32::MAX),
+            row.opt_time("oldest")?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
+    async fn record_failure(
+        &self,
+        keys: &[String],
+        at: OffsetDateTime,
+        forget_before: OffsetDateTime,
+    ) -> Result<(), InfrastructureError> {
+        let mut tx = self.begin_write().await?;
+        tx.execute(
+            Statement::new("DELETE FROM login_failures WHERE key = ANY($1) AND failed_at < $2")
+                .arg(Arg::TextList(keys.to_vec()))
+                .time(forget_before),
+        )
+        .await
+        .map_err(infra)?;
+        tx.execute(
+            Statement::new(
+                "INSERT INTO login_failures (key, failed_at) SELECT k, $2 FROM unnest($1::text[]) AS k",
+            )
+            .arg(Arg::TextList(keys.to_vec()))
+            .time(at),
+        )
+        .await
+        .map_err(infra)?;
+        tx.commit().await.map_err(infra)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug", err(level = "debug"))]
+    async fn clear_failures(&self, key: &str) -> Result<(), InfrastructureError> {
+        self.execute(Statement::new("DELETE FROM login_failures WHERE key = $1").text(key))
+            .await
+            .map_err(infra)?;
+        Ok(())
     }
 }

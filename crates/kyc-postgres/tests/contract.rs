@@ -516,3 +516,63 @@ async fn request_windows_are_shared_by_replicas_and_count_exactly() {
     })
     .await;
 }
+
+/// Failed logins recorded through one store are counted by another on the same database, old
+/// ones are forgotten, and clearing a key forgets only that key.
+#[tokio::test]
+async fn login_failures_are_shared_by_replicas() {
+    use kyc_domain::ports::LoginFailures;
+
+    with_database(|pool| async move {
+        let here = PostgresStore::new(pool.clone());
+        let there = PostgresStore::new(pool.clone());
+        let start = now();
+        let keys = ["account-key".to_owned(), "address-key".to_owned()];
+        let minute = time::Duration::minutes(1);
+        here.record_failure(&keys, start, start - minute)
+            .await
+            .unwrap();
+        there
+            .record_failure(&keys, start + minute, start - minute)
+            .await
+            .unwrap();
+        assert_eq!(
+            there
+                .failures_since("account-key", start - minute)
+                .await
+                .unwrap(),
+            (2, Some(start))
+        );
+        // Only failures after `since` count.
+        assert_eq!(
+            here.failures_since("address-key", start).await.unwrap(),
+            (1, Some(start + minute))
+        );
+        // A failure forgetting those before it leaves one.
+        here.record_failure(&keys[..1], start + minute * 20, start + minute * 5)
+            .await
+            .unwrap();
+        assert_eq!(
+            here.failures_since("account-key", start - minute)
+                .await
+                .unwrap()
+                .0,
+            1
+        );
+        there.clear_failures("account-key").await.unwrap();
+        assert_eq!(
+            here.failures_since("account-key", start - minute)
+                .await
+                .unwrap(),
+            (0, None)
+        );
+        assert_eq!(
+            here.failures_since("address-key", start - minute)
+                .await
+                .unwrap()
+                .0,
+            2
+        );
+    })
+    .await;
+}

@@ -226,6 +226,12 @@ impl Composition {
                 webhooks: self.provider.webhook_secret.clone().map(|secret| {
                     Arc::new(SumsubWebhooks::new(secret)) as Arc<dyn ProviderWebhooks>
                 }),
+                // As the request windows: shared on PostgreSQL, in memory on SQLite.
+                login_failures: self
+                    .stores
+                    .postgres
+                    .clone()
+                    .map(|store| Arc::new(store) as Arc<dyn kyc_domain::ports::LoginFailures>),
             };
         let router =
             kyc_http::router_with(ports, Some(back_office), http_config, self.metrics.clone());

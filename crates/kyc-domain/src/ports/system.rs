@@ -124,3 +124,38 @@ pub trait RequestLimits: Send + Sync {
         per_day: u32,
     ) -> Result<Result<(), WindowFull>, InfrastructureError>;
 }
+
+/// Failed back-office logins, shared by every replica of the service, so a limit on failures per
+/// account or per client address holds for the deployment. Keys are opaque to the store (the
+/// caller hashes them: an account's key would otherwise carry its email).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait LoginFailures: Send + Sync {
+    /// How many failures `key` has after `since`, and when the oldest of them was.
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn failures_since(
+        &self,
+        key: &str,
+        since: OffsetDateTime,
+    ) -> Result<(u32, Option<OffsetDateTime>), InfrastructureError>;
+
+    /// Records a failure of each key at `at`, and forgets their failures before
+    /// `forget_before` (out of every window).
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn record_failure(
+        &self,
+        keys: &[String],
+        at: OffsetDateTime,
+        forget_before: OffsetDateTime,
+    ) -> Result<(), InfrastructureError>;
+
+    /// Forgets every failure of `key` (a successful login of the account).
+    ///
+    /// # Errors
+    /// [`InfrastructureError`] only.
+    async fn clear_failures(&self, key: &str) -> Result<(), InfrastructureError>;
+}

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -28,7 +28,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use kyc_domain::events::{Person, Role};
 use kyc_domain::ids::FirmId;
-use kyc_domain::ports::Session;
+use kyc_domain::ports::{LoginFailures, Session};
 use kyc_domain::values::Email;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -150,6 +150,8 @@ pub(crate) struct LoginLimiter {
     per_address: u32,
     window: Duration,
     failures: Mutex<HashMap<String, Vec<OffsetDateTime>>>,
+    /// Failures shared by every replica (on PostgreSQL); `None` keeps them in `failures`.
+    shared: Option<Arc<dyn LoginFailures>>,
     dummy_hash: tokio::sync::OnceCell<String>,
 }
 
@@ -160,8 +162,89 @@ impl LoginLimiter {
             per_address: config.login_failures_per_address,
             window: Duration::seconds(i64::try_from(config.login_window_secs).unwrap_or(i64::MAX)),
             failures: Mutex::default(),
+            shared: None,
             dummy_hash: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The same limits, counted in `shared` (by every replica) instead of in this process.
+    pub(crate) fn shared(mut self, shared: Option<Arc<dyn LoginFailures>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// A key as the shared store keeps it: its SHA-256, so no email or address is stored.
+    fn stored_key(key: &str) -> String {
+        hex::encode(Sha256::digest(key.as_bytes()))
+    }
+
+    /// Refuses when either limit is used up, counting in the shared store when there is one.
+    async fn admit(
+        &self,
+        account: &str,
+        address: Option<SocketAddr>,
+        now: OffsetDateTime,
+    ) -> Result<(), ApiError> {
+        let Some(shared) = &self.shared else {
+            return self.check(account, address, now);
+        };
+        for (key, is_account) in Self::keys(account, address) {
+            let limit = if is_account {
+                self.per_account
+            } else {
+                self.per_address
+            };
+            if limit == 0 {
+                continue;
+            }
+            let (failures, oldest) = shared
+                .failures_since(&Self::stored_key(&key), now - self.window)
+                .await?;
+            if failures >= limit {
+                let retry = (oldest.unwrap_or(now) + self.window - now)
+                    .whole_seconds()
+                    .max(1);
+                return Err(ApiError::RateLimited {
+                    limit,
+                    window_seconds: self.window.whole_seconds().unsigned_abs(),
+                    retry_after_secs: retry.unsigned_abs(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login of `account` from `address`.
+    async fn record_failure(
+        &self,
+        account: &str,
+        address: Option<SocketAddr>,
+        now: OffsetDateTime,
+    ) -> Result<(), ApiError> {
+        match &self.shared {
+            Some(shared) => {
+                let keys: Vec<String> = Self::keys(account, address)
+                    .iter()
+                    .map(|(key, _)| Self::stored_key(key))
+                    .collect();
+                shared.record_failure(&keys, now, now - self.window).await?;
+            }
+            None => self.fail(account, address, now),
+        }
+        Ok(())
+    }
+
+    /// Forgets the failures of `account` after it logged in.
+    async fn record_success(&self, account: &str) -> Result<(), ApiError> {
+        match &self.shared {
+            Some(shared) => {
+                shared
+                    .clear_failures(&Self::stored_key(&format!("account:{account}")))
+                    .await?;
+            }
+            None => self.succeed(account),
+        }
+        Ok(())
     }
 
     fn keys(account: &str, address: Option<SocketAddr>) -> Vec<(String, bool)> {
@@ -359,7 +442,7 @@ pub(crate) async fn sign_in(
     let ports = back_office(state)?.clone();
     let account = email.trim().to_lowercase();
     let now = state.ports.clock.now();
-    state.logins.check(&account, address, now)?;
+    state.logins.admit(&account, address, now).await?;
     let user = match Email::new(email.trim()) {
         Ok(email) => ports.users.find_user_by_email(&email).await?,
         Err(_) => None,
@@ -371,10 +454,10 @@ pub(crate) async fn sign_in(
     };
     let matches = password_matches(hash, password).await?;
     let Some(user) = user.filter(|user| matches && user.disabled_at.is_none()) else {
-        state.logins.fail(&account, address, now);
+        state.logins.record_failure(&account, address, now).await?;
         return Err(ApiError::BadCredentials);
     };
-    state.logins.succeed(&account);
+    state.logins.record_success(&account).await?;
     if let Some(old) = replaces {
         ports.sessions.delete_session(&token_sha256(old)).await?;
     }

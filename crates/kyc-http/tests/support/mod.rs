@@ -270,6 +270,7 @@ pub async fn app_built(config: HttpConfig, customers: Option<Arc<dyn CustomerSto
             audit: Arc::new(store.clone()),
             access,
             webhooks: Some(Arc::new(TestWebhooks)),
+            login_failures: None,
         }),
         config,
         Metrics::new(),
