@@ -173,6 +173,33 @@ impl LoginLimiter {
         self
     }
 
+    /// The keys of a login attempt whose limit is on, with that limit.
+    fn limited_keys(&self, account: &str, address: Option<SocketAddr>) -> Vec<(String, u32)> {
+        Self::keys(account, address)
+            .into_iter()
+            .map(|(key, is_account)| {
+                let limit = if is_account {
+                    self.per_account
+                } else {
+                    self.per_address
+                };
+                (key, limit)
+            })
+            .filter(|(_, limit)| *limit > 0)
+            .collect()
+    }
+
+    /// The refusal of a key whose `limit` is used up, the oldest failure in the window at
+    /// `oldest`.
+    fn refused(&self, limit: u32, oldest: OffsetDateTime, now: OffsetDateTime) -> ApiError {
+        let retry = (oldest + self.window - now).whole_seconds().max(1);
+        ApiError::RateLimited {
+            limit,
+            window_seconds: self.window.whole_seconds().unsigned_abs(),
+            retry_after_secs: retry.unsigned_abs(),
+        }
+    }
+
     /// A key as the shared store keeps it: its SHA-256, so no email or address is stored.
     fn stored_key(key: &str) -> String {
         hex::encode(Sha256::digest(key.as_bytes()))
@@ -188,27 +215,12 @@ impl LoginLimiter {
         let Some(shared) = &self.shared else {
             return self.check(account, address, now);
         };
-        for (key, is_account) in Self::keys(account, address) {
-            let limit = if is_account {
-                self.per_account
-            } else {
-                self.per_address
-            };
-            if limit == 0 {
-                continue;
-            }
+        for (key, limit) in self.limited_keys(account, address) {
             let (failures, oldest) = shared
                 .failures_since(&Self::stored_key(&key), now - self.window)
                 .await?;
             if failures >= limit {
-                let retry = (oldest.unwrap_or(now) + self.window - now)
-                    .whole_seconds()
-                    .max(1);
-                return Err(ApiError::RateLimited {
-                    limit,
-                    window_seconds: self.window.whole_seconds().unsigned_abs(),
-                    retry_after_secs: retry.unsigned_abs(),
-                });
+                return Err(self.refused(limit, oldest.unwrap_or(now), now));
             }
         }
         Ok(())
@@ -266,27 +278,14 @@ impl LoginLimiter {
             .failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (key, is_account) in Self::keys(account, address) {
-            let limit = if is_account {
-                self.per_account
-            } else {
-                self.per_address
-            };
-            if limit == 0 {
-                continue;
-            }
+        for (key, limit) in self.limited_keys(account, address) {
             let Some(times) = failures.get_mut(&key) else {
                 continue;
             };
             times.retain(|at| now - *at < self.window);
             if times.len() >= limit as usize {
                 let oldest = times.first().copied().unwrap_or(now);
-                let retry = (oldest + self.window - now).whole_seconds().max(1);
-                return Err(ApiError::RateLimited {
-                    limit,
-                    window_seconds: self.window.whole_seconds().unsigned_abs(),
-                    retry_after_secs: retry.unsigned_abs(),
-                });
+                return Err(self.refused(limit, oldest, now));
             }
         }
         Ok(())
