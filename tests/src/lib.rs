@@ -193,6 +193,16 @@ impl Server {
     /// Starts the server on a fresh database of `backend`, with rate limits off and any extra
     /// environment given. `None` when the backend is skipped here.
     pub async fn start(backend: Backend, extra_env: &[(&str, &str)]) -> Option<Self> {
+        Self::start_logging(backend, extra_env, None).await
+    }
+
+    /// [`Server::start`] with the server's log (its standard error) written to `log` when given,
+    /// for tests that read what the service logs.
+    pub async fn start_logging(
+        backend: Backend,
+        extra_env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Option<Self> {
         let database = TestDatabase::create(backend).await?;
         let port = free_port();
         let base_url = format!("http://127.0.0.1:{port}");
@@ -209,10 +219,11 @@ impl Server {
             env.push(((*key).into(), (*value).into()));
         }
         let mut command = Command::new(server_binary());
-        command
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("a log file")),
+            None => Stdio::inherit(),
+        };
+        command.arg("serve").stdout(Stdio::null()).stderr(stderr);
         for (key, value) in &env {
             command.env(key, value);
         }

@@ -783,3 +783,102 @@ async fn signed_webhooks_apply_once_in_creation_order_on_sqlite() {
 async fn signed_webhooks_apply_once_in_creation_order_on_postgres() {
     signed_webhooks_apply_once_in_creation_order(kyc_e2e::Backend::Postgres).await;
 }
+
+/// The whole path, logged at `debug`: the server's log holds none of the secrets and personal
+/// data that passed through it (API keys, passwords right and wrong, the session token, the
+/// webhook secret, the customer's name, email and phone).
+async fn nothing_secret_or_personal_reaches_the_log(backend: kyc_e2e::Backend) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let log = dir.path().join("server.log");
+    let Some(server) = Server::start_logging(backend, &[("RUST_LOG", "debug")], Some(&log)).await
+    else {
+        return;
+    };
+    let firm = Firm::new(&server, "Acme Privacy", 5);
+    let officer = firm.person("compliance_officer").await;
+    let receiver = Receiver::start().await;
+    let secret = firm.subscribe(&receiver.url("/crm")).await;
+    let wrong = "a-wrong-password-9f3k2";
+    let failed = server
+        .client()
+        .post(server.url("/api/backoffice/session"))
+        .json(&json!({"email": "nobody@privacy.example", "password": wrong}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(failed.status(), StatusCode::UNAUTHORIZED);
+    let response = firm
+        .client
+        .post(server.url("/api/v1/customers"))
+        .bearer_auth(&firm.key)
+        .json(&json!({
+            "externalId": "crm-private",
+            "fullName": "Zebedee Quillfeather",
+            "email": "zebedee.quillfeather@privacy.example",
+            "phone": "+61491570156",
+        }))
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id = response.json::<Value>().await.expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    officer.confirm_risk(&id, true).await;
+    let (status, body) = officer.start(&id, "start-private", 1).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let hosted = open_link(&server, body["verification_url"].as_str().expect("url")).await;
+    press(&server, &hosted, "approve").await;
+    firm.wait_for(&id, "VERIFIED and CLEAR", |v| {
+        v["kyc_status"] == "VERIFIED" && v["aml"]["status"] == "CLEAR"
+    })
+    .await;
+    let key = firm.key.clone();
+    let token = officer
+        .cookie
+        .split_once('=')
+        .map(|(_, value)| value.to_owned())
+        .expect("the session token");
+    drop(officer);
+    drop(firm);
+    server.stop().await;
+
+    let text = std::fs::read_to_string(&log).expect("the log");
+    assert!(text.lines().count() > 20, "the log was written: {text}");
+    // The log does follow this customer (by id), so what it leaves out it leaves out on purpose.
+    assert!(text.contains(&id), "the customer's id is in the log");
+    for (what, needle) in [
+        ("the API key", key.as_str()),
+        ("the password", PASSWORD),
+        ("a wrong password", wrong),
+        ("the session token", token.as_str()),
+        ("the webhook secret", secret.as_str()),
+        (
+            "the webhook secret's key",
+            secret.trim_start_matches("whsec_"),
+        ),
+        ("the customer's name", "Quillfeather"),
+        ("the customer's email", "zebedee.quillfeather"),
+        ("the customer's phone", "491570156"),
+        ("the officer's email", "@firm.example"),
+    ] {
+        assert!(!text.contains(needle), "{what} is in the log:\n{}", {
+            text.lines()
+                .filter(|line| line.contains(needle))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_or_personal_reaches_the_log_on_sqlite() {
+    nothing_secret_or_personal_reaches_the_log(kyc_e2e::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_or_personal_reaches_the_log_on_postgres() {
+    nothing_secret_or_personal_reaches_the_log(kyc_e2e::Backend::Postgres).await;
+}
