@@ -388,12 +388,21 @@ async fn run_login(state: AppState, request: Request) -> Result<Response, ApiErr
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
+    // The session the client already held ends with this login, as on the login page.
+    let previous = session_cookie(request.headers());
     let JsonObject(body) = JsonObject::from_request(request, &()).await?;
     let login: LoginRequest =
         serde_json::from_value(serde_json::Value::Object(body)).map_err(|_| {
             ApiError::invalid_request("The body must be {\"email\": string, \"password\": string}.")
         })?;
-    let signed_in = sign_in(&state, &login.email, login.password, address, None).await?;
+    let signed_in = sign_in(
+        &state,
+        &login.email,
+        login.password,
+        address,
+        previous.as_deref(),
+    )
+    .await?;
     let body = LoginDto {
         user: UserDto {
             id: signed_in.user.id.to_string(),
