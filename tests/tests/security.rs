@@ -1,9 +1,11 @@
 //! Security probes against the real binary, on both backends.
 //!
-//! The IDOR sweep walks every operation of the CRM API's own OpenAPI document, so a route added
+//! The CRM sweep walks every operation of the CRM API's own OpenAPI document, so a route added
 //! later is swept without touching this file: another firm's key, holding every scope, reaches
 //! none of a firm's customers or webhook endpoints (by UUID or by external id), sees none of them
-//! in a list, and changes nothing.
+//! in a list, and changes nothing. The back-office sweep does the same for every back-office JSON
+//! route and page that names a record (customers, users, API keys, webhook endpoints), as each
+//! role of another firm, and checks that the role allowed to ask was told 404.
 
 use kyc_e2e::{Server, both_backends};
 use reqwest::{Method, StatusCode};
@@ -174,4 +176,196 @@ both_backends! {
         // A made-up token is no session either.
         assert_eq!(read("forged".repeat(8)).await.expect("read").status(), StatusCode::UNAUTHORIZED);
     }
+
+    async fn no_role_of_another_firm_reaches_a_firms_records_in_the_back_office(server: &Server) {
+        let owner_firm = server.create_firm("Owner");
+        let owner_key = server.create_api_key(&owner_firm, EVERY_SCOPE);
+        server.grant_credits(&owner_firm, 5, "opening");
+        let customer = json_of(server, &owner_key, Method::POST, "/api/v1/customers", Some(json!({
+            "externalId": "crm-owned", "fullName": "Olive Owner", "email": "olive@owner.example",
+        }))).await;
+        let c = customer["id"].as_str().expect("id").to_owned();
+        let endpoint = json_of(server, &owner_key, Method::POST, "/api/v1/webhook-endpoints", Some(json!({
+            "url": "http://127.0.0.1:9/hooks"
+        }))).await;
+        let e = endpoint["id"].as_str().expect("id").to_owned();
+        let u = server.create_user(&owner_firm, "owned.staff@owner.example", "staff", "a-long-enough-password");
+        let k = server
+            .database
+            .storage()
+            .await
+            .api_keys
+            .find_api_key_by_sha256(&kyc_e2e::sha256_hex(&owner_key))
+            .await
+            .expect("read")
+            .expect("the owner's key")
+            .id
+            .to_string();
+        let h = uuid::Uuid::new_v4().to_string();
+        let event = json_of(server, &owner_key, Method::GET, "/api/v1/events", None).await["data"][0]["id"]
+            .as_str()
+            .expect("an event")
+            .to_owned();
+
+        let records: Vec<(Method, String, Option<Value>)> = vec![
+            (Method::GET, format!("/api/backoffice/customers/{c}"), None),
+            (Method::PUT, format!("/api/backoffice/customers/{c}/risk"), Some(json!({
+                "is_designated_service": true, "handles_cash_or_crypto": false, "is_new_customer": true}))),
+            (Method::GET, format!("/api/backoffice/customers/{c}/verification/quote"), None),
+            (Method::POST, format!("/api/backoffice/customers/{c}/verification"), Some(json!({"confirm_cost_credits": 1}))),
+            (Method::POST, format!("/api/backoffice/customers/{c}/aml/hits/{h}/disposition"), Some(json!({
+                "disposition": "FALSE_POSITIVE", "note": "taken over"}))),
+            (Method::POST, format!("/api/backoffice/customers/{c}/aml/decision"), Some(json!({
+                "decision": "PROCEED", "rationale": "taken over"}))),
+            (Method::POST, format!("/api/backoffice/customers/{c}/restart"), Some(json!({"reason": "taken over"}))),
+            (Method::GET, format!("/app/customers/{c}"), None),
+            (Method::POST, format!("/app/customers/{c}/risk"), Some(json!({
+                "is_designated_service": "yes", "handles_cash_or_crypto": "no", "is_new_customer": "yes"}))),
+            (Method::GET, format!("/app/customers/{c}/start"), None),
+            (Method::POST, format!("/app/customers/{c}/verification"), Some(json!({"confirm_cost_credits": "1"}))),
+            (Method::POST, format!("/app/customers/{c}/disposition"), Some(json!({
+                "hit_id": h, "disposition": "FALSE_POSITIVE", "note": "taken over"}))),
+            (Method::POST, format!("/app/customers/{c}/decision"), Some(json!({
+                "decision": "PROCEED", "rationale": "taken over"}))),
+            (Method::POST, format!("/app/customers/{c}/restart"), Some(json!({"reason": "taken over"}))),
+            (Method::POST, format!("/app/admin/users/{u}/role"), Some(json!({"role": "admin"}))),
+            (Method::POST, format!("/app/admin/users/{u}/disable"), None),
+            (Method::POST, format!("/app/admin/users/{u}/enable"), None),
+            (Method::POST, format!("/app/admin/api-keys/{k}/revoke"), None),
+            (Method::GET, format!("/app/admin/webhooks/{e}"), None),
+            (Method::POST, format!("/app/admin/webhooks/{e}/disable"), None),
+            (Method::POST, format!("/app/admin/webhooks/{e}/enable"), None),
+            (Method::POST, format!("/app/admin/webhooks/{e}/rotate"), None),
+            (Method::POST, format!("/app/admin/webhooks/{e}/replay"), Some(json!({"event_id": event}))),
+            (Method::POST, format!("/app/admin/webhooks/{e}/delete"), None),
+        ];
+        let lists = [
+            "/api/backoffice/customers", "/api/backoffice/credits", "/api/backoffice/audit/export",
+            "/app/customers", "/app/credits", "/app/audit", "/app/admin/users", "/app/admin/api-keys",
+            "/app/admin/webhooks",
+        ];
+        let stranger_firm = server.create_firm("Stranger");
+        let owned = [c.as_str(), e.as_str(), u.as_str(), k.as_str(), "Olive", "olive@", "owned.staff", "crm-owned"];
+        // Which records some role was allowed to ask for, and was told 404: a 403 of every role
+        // would say nothing about whose record it is.
+        let mut reached = vec![false; records.len()];
+        for role in ["staff", "compliance_officer", "admin"] {
+            let stranger = person(server, &stranger_firm, role).await;
+            for (index, (method, path, body)) in records.iter().enumerate() {
+                let (status, text) = act(server, &stranger, method.clone(), path, body.clone()).await;
+                assert!(
+                    [StatusCode::NOT_FOUND, StatusCode::FORBIDDEN].contains(&status),
+                    "{} {method} {path} answered {status}: {text}", stranger.role
+                );
+                if status == StatusCode::NOT_FOUND {
+                    reached[index] = true;
+                }
+                for mark in owned {
+                    assert!(!text.contains(mark), "{} {method} {path} shows {mark}", stranger.role);
+                }
+            }
+            for path in lists {
+                let (_, text) = act(server, &stranger, Method::GET, path, None).await;
+                for mark in owned {
+                    assert!(!text.contains(mark), "{} GET {path} shows {mark}", stranger.role);
+                }
+            }
+        }
+
+        for ((method, path, _), reached) in records.iter().zip(&reached) {
+            assert!(reached, "no role of the other firm got past the role check of {method} {path}");
+        }
+
+        // Nothing of the owner's changed: no charge, no risk answers, the key, the user and the
+        // endpoint as they were.
+        let owner = person(server, &owner_firm, "admin").await;
+        let (_, detail) = act(server, &owner, Method::GET, &format!("/api/backoffice/customers/{c}"), None).await;
+        let detail: Value = serde_json::from_str(&detail).expect("JSON");
+        assert_eq!(detail["customer"]["kyc_status"], "NOT_STARTED", "{detail}");
+        assert_eq!(detail["risk_rating"], Value::Null, "{detail}");
+        let (_, credits) = act(server, &owner, Method::GET, "/api/backoffice/credits", None).await;
+        let credits: Value = serde_json::from_str(&credits).expect("JSON");
+        assert_eq!(credits["available_credits"], 5, "{credits}");
+        let (status, _) = call(server, &owner_key, Method::GET, "/api/v1/customers", None).await;
+        assert_eq!(status, StatusCode::OK, "the owner's key still works");
+        let kept = json_of(server, &owner_key, Method::GET, &format!("/api/v1/webhook-endpoints/{e}"), None).await;
+        assert_eq!(kept["enabled"], true);
+        assert_eq!(kept["previous_secret_expires_at"], Value::Null);
+        let staff = server
+            .client()
+            .post(server.url("/api/backoffice/session"))
+            .json(&json!({"email": "owned.staff@owner.example", "password": "a-long-enough-password"}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(staff.status(), StatusCode::OK, "the owner's user is still enabled");
+        let staff: Value = staff.json().await.expect("JSON");
+        assert_eq!(staff["user"]["role"], "staff");
+    }
+}
+
+/// A logged-in back-office session of a role: its cookie and CSRF token.
+struct Person {
+    role: &'static str,
+    cookie: String,
+    csrf: String,
+}
+
+async fn person(server: &Server, firm: &str, role: &'static str) -> Person {
+    let email = format!("{role}-{}@people.example", uuid::Uuid::new_v4().simple());
+    server.create_user(firm, &email, role, "a-long-enough-password");
+    let response = server
+        .client()
+        .post(server.url("/api/backoffice/session"))
+        .json(&json!({"email": email, "password": "a-long-enough-password"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), StatusCode::OK);
+    let token = session_token(&response);
+    let body: Value = response.json().await.expect("JSON");
+    Person {
+        role,
+        cookie: format!("kyc_session={token}"),
+        csrf: body["csrf_token"].as_str().expect("csrf_token").to_owned(),
+    }
+}
+
+/// Sends a back-office request as `person`: JSON with the CSRF header, or a page form with the
+/// CSRF field.
+async fn act(
+    server: &Server,
+    person: &Person,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut request = client
+        .request(method.clone(), server.url(path))
+        .header("cookie", &person.cookie)
+        .header("x-csrf-token", &person.csrf)
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string());
+    if path.starts_with("/app/") && method == Method::POST {
+        let mut form = vec![("csrf_token".to_owned(), person.csrf.clone())];
+        if let Some(Value::Object(fields)) = body {
+            for (name, value) in fields {
+                form.push((
+                    name,
+                    value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_owned),
+                ));
+            }
+        }
+        request = request.form(&form);
+    } else if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    (status, response.text().await.expect("body"))
 }
