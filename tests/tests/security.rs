@@ -77,6 +77,122 @@ fn session_token(response: &reqwest::Response) -> String {
         .expect("name=value")
 }
 
+/// Every back-office JSON route and page that names one record, with a body it accepts in shape:
+/// customer `c`, user `u`, API key `k`, webhook endpoint `e`, AML hit `h`, event `event`.
+fn record_routes(
+    c: &str,
+    u: &str,
+    k: &str,
+    e: &str,
+    h: &str,
+    event: &str,
+) -> Vec<(Method, String, Option<Value>)> {
+    vec![
+        (Method::GET, format!("/api/backoffice/customers/{c}"), None),
+        (
+            Method::PUT,
+            format!("/api/backoffice/customers/{c}/risk"),
+            Some(json!({
+            "is_designated_service": true, "handles_cash_or_crypto": false, "is_new_customer": true})),
+        ),
+        (
+            Method::GET,
+            format!("/api/backoffice/customers/{c}/verification/quote"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/backoffice/customers/{c}/verification"),
+            Some(json!({"confirm_cost_credits": 1})),
+        ),
+        (
+            Method::POST,
+            format!("/api/backoffice/customers/{c}/aml/hits/{h}/disposition"),
+            Some(json!({
+            "disposition": "FALSE_POSITIVE", "note": "taken over"})),
+        ),
+        (
+            Method::POST,
+            format!("/api/backoffice/customers/{c}/aml/decision"),
+            Some(json!({
+            "decision": "PROCEED", "rationale": "taken over"})),
+        ),
+        (
+            Method::POST,
+            format!("/api/backoffice/customers/{c}/restart"),
+            Some(json!({"reason": "taken over"})),
+        ),
+        (Method::GET, format!("/app/customers/{c}"), None),
+        (
+            Method::POST,
+            format!("/app/customers/{c}/risk"),
+            Some(json!({
+            "is_designated_service": "yes", "handles_cash_or_crypto": "no", "is_new_customer": "yes"})),
+        ),
+        (Method::GET, format!("/app/customers/{c}/start"), None),
+        (
+            Method::POST,
+            format!("/app/customers/{c}/verification"),
+            Some(json!({"confirm_cost_credits": "1"})),
+        ),
+        (
+            Method::POST,
+            format!("/app/customers/{c}/disposition"),
+            Some(json!({
+            "hit_id": h, "disposition": "FALSE_POSITIVE", "note": "taken over"})),
+        ),
+        (
+            Method::POST,
+            format!("/app/customers/{c}/decision"),
+            Some(json!({
+            "decision": "PROCEED", "rationale": "taken over"})),
+        ),
+        (
+            Method::POST,
+            format!("/app/customers/{c}/restart"),
+            Some(json!({"reason": "taken over"})),
+        ),
+        (
+            Method::POST,
+            format!("/app/admin/users/{u}/role"),
+            Some(json!({"role": "admin"})),
+        ),
+        (Method::POST, format!("/app/admin/users/{u}/disable"), None),
+        (Method::POST, format!("/app/admin/users/{u}/enable"), None),
+        (
+            Method::POST,
+            format!("/app/admin/api-keys/{k}/revoke"),
+            None,
+        ),
+        (Method::GET, format!("/app/admin/webhooks/{e}"), None),
+        (
+            Method::POST,
+            format!("/app/admin/webhooks/{e}/disable"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/app/admin/webhooks/{e}/enable"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/app/admin/webhooks/{e}/rotate"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/app/admin/webhooks/{e}/replay"),
+            Some(json!({"event_id": event})),
+        ),
+        (
+            Method::POST,
+            format!("/app/admin/webhooks/{e}/delete"),
+            None,
+        ),
+    ]
+}
+
 both_backends! {
     async fn another_firms_key_reaches_nothing_on_any_route_of_the_document(server: &Server) {
         let owner_firm = server.create_firm("Owner");
@@ -207,38 +323,7 @@ both_backends! {
             .expect("an event")
             .to_owned();
 
-        let records: Vec<(Method, String, Option<Value>)> = vec![
-            (Method::GET, format!("/api/backoffice/customers/{c}"), None),
-            (Method::PUT, format!("/api/backoffice/customers/{c}/risk"), Some(json!({
-                "is_designated_service": true, "handles_cash_or_crypto": false, "is_new_customer": true}))),
-            (Method::GET, format!("/api/backoffice/customers/{c}/verification/quote"), None),
-            (Method::POST, format!("/api/backoffice/customers/{c}/verification"), Some(json!({"confirm_cost_credits": 1}))),
-            (Method::POST, format!("/api/backoffice/customers/{c}/aml/hits/{h}/disposition"), Some(json!({
-                "disposition": "FALSE_POSITIVE", "note": "taken over"}))),
-            (Method::POST, format!("/api/backoffice/customers/{c}/aml/decision"), Some(json!({
-                "decision": "PROCEED", "rationale": "taken over"}))),
-            (Method::POST, format!("/api/backoffice/customers/{c}/restart"), Some(json!({"reason": "taken over"}))),
-            (Method::GET, format!("/app/customers/{c}"), None),
-            (Method::POST, format!("/app/customers/{c}/risk"), Some(json!({
-                "is_designated_service": "yes", "handles_cash_or_crypto": "no", "is_new_customer": "yes"}))),
-            (Method::GET, format!("/app/customers/{c}/start"), None),
-            (Method::POST, format!("/app/customers/{c}/verification"), Some(json!({"confirm_cost_credits": "1"}))),
-            (Method::POST, format!("/app/customers/{c}/disposition"), Some(json!({
-                "hit_id": h, "disposition": "FALSE_POSITIVE", "note": "taken over"}))),
-            (Method::POST, format!("/app/customers/{c}/decision"), Some(json!({
-                "decision": "PROCEED", "rationale": "taken over"}))),
-            (Method::POST, format!("/app/customers/{c}/restart"), Some(json!({"reason": "taken over"}))),
-            (Method::POST, format!("/app/admin/users/{u}/role"), Some(json!({"role": "admin"}))),
-            (Method::POST, format!("/app/admin/users/{u}/disable"), None),
-            (Method::POST, format!("/app/admin/users/{u}/enable"), None),
-            (Method::POST, format!("/app/admin/api-keys/{k}/revoke"), None),
-            (Method::GET, format!("/app/admin/webhooks/{e}"), None),
-            (Method::POST, format!("/app/admin/webhooks/{e}/disable"), None),
-            (Method::POST, format!("/app/admin/webhooks/{e}/enable"), None),
-            (Method::POST, format!("/app/admin/webhooks/{e}/rotate"), None),
-            (Method::POST, format!("/app/admin/webhooks/{e}/replay"), Some(json!({"event_id": event}))),
-            (Method::POST, format!("/app/admin/webhooks/{e}/delete"), None),
-        ];
+        let records = record_routes(&c, &u, &k, &e, &h, &event);
         let lists = [
             "/api/backoffice/customers", "/api/backoffice/credits", "/api/backoffice/audit/export",
             "/app/customers", "/app/credits", "/app/audit", "/app/admin/users", "/app/admin/api-keys",
@@ -301,6 +386,91 @@ both_backends! {
         assert_eq!(staff.status(), StatusCode::OK, "the owner's user is still enabled");
         let staff: Value = staff.json().await.expect("JSON");
         assert_eq!(staff["user"]["role"], "staff");
+    }
+
+    async fn every_state_change_of_the_back_office_needs_the_sessions_csrf_token(server: &Server) {
+        let firm = server.create_firm("Forgery");
+        let key = server.create_api_key(&firm, EVERY_SCOPE);
+        server.grant_credits(&firm, 5, "opening");
+        let customer = json_of(server, &key, Method::POST, "/api/v1/customers", Some(json!({
+            "externalId": "crm-target", "fullName": "Tara Target", "email": "tara@forgery.example",
+        }))).await;
+        let c = customer["id"].as_str().expect("id").to_owned();
+        let endpoint = json_of(server, &key, Method::POST, "/api/v1/webhook-endpoints", Some(json!({
+            "url": "http://127.0.0.1:9/hooks"
+        }))).await;
+        let e = endpoint["id"].as_str().expect("id").to_owned();
+        let u = server.create_user(&firm, "target.staff@forgery.example", "staff", "a-long-enough-password");
+        let k = server
+            .database
+            .storage()
+            .await
+            .api_keys
+            .find_api_key_by_sha256(&kyc_e2e::sha256_hex(&key))
+            .await
+            .expect("read")
+            .expect("the key")
+            .id
+            .to_string();
+        let event = json_of(server, &key, Method::GET, "/api/v1/events", None).await["data"][0]["id"]
+            .as_str()
+            .expect("an event")
+            .to_owned();
+        let h = uuid::Uuid::new_v4().to_string();
+        let mut changes: Vec<(Method, String, Option<Value>)> = record_routes(&c, &u, &k, &e, &h, &event)
+            .into_iter()
+            .filter(|(method, _, _)| *method != Method::GET)
+            .collect();
+        changes.extend([
+            (Method::POST, "/api/backoffice/customers".to_owned(), Some(json!({
+                "fullName": "Forged Person", "email": "forged@forgery.example"}))),
+            (Method::POST, "/app/customers".to_owned(), Some(json!({
+                "full_name": "Forged Person", "email": "forged@forgery.example"}))),
+            (Method::POST, "/app/admin/users".to_owned(), Some(json!({
+                "email": "forged.user@forgery.example", "role": "admin", "password": "a-long-enough-password"}))),
+            (Method::POST, "/app/admin/api-keys".to_owned(), Some(json!({
+                "label": "forged", "scopes": "customers:read"}))),
+            (Method::POST, "/app/admin/webhooks".to_owned(), Some(json!({"url": "http://127.0.0.1:9/forged"}))),
+            (Method::POST, "/app/logout".to_owned(), None),
+            (Method::DELETE, "/api/backoffice/session".to_owned(), None),
+        ]);
+        for role in ["staff", "compliance_officer", "admin"] {
+            let genuine = person(server, &firm, role).await;
+            for forged in ["", "not-the-sessions-token"] {
+                let attacker = Person { role, cookie: genuine.cookie.clone(), csrf: forged.to_owned() };
+                for (method, path, body) in &changes {
+                    let (status, text) = act(server, &attacker, method.clone(), path, body.clone()).await;
+                    assert_eq!(status, StatusCode::FORBIDDEN, "{role} {method} {path} without the token: {text}");
+                }
+            }
+            // The session survived every forged logout.
+            let (status, _) = act(server, &genuine, Method::GET, "/api/backoffice/customers", None).await;
+            assert_eq!(status, StatusCode::OK, "{role}'s session still works");
+        }
+        // The control: the same request with the session's own token goes through.
+        let other = json_of(server, &key, Method::POST, "/api/v1/customers", Some(json!({
+            "externalId": "crm-control", "fullName": "Carl Control", "email": "carl@forgery.example",
+        }))).await;
+        let officer = person(server, &firm, "compliance_officer").await;
+        let (status, text) = act(server, &officer, Method::PUT,
+            &format!("/api/backoffice/customers/{}/risk", other["id"].as_str().expect("id")),
+            Some(json!({"is_designated_service": true, "handles_cash_or_crypto": false, "is_new_customer": true}))).await;
+        assert_eq!(status, StatusCode::OK, "with the token: {text}");
+        // Nothing changed.
+        let owner = person(server, &firm, "admin").await;
+        let (_, detail) = act(server, &owner, Method::GET, &format!("/api/backoffice/customers/{c}"), None).await;
+        let detail: Value = serde_json::from_str(&detail).expect("JSON");
+        assert_eq!(detail["customer"]["kyc_status"], "NOT_STARTED", "{detail}");
+        assert_eq!(detail["risk_rating"], Value::Null, "{detail}");
+        let (_, list) = act(server, &owner, Method::GET, "/api/backoffice/customers", None).await;
+        assert!(!list.contains("Forged Person"), "a forged create went through");
+        let (status, _) = call(server, &key, Method::GET, "/api/v1/customers", None).await;
+        assert_eq!(status, StatusCode::OK, "the key was not revoked");
+        let kept = json_of(server, &key, Method::GET, &format!("/api/v1/webhook-endpoints/{e}"), None).await;
+        assert_eq!(kept["enabled"], true);
+        assert_eq!(kept["previous_secret_expires_at"], Value::Null);
+        let endpoints = json_of(server, &key, Method::GET, "/api/v1/webhook-endpoints", None).await;
+        assert_eq!(endpoints["data"].as_array().map(Vec::len), Some(1), "{endpoints}");
     }
 }
 
