@@ -514,3 +514,17 @@ pub fn run_cli(database_url: &str, args: &[&str], stdin: Option<&str>) -> String
         .trim()
         .to_owned()
 }
+
+/// A firm named Acme and an API key of `scopes` for it, made through the CLI on `database_url`
+/// (for tests that run server processes of their own on one database).
+pub fn firm_with_key(database_url: &str, scopes: &str) -> (String, String) {
+    let firm = run_cli(database_url, &["firm", "create", "--name", "Acme"], None);
+    let key = run_cli(
+        database_url,
+        &[
+            "api-key", "create", "--firm", &firm, "--label", "crm", "--scopes", scopes,
+        ],
+        None,
+    );
+    (firm, key)
+}

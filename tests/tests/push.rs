@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use kyc_e2e::receiver::{Answer, Received, Receiver};
-use kyc_e2e::{Backend, Server, ServerProcess, TestDatabase, free_loopback_port, run_cli};
+use kyc_e2e::{
+    Backend, Server, ServerProcess, TestDatabase, firm_with_key, free_loopback_port, run_cli,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -133,19 +135,6 @@ impl Crm {
 
 fn phone(n: u32) -> String {
     format!("+614{n:08}")
-}
-
-/// A firm with a key of every scope this file needs, made through the CLI.
-fn firm_on(database_url: &str) -> (String, String) {
-    let firm = run_cli(database_url, &["firm", "create", "--name", "Acme"], None);
-    let key = run_cli(
-        database_url,
-        &[
-            "api-key", "create", "--firm", &firm, "--label", "crm", "--scopes", CRM_SCOPES,
-        ],
-        None,
-    );
-    (firm, key)
 }
 
 fn ids(received: &[Received]) -> Vec<String> {
@@ -415,7 +404,7 @@ async fn two_replicas_send_each_message_once_between_them() {
         return;
     };
     run_cli(&database.url, &["migrate"], None);
-    let (_, key) = firm_on(&database.url);
+    let (_, key) = firm_with_key(&database.url, CRM_SCOPES);
     let receiver = Receiver::start().await;
     let first = ServerProcess::start(&database.url, free_loopback_port(), &QUICK).await;
     let second = ServerProcess::start(&database.url, free_loopback_port(), &QUICK).await;
@@ -469,7 +458,7 @@ async fn a_replica_killed_mid_send_leaves_at_most_one_duplicate_with_the_same_id
         return;
     };
     run_cli(&database.url, &["migrate"], None);
-    let (_, key) = firm_on(&database.url);
+    let (_, key) = firm_with_key(&database.url, CRM_SCOPES);
     let receiver = Receiver::start().await;
     receiver.script("/crm", &[Answer::Stall(Duration::from_millis(1500))]);
     let env = [

@@ -1,7 +1,7 @@
 //! Limits that hold for the deployment, not per process: two `kyc-server serve` processes on one
 //! PostgreSQL database share one API key's request windows and one account's failed logins.
 
-use kyc_e2e::{Backend, ServerProcess, TestDatabase, free_loopback_port, run_cli};
+use kyc_e2e::{Backend, ServerProcess, TestDatabase, firm_with_key, free_loopback_port, run_cli};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -11,21 +11,7 @@ async fn two_replicas_share_one_keys_rate_limit() {
         return;
     };
     run_cli(&database.url, &["migrate"], None);
-    let firm = run_cli(&database.url, &["firm", "create", "--name", "Acme"], None);
-    let key = run_cli(
-        &database.url,
-        &[
-            "api-key",
-            "create",
-            "--firm",
-            &firm,
-            "--label",
-            "crm",
-            "--scopes",
-            "customers:read",
-        ],
-        None,
-    );
+    let (_, key) = firm_with_key(&database.url, "customers:read");
     let limits = [("KYC_RATE_LIMIT_PER_MINUTE", "15")];
     let first = ServerProcess::start(&database.url, free_loopback_port(), &limits).await;
     let second = ServerProcess::start(&database.url, free_loopback_port(), &limits).await;
