@@ -107,27 +107,17 @@ pub(crate) async fn require_api_key(
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };
-    let now = state.ports.clock.now();
-    let admitted = match &state.ports.limits {
-        Some(shared) => match shared
-            .admit(
-                caller.key_id,
-                now,
-                state.config.rate_limit_per_minute,
-                state.config.rate_limit_per_day,
-            )
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(full)) => Err(ApiError::RateLimited {
-                limit: full.limit,
-                window_seconds: full.window_seconds,
-                retry_after_secs: full.retry_after_secs,
-            }),
-            Err(error) => Err(ApiError::from(error)),
-        },
-        None => state.limiter.admit(caller.key_id, now),
-    };
+    let admitted = state
+        .limiter
+        .admit(
+            caller.key_id,
+            state.ports.clock.now(),
+            state.config.rate_limit_per_minute,
+            state.config.rate_limit_per_day,
+        )
+        .await
+        .map_err(ApiError::from)
+        .and_then(|admitted| admitted.map_err(ApiError::from));
     if let Err(limited) = admitted {
         return limited.into_response();
     }

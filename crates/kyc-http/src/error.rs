@@ -278,6 +278,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<kyc_domain::ports::WindowFull> for ApiError {
+    fn from(full: kyc_domain::ports::WindowFull) -> Self {
+        Self::RateLimited {
+            limit: full.limit,
+            window_seconds: full.window_seconds,
+            retry_after_secs: full.retry_after_secs,
+        }
+    }
+}
+
 impl From<InfrastructureError> for ApiError {
     fn from(error: InfrastructureError) -> Self {
         match error {

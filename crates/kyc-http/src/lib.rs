@@ -162,7 +162,8 @@ impl std::ops::Deref for AppState {
 pub(crate) struct AppStateInner {
     pub(crate) ports: HttpPorts,
     pub(crate) config: Arc<HttpConfig>,
-    pub(crate) limiter: Arc<rate_limit::RateLimiter>,
+    /// The request windows: the shared ones of [`HttpPorts::limits`], or this process's own.
+    pub(crate) limiter: Arc<dyn kyc_domain::ports::RequestLimits>,
     pub(crate) metrics: Metrics,
     pub(crate) openapi_json: Arc<String>,
     pub(crate) back_office: Option<BackOfficePorts>,
@@ -195,10 +196,10 @@ pub fn router_with(
         backoffice::session::LoginLimiter::new(&config)
             .shared(back_office.as_ref().and_then(|b| b.login_failures.clone())),
     );
-    let limiter = Arc::new(rate_limit::RateLimiter::new(
-        config.rate_limit_per_minute,
-        config.rate_limit_per_day,
-    ));
+    let limiter = ports
+        .limits
+        .clone()
+        .unwrap_or_else(|| Arc::new(rate_limit::RateLimiter::default()));
     let openapi_json = Arc::new(openapi::document_json(&config.public_url));
     let body_limit = config.body_limit_bytes;
     let state = AppState(Arc::new(AppStateInner {

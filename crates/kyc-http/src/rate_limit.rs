@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use async_trait::async_trait;
 use kyc_domain::ids::ApiKeyId;
+use kyc_domain::ports::{InfrastructureError, RequestLimits, WindowFull};
 use time::{Duration, OffsetDateTime};
-
-use crate::error::ApiError;
 
 const MINUTE: Duration = Duration::minutes(1);
 const DAY: Duration = Duration::days(1);
@@ -30,22 +30,20 @@ struct KeyWindows {
     day: Option<Window>,
 }
 
-/// Counts requests per key and refuses those over a limit.
-#[derive(Debug)]
+/// Counts requests per key in this process and refuses those over a limit.
+#[derive(Debug, Default)]
 pub struct RateLimiter {
-    per_minute: u32,
-    per_day: u32,
     keys: Mutex<HashMap<ApiKeyId, KeyWindows>>,
 }
 
-/// Counts one request in `window`, or says when the window frees up. The count is taken only if
-/// `commit` is set, so a request refused by the other window is not counted in this one.
+/// Checks one request against `window`, or says when the window frees up; the count is left to
+/// the caller, so a request refused by the other window is not counted in this one.
 fn check(
     window: &mut Option<Window>,
     limit: u32,
     length: Duration,
     now: OffsetDateTime,
-) -> Result<(), ApiError> {
+) -> Result<(), WindowFull> {
     if limit == 0 {
         return Ok(());
     }
@@ -58,7 +56,7 @@ fn check(
     };
     if current.count >= limit {
         let remaining = (current.started_at + length - now).whole_seconds();
-        return Err(ApiError::RateLimited {
+        return Err(WindowFull {
             limit,
             window_seconds: u64::try_from(length.whole_seconds()).unwrap_or(60),
             retry_after_secs: u64::try_from(remaining).unwrap_or(1).max(1),
@@ -69,22 +67,19 @@ fn check(
 }
 
 impl RateLimiter {
-    /// A limiter allowing `per_minute` and `per_day` requests per key (`0` disables either).
-    pub fn new(per_minute: u32, per_day: u32) -> Self {
-        Self {
-            per_minute,
-            per_day,
-            keys: Mutex::default(),
-        }
-    }
-
-    /// Counts a request of `key` at `now`.
+    /// Counts a request of `key` at `now` under `per_minute` and `per_day` (`0` disables either).
     ///
     /// # Errors
-    /// [`ApiError::RateLimited`] with the window that is full and when it frees up; a refused
-    /// request is not counted.
-    pub fn admit(&self, key: ApiKeyId, now: OffsetDateTime) -> Result<(), ApiError> {
-        if self.per_minute == 0 && self.per_day == 0 {
+    /// [`WindowFull`] with the window that is full and when it frees up; a refused request is not
+    /// counted.
+    pub fn admit(
+        &self,
+        key: ApiKeyId,
+        now: OffsetDateTime,
+        per_minute: u32,
+        per_day: u32,
+    ) -> Result<(), WindowFull> {
+        if per_minute == 0 && per_day == 0 {
             return Ok(());
         }
         let mut keys = self
@@ -95,8 +90,8 @@ impl RateLimiter {
         // Check both windows on copies first, so a refusal counts in neither.
         let mut minute = entry.minute;
         let mut day = entry.day;
-        check(&mut day, self.per_day, DAY, now)?;
-        check(&mut minute, self.per_minute, MINUTE, now)?;
+        check(&mut day, per_day, DAY, now)?;
+        check(&mut minute, per_minute, MINUTE, now)?;
         if let Some(w) = minute.as_mut() {
             w.count += 1;
         }
@@ -106,6 +101,19 @@ impl RateLimiter {
         entry.minute = minute;
         entry.day = day;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RequestLimits for RateLimiter {
+    async fn admit(
+        &self,
+        key: ApiKeyId,
+        now: OffsetDateTime,
+        per_minute: u32,
+        per_day: u32,
+    ) -> Result<Result<(), WindowFull>, InfrastructureError> {
+        Ok(RateLimiter::admit(self, key, now, per_minute, per_day))
     }
 }
 
@@ -120,12 +128,13 @@ mod tests {
 
     #[test]
     fn the_burst_limit_refuses_with_the_seconds_left_in_the_window() {
-        let limiter = RateLimiter::new(2, 0);
+        let limiter = RateLimiter::default();
+        let admit = |key, at| limiter.admit(key, at, 2, 0);
         let t0 = datetime!(2026-07-01 09:00:00 UTC);
-        limiter.admit(key(1), t0).unwrap();
-        limiter.admit(key(1), t0 + Duration::seconds(10)).unwrap();
-        match limiter.admit(key(1), t0 + Duration::seconds(48)) {
-            Err(ApiError::RateLimited {
+        admit(key(1), t0).unwrap();
+        admit(key(1), t0 + Duration::seconds(10)).unwrap();
+        match admit(key(1), t0 + Duration::seconds(48)) {
+            Err(WindowFull {
                 limit,
                 window_seconds,
                 retry_after_secs,
@@ -135,45 +144,45 @@ mod tests {
             other => panic!("expected a refusal, got {other:?}"),
         }
         // Another key has its own budget; the window frees up after a minute.
-        limiter.admit(key(2), t0).unwrap();
-        limiter.admit(key(1), t0 + Duration::seconds(60)).unwrap();
+        admit(key(2), t0).unwrap();
+        admit(key(1), t0 + Duration::seconds(60)).unwrap();
     }
 
     #[test]
     fn the_daily_limit_holds_across_minutes_and_zero_disables() {
-        let limiter = RateLimiter::new(0, 3);
+        let limiter = RateLimiter::default();
+        let admit = |key, at| limiter.admit(key, at, 0, 3);
         let t0 = datetime!(2026-07-01 09:00:00 UTC);
         for minute in 0..3 {
-            limiter
-                .admit(key(1), t0 + Duration::minutes(minute))
-                .unwrap();
+            admit(key(1), t0 + Duration::minutes(minute)).unwrap();
         }
-        let refused = limiter.admit(key(1), t0 + Duration::hours(5));
+        let refused = admit(key(1), t0 + Duration::hours(5));
         assert!(
             matches!(
                 refused,
-                Err(ApiError::RateLimited {
+                Err(WindowFull {
                     window_seconds: 86_400,
                     ..
                 })
             ),
             "{refused:?}"
         );
-        let unlimited = RateLimiter::new(0, 0);
+        let unlimited = RateLimiter::default();
         for _ in 0..1000 {
-            unlimited.admit(key(1), t0).unwrap();
+            unlimited.admit(key(1), t0, 0, 0).unwrap();
         }
     }
 
     #[test]
     fn a_refused_request_is_not_counted() {
-        let limiter = RateLimiter::new(1, 2);
+        let limiter = RateLimiter::default();
+        let admit = |key, at| limiter.admit(key, at, 1, 2);
         let t0 = datetime!(2026-07-01 09:00:00 UTC);
-        limiter.admit(key(1), t0).unwrap();
+        admit(key(1), t0).unwrap();
         for _ in 0..5 {
-            assert!(limiter.admit(key(1), t0).is_err());
+            assert!(admit(key(1), t0).is_err());
         }
         // Only one request was counted against the day, so one more fits after the minute.
-        limiter.admit(key(1), t0 + Duration::minutes(1)).unwrap();
+        admit(key(1), t0 + Duration::minutes(1)).unwrap();
     }
 }
