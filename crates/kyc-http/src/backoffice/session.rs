@@ -143,15 +143,69 @@ fn back_office(state: &AppState) -> Result<&BackOfficePorts, ApiError> {
         .ok_or(ApiError::NotFound("No such route."))
 }
 
-/// Failed-login counts in memory, per account and per client address, and the dummy hash an
-/// unknown email is checked against.
+/// Failed logins kept in this process: what a single server (the embedded SQLite database)
+/// counts with, through the same port as the PostgreSQL store shared by replicas.
+#[derive(Default)]
+struct MemoryLoginFailures(Mutex<HashMap<String, Vec<OffsetDateTime>>>);
+
+impl MemoryLoginFailures {
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<OffsetDateTime>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl LoginFailures for MemoryLoginFailures {
+    async fn failures_since(
+        &self,
+        key: &str,
+        since: OffsetDateTime,
+    ) -> Result<(u32, Option<OffsetDateTime>), kyc_domain::ports::InfrastructureError> {
+        let failures = self.failures();
+        let recent: Vec<OffsetDateTime> = failures
+            .get(key)
+            .map(|times| times.iter().copied().filter(|at| *at > since).collect())
+            .unwrap_or_default();
+        Ok((
+            u32::try_from(recent.len()).unwrap_or(u32::MAX),
+            recent.iter().min().copied(),
+        ))
+    }
+
+    async fn record_failure(
+        &self,
+        keys: &[String],
+        at: OffsetDateTime,
+        forget_before: OffsetDateTime,
+    ) -> Result<(), kyc_domain::ports::InfrastructureError> {
+        let mut failures = self.failures();
+        for key in keys {
+            let times = failures.entry(key.clone()).or_default();
+            times.retain(|time| *time >= forget_before);
+            times.push(at);
+        }
+        Ok(())
+    }
+
+    async fn clear_failures(
+        &self,
+        key: &str,
+    ) -> Result<(), kyc_domain::ports::InfrastructureError> {
+        self.failures().remove(key);
+        Ok(())
+    }
+}
+
+/// Failed-login limits per account and per client address, counted in a [`LoginFailures`] store
+/// (this process's own, or the one shared by every replica), and the dummy hash an unknown email
+/// is checked against.
 pub(crate) struct LoginLimiter {
     per_account: u32,
     per_address: u32,
     window: Duration,
-    failures: Mutex<HashMap<String, Vec<OffsetDateTime>>>,
-    /// Failures shared by every replica (on PostgreSQL); `None` keeps them in `failures`.
-    shared: Option<Arc<dyn LoginFailures>>,
+    failures: Arc<dyn LoginFailures>,
     dummy_hash: tokio::sync::OnceCell<String>,
 }
 
@@ -161,15 +215,17 @@ impl LoginLimiter {
             per_account: config.login_failures_per_account,
             per_address: config.login_failures_per_address,
             window: Duration::seconds(i64::try_from(config.login_window_secs).unwrap_or(i64::MAX)),
-            failures: Mutex::default(),
-            shared: None,
+            failures: Arc::new(MemoryLoginFailures::default()),
             dummy_hash: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// The same limits, counted in `shared` (by every replica) instead of in this process.
+    /// The same limits, counted in `shared` (by every replica) when given instead of in this
+    /// process.
     pub(crate) fn shared(mut self, shared: Option<Arc<dyn LoginFailures>>) -> Self {
-        self.shared = shared;
+        if let Some(shared) = shared {
+            self.failures = shared;
+        }
         self
     }
 
@@ -205,18 +261,16 @@ impl LoginLimiter {
         hex::encode(Sha256::digest(key.as_bytes()))
     }
 
-    /// Refuses when either limit is used up, counting in the shared store when there is one.
+    /// Refuses when either limit is used up; `0` disables a limit.
     async fn admit(
         &self,
         account: &str,
         address: Option<SocketAddr>,
         now: OffsetDateTime,
     ) -> Result<(), ApiError> {
-        let Some(shared) = &self.shared else {
-            return self.check(account, address, now);
-        };
         for (key, limit) in self.limited_keys(account, address) {
-            let (failures, oldest) = shared
+            let (failures, oldest) = self
+                .failures
                 .failures_since(&Self::stored_key(&key), now - self.window)
                 .await?;
             if failures >= limit {
@@ -233,29 +287,21 @@ impl LoginLimiter {
         address: Option<SocketAddr>,
         now: OffsetDateTime,
     ) -> Result<(), ApiError> {
-        match &self.shared {
-            Some(shared) => {
-                let keys: Vec<String> = Self::keys(account, address)
-                    .iter()
-                    .map(|(key, _)| Self::stored_key(key))
-                    .collect();
-                shared.record_failure(&keys, now, now - self.window).await?;
-            }
-            None => self.fail(account, address, now),
-        }
+        let keys: Vec<String> = Self::keys(account, address)
+            .iter()
+            .map(|(key, _)| Self::stored_key(key))
+            .collect();
+        self.failures
+            .record_failure(&keys, now, now - self.window)
+            .await?;
         Ok(())
     }
 
     /// Forgets the failures of `account` after it logged in.
     async fn record_success(&self, account: &str) -> Result<(), ApiError> {
-        match &self.shared {
-            Some(shared) => {
-                shared
-                    .clear_failures(&Self::stored_key(&format!("account:{account}")))
-                    .await?;
-            }
-            None => self.succeed(account),
-        }
+        self.failures
+            .clear_failures(&Self::stored_key(&format!("account:{account}")))
+            .await?;
         Ok(())
     }
 
@@ -265,47 +311,6 @@ impl LoginLimiter {
             keys.push((format!("address:{}", address.ip()), false));
         }
         keys
-    }
-
-    /// Refuses when either limit is used up; `0` disables a limit.
-    fn check(
-        &self,
-        account: &str,
-        address: Option<SocketAddr>,
-        now: OffsetDateTime,
-    ) -> Result<(), ApiError> {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (key, limit) in self.limited_keys(account, address) {
-            let Some(times) = failures.get_mut(&key) else {
-                continue;
-            };
-            times.retain(|at| now - *at < self.window);
-            if times.len() >= limit as usize {
-                let oldest = times.first().copied().unwrap_or(now);
-                return Err(self.refused(limit, oldest, now));
-            }
-        }
-        Ok(())
-    }
-
-    fn fail(&self, account: &str, address: Option<SocketAddr>, now: OffsetDateTime) {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (key, _) in Self::keys(account, address) {
-            failures.entry(key).or_default().push(now);
-        }
-    }
-
-    fn succeed(&self, account: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&format!("account:{account}"));
     }
 
     async fn dummy_hash(&self) -> Result<String, ApiError> {
@@ -696,34 +701,52 @@ mod tests {
         );
     }
 
-    #[test]
-    fn failures_per_account_lock_the_account_for_the_window_and_success_clears_them() {
+    #[tokio::test]
+    async fn failures_per_account_lock_the_account_for_the_window_and_success_clears_them() {
         let limiter = limiter(2, 0);
         let now = datetime!(2026-07-01 00:00 UTC);
-        limiter.fail("a@x.example", None, now);
-        assert!(limiter.check("a@x.example", None, now).is_ok());
-        limiter.fail("a@x.example", None, now);
-        let refused = limiter.check("a@x.example", None, now).unwrap_err();
+        limiter
+            .record_failure("a@x.example", None, now)
+            .await
+            .unwrap();
+        assert!(limiter.admit("a@x.example", None, now).await.is_ok());
+        limiter
+            .record_failure("a@x.example", None, now)
+            .await
+            .unwrap();
+        let refused = limiter.admit("a@x.example", None, now).await.unwrap_err();
         assert_eq!(refused.code(), "rate_limited");
-        assert!(limiter.check("b@x.example", None, now).is_ok());
+        assert!(limiter.admit("b@x.example", None, now).await.is_ok());
         assert!(
             limiter
-                .check("a@x.example", None, now + Duration::minutes(15))
+                .admit("a@x.example", None, now + Duration::minutes(15))
+                .await
                 .is_ok()
         );
-        limiter.succeed("a@x.example");
-        assert!(limiter.check("a@x.example", None, now).is_ok());
+        limiter.record_success("a@x.example").await.unwrap();
+        assert!(limiter.admit("a@x.example", None, now).await.is_ok());
     }
 
-    #[test]
-    fn failures_per_address_cover_every_account_tried_from_it() {
+    #[tokio::test]
+    async fn failures_per_address_cover_every_account_tried_from_it() {
         let limiter = limiter(0, 2);
         let now = datetime!(2026-07-01 00:00 UTC);
         let address: SocketAddr = "203.0.113.9:5000".parse().unwrap();
         let other: SocketAddr = "203.0.113.10:5000".parse().unwrap();
-        limiter.fail("a@x.example", Some(address), now);
-        limiter.fail("b@x.example", Some(address), now);
-        assert!(limiter.check("c@x.example", Some(address), now).is_err());
-        assert!(limiter.check("c@x.example", Some(other), now).is_ok());
+        limiter
+            .record_failure("a@x.example", Some(address), now)
+            .await
+            .unwrap();
+        limiter
+            .record_failure("b@x.example", Some(address), now)
+            .await
+            .unwrap();
+        assert!(
+            limiter
+                .admit("c@x.example", Some(address), now)
+                .await
+                .is_err()
+        );
+        assert!(limiter.admit("c@x.example", Some(other), now).await.is_ok());
     }
 }
