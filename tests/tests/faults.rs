@@ -14,6 +14,7 @@
 //! `KYC_STUCK_AFTER_SECS` and `KYC_RECOVERY_INTERVAL_SECS`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,12 +46,26 @@ const QUICK_RECOVERY: [(&str, &str); 2] = [
     ("KYC_RECOVERY_INTERVAL_SECS", "1"),
 ];
 
-/// The Sumsub simulator served on its own port, with a count of the applicants it created.
+/// The Sumsub simulator served on its own port, with a count of the applicants it created, a
+/// count of the API calls that reached it, and a switch that makes it fail.
 struct Provider {
     simulator: Simulator,
     base_url: String,
     created: Arc<Mutex<HashMap<String, usize>>>,
+    outage: Arc<Mutex<Outage>>,
+    calls: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How the provider misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// It answers as Sumsub would.
+    None,
+    /// Every API call answers 500 without reaching the simulator.
+    ServerErrors,
+    /// Every API call is handled (an applicant is created) but answered only after this long.
+    AnswersLate(Duration),
 }
 
 impl Provider {
@@ -70,11 +85,17 @@ impl Provider {
         });
         let simulator = Simulator::new(config);
         let created = Arc::new(Mutex::new(HashMap::new()));
+        let outage = Arc::new(Mutex::new(Outage::None));
+        let calls = Arc::new(AtomicUsize::new(0));
         let counter = created.clone();
+        let (switch, reached) = (outage.clone(), calls.clone());
         let app = simulator
             .router()
             .layer(axum::middleware::from_fn(move |request, next| {
                 count_creations(counter.clone(), request, next)
+            }))
+            .layer(axum::middleware::from_fn(move |request, next| {
+                misbehave(switch.clone(), reached.clone(), request, next)
             }));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -86,8 +107,19 @@ impl Provider {
             simulator,
             base_url,
             created,
+            outage,
+            calls,
             task,
         }
+    }
+
+    fn set_outage(&self, outage: Outage) {
+        *self.outage.lock().expect("outage") = outage;
+    }
+
+    /// How many signed API calls have reached the provider so far, failed ones included.
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
     }
 
     /// How many applicants the simulator created for this attempt.
@@ -133,6 +165,32 @@ impl Drop for Provider {
     fn drop(&mut self) {
         self.simulator.shutdown();
         self.task.abort();
+    }
+}
+
+/// Counts every API call (`/resources/…`) and fails it as the switch says.
+async fn misbehave(
+    outage: Arc<Mutex<Outage>>,
+    calls: Arc<AtomicUsize>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    if !request.uri().path().starts_with("/resources/") {
+        return next.run(request).await;
+    }
+    calls.fetch_add(1, Ordering::SeqCst);
+    let outage = *outage.lock().expect("outage");
+    match outage {
+        Outage::None => next.run(request).await,
+        Outage::ServerErrors => axum::response::IntoResponse::into_response((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"code": 500, "description": "Internal error"})),
+        )),
+        Outage::AnswersLate(delay) => {
+            let response = next.run(request).await;
+            tokio::time::sleep(delay).await;
+            response
+        }
     }
 }
 
@@ -559,6 +617,146 @@ async fn an_unreachable_provider_charges_nothing_and_the_same_request_works_late
     database.drop_database().await;
 }
 
+/// A provider failing fast: three failures in a row open its circuit for this long.
+const QUICK_BREAKER: [(&str, &str); 3] = [
+    ("KYC_PROVIDER_BREAKER_FAILURES", "3"),
+    ("KYC_PROVIDER_BREAKER_COOLDOWN", "3s"),
+    ("KYC_PROVIDER_TIMEOUT", "1s"),
+];
+
+/// The server's `provider_circuit_open` gauge.
+async fn circuit_open(server: &ServerProcess) -> Option<bool> {
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("provider_circuit_open "))
+        .map(|value| value.trim() == "1")
+}
+
+/// The provider answering 500 to everything: the first start fails after its retries (503
+/// `provider_unavailable`, nothing charged) and opens the circuit, so the clicks that follow fail
+/// at once without a single call reaching the provider. Once it answers again, the recovery
+/// worker's probe closes the circuit and completes the same attempt: one applicant, one charge.
+async fn a_failing_provider_opens_the_circuit_and_the_attempt_completes_once_it_answers(
+    backend: Backend,
+) {
+    let Some(database) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let port = free_loopback_port();
+    let provider = Provider::start(free_loopback_port(), port).await;
+    let settings: Vec<_> = QUICK_BREAKER
+        .iter()
+        .chain(&QUICK_RECOVERY)
+        .copied()
+        .collect();
+    let server = serve(&database, port, &provider.base_url, &settings).await;
+    let firm = Firm::new(&database, &server, 5).await;
+    let id = firm.startable_customer(&server, "crm-provider-5xx").await;
+
+    provider.set_outage(Outage::ServerErrors);
+    let (status, body) = firm.start(&server, &id, "start-5xx").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "provider_unavailable", "{body}");
+    assert_eq!(body["retry_after_header"], true, "{body}");
+    let tried = provider.calls();
+    assert_eq!(
+        tried, 3,
+        "the creation is tried three times, then the circuit opens"
+    );
+    assert_eq!(circuit_open(&server).await, Some(true));
+
+    for click in 0..10 {
+        let (status, body) = firm.start(&server, &id, "start-5xx").await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "click {click}: {body}"
+        );
+        assert_eq!(body["error"]["code"], "provider_unavailable", "{body}");
+    }
+    assert_eq!(
+        provider.calls(),
+        tried,
+        "while the circuit is open no call reaches the provider"
+    );
+    let (available, held, spent) = firm.credits(&server).await;
+    assert_eq!((available, held, spent), (4, 1, 0), "held, never charged");
+    assert_eq!(firm.kyc_status(&server, &id).await, "NOT_STARTED");
+    assert_eq!(provider.applicants_created_for_customer(&id), 0);
+
+    provider.set_outage(Outage::None);
+    eventually("the recovery worker to complete the attempt", || async {
+        (firm.kyc_status(&server, &id).await == "PENDING").then_some(())
+    })
+    .await;
+    assert_eq!(firm.credits(&server).await, (4, 0, 1), "exactly one charge");
+    assert_eq!(provider.applicants_created(&id, 1), 1, "one applicant");
+    assert_eq!(circuit_open(&server).await, Some(false));
+    let (status, body) = firm.start(&server, &id, "start-5xx").await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the attempt is open now: {body}"
+    );
+    assert_eq!(body["error"]["code"], "not_startable", "{body}");
+    assert_eq!(firm.credits(&server).await, (4, 0, 1), "still one charge");
+    drop(server);
+    database.drop_database().await;
+}
+
+/// The provider creating the applicant but answering after the client gave up, on every try:
+/// the start answers 503 and charges nothing, though the applicant exists. When the provider is
+/// prompt again, the attempt finds that applicant (409 with its id) instead of making a second,
+/// and is charged once.
+async fn a_provider_answering_too_late_gets_one_applicant_and_one_charge(backend: Backend) {
+    let Some(database) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let port = free_loopback_port();
+    let provider = Provider::start(free_loopback_port(), port).await;
+    let settings: Vec<_> = QUICK_BREAKER
+        .iter()
+        .chain(&QUICK_RECOVERY)
+        .copied()
+        .collect();
+    let server = serve(&database, port, &provider.base_url, &settings).await;
+    let firm = Firm::new(&database, &server, 5).await;
+    let id = firm.startable_customer(&server, "crm-provider-late").await;
+
+    provider.set_outage(Outage::AnswersLate(Duration::from_secs(3)));
+    let (status, body) = firm.start(&server, &id, "start-late").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "provider_unavailable", "{body}");
+    assert_eq!(
+        provider.applicants_created(&id, 1),
+        1,
+        "the provider made it"
+    );
+    let (available, held, spent) = firm.credits(&server).await;
+    assert_eq!((available, held, spent), (4, 1, 0), "held, never charged");
+
+    provider.set_outage(Outage::None);
+    eventually(
+        "the attempt to complete with the existing applicant",
+        || async { (firm.kyc_status(&server, &id).await == "PENDING").then_some(()) },
+    )
+    .await;
+    assert_eq!(firm.credits(&server).await, (4, 0, 1), "exactly one charge");
+    assert_eq!(
+        provider.applicants_created_for_customer(&id),
+        1,
+        "one applicant"
+    );
+    drop(server);
+    database.drop_database().await;
+}
+
 /// RED + FINAL from the hosted page → `FAILED`; an officer restarts with a reason →
 /// `NOT_STARTED`; a second start charges attempt 2 once (two charges in all) → `PENDING`.
 async fn a_restart_after_failed_charges_the_second_attempt_once(backend: Backend) {
@@ -734,5 +932,7 @@ on_both_backends!(
     killed_before_post_then_restarted_charges_once_with_one_applicant,
     killed_after_reserve_then_restarted_releases_the_hold_and_a_new_start_charges_once,
     an_unreachable_provider_charges_nothing_and_the_same_request_works_later,
+    a_failing_provider_opens_the_circuit_and_the_attempt_completes_once_it_answers,
+    a_provider_answering_too_late_gets_one_applicant_and_one_charge,
     a_restart_after_failed_charges_the_second_attempt_once,
 );

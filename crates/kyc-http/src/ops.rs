@@ -134,6 +134,13 @@ impl Metrics {
         self.sampled();
     }
 
+    /// Whether the identity provider's circuit was open (or half-open) after the last call:
+    /// `provider_circuit_open`, 1 or 0.
+    pub fn set_provider_circuit_open(&self, open: bool) {
+        let value = if open { 1.0 } else { 0.0 };
+        self.with(|| metrics::gauge!("provider_circuit_open").set(value));
+    }
+
     /// Credits charged for verifications: `credits_charged_total`.
     pub fn record_credits_charged(&self, credits: u64) {
         self.with(|| metrics::counter!("credits_charged_total").increment(credits));

@@ -119,6 +119,40 @@ pub struct Config {
     )]
     pub sumsub_edd_level_name: Option<String>,
 
+    /// The longest one call to the identity provider may take, from connect to the last byte.
+    #[arg(
+        long = "provider-timeout",
+        env = "KYC_PROVIDER_TIMEOUT",
+        value_name = "KYC_PROVIDER_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_positive_duration,
+        global = true
+    )]
+    pub provider_timeout: std::time::Duration,
+
+    /// Consecutive provider failures (timeouts, refused connections, 5xx) that open its circuit:
+    /// calls then fail at once for `KYC_PROVIDER_BREAKER_COOLDOWN`, and one probe goes out after
+    /// it. `0` never opens the circuit.
+    #[arg(
+        long = "provider-breaker-failures",
+        env = "KYC_PROVIDER_BREAKER_FAILURES",
+        value_name = "KYC_PROVIDER_BREAKER_FAILURES",
+        default_value_t = 5,
+        global = true
+    )]
+    pub provider_breaker_failures: u32,
+
+    /// How long the provider's open circuit refuses calls before a probe.
+    #[arg(
+        long = "provider-breaker-cooldown",
+        env = "KYC_PROVIDER_BREAKER_COOLDOWN",
+        value_name = "KYC_PROVIDER_BREAKER_COOLDOWN",
+        default_value = "30s",
+        value_parser = parse_positive_duration,
+        global = true
+    )]
+    pub provider_breaker_cooldown: std::time::Duration,
+
     /// Mount the provider simulator at `/sim/sumsub` and point the client at it: `on` or `off`.
     /// Unset means on exactly when no Sumsub credentials are configured.
     #[arg(

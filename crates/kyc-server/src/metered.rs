@@ -1,7 +1,7 @@
 //! A decorator around the provider ports that records each call's latency and outcome on the
 //! `/metrics` registry (`provider_calls_total{operation,outcome}`,
-//! `provider_call_duration_seconds{operation}`), so the Sumsub client itself stays free of
-//! metrics.
+//! `provider_call_duration_seconds{operation}`) and, after each call, whether the provider's
+//! circuit is open (`provider_circuit_open`), so the Sumsub client itself stays free of metrics.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,12 +20,24 @@ use kyc_http::Metrics;
 pub struct MeteredProvider<P> {
     inner: Arc<P>,
     metrics: Metrics,
+    circuit_open: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl<P> MeteredProvider<P> {
     /// Wraps `inner`.
     pub fn new(inner: Arc<P>, metrics: Metrics) -> Self {
-        Self { inner, metrics }
+        Self {
+            inner,
+            metrics,
+            circuit_open: None,
+        }
+    }
+
+    /// Also reports `circuit_open()` as `provider_circuit_open` after every call.
+    #[must_use]
+    pub fn with_circuit(mut self, circuit_open: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.circuit_open = Some(Box::new(circuit_open));
+        self
     }
 
     async fn timed<T>(
@@ -42,6 +54,9 @@ impl<P> MeteredProvider<P> {
         };
         self.metrics
             .record_provider_call(operation, outcome, started.elapsed());
+        if let Some(circuit_open) = &self.circuit_open {
+            self.metrics.set_provider_circuit_open(circuit_open());
+        }
         result
     }
 }

@@ -15,7 +15,10 @@ use tokio::task::JoinHandle;
 use kyc_domain::ports::CreditsLedger;
 use kyc_domain::usecases::{AccessService, KycService, Ports, Settings, WebhookService};
 use kyc_sumsub::simulator::WebhookTarget;
-use kyc_sumsub::{DigestAlgorithm, Simulator, SimulatorConfig, SumsubClient, SumsubConfig};
+use kyc_sumsub::{
+    BreakerSettings, CircuitState, DigestAlgorithm, Simulator, SimulatorConfig, SumsubClient,
+    SumsubConfig,
+};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -86,14 +89,26 @@ impl Composition {
         }
         let stores = backend.stores();
 
-        let client = SumsubClient::new(SumsubConfig::new(
+        let mut client_config = SumsubConfig::new(
             provider.base_url.clone(),
             provider.app_token.clone(),
             provider.secret_key.clone(),
-        ))
-        .map_err(|error| Failure::new(format!("SUMSUB_BASE_URL: {error}")))?;
+        );
+        client_config.request_timeout = config.provider_timeout;
+        client_config.breaker = BreakerSettings {
+            failures: config.provider_breaker_failures,
+            cooldown: config.provider_breaker_cooldown,
+        };
+        let client = Arc::new(
+            SumsubClient::new(client_config)
+                .map_err(|error| Failure::new(format!("SUMSUB_BASE_URL: {error}")))?,
+        );
         let metrics = Metrics::new();
-        let client = Arc::new(MeteredProvider::new(Arc::new(client), metrics.clone()));
+        let circuit = client.clone();
+        let client = Arc::new(
+            MeteredProvider::new(client, metrics.clone())
+                .with_circuit(move || circuit.circuit_state() != CircuitState::Closed),
+        );
 
         let simulator = match provider.mode {
             ProviderMode::Simulator => {

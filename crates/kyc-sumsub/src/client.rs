@@ -11,7 +11,9 @@
 //! failures, 5xx, 429 and unreadable bodies (the outcome is unknown, repeat later). Only calls that
 //! are safe to repeat are retried here: GETs, and the creation of an applicant, which Sumsub makes
 //! idempotent through `externalUserId` (a repeat answers 409 with the existing id). A 429 is retried
-//! for every call, since a rate-limited request was refused before it had any effect.
+//! for every call, since a rate-limited request was refused before it had any effect. Every try
+//! passes a [`CircuitBreaker`] first: while the provider keeps failing, calls fail at once as
+//! `Transient` without a request ([`crate::breaker`]).
 //!
 //! Nothing personal is logged: spans carry applicant ids and levels, never names, emails or phones,
 //! and the secrets live in [`SecretString`]s.
@@ -36,6 +38,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tracing::{debug, instrument, warn};
 
+use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState};
 use crate::signing::{encode_component, encode_query, request_signature};
 
 /// Sumsub's API host, for sandbox and production alike (the token decides the environment).
@@ -61,11 +64,14 @@ pub struct SumsubConfig {
     pub initial_backoff: Duration,
     /// The longest pause between two tries, including one asked for by `Retry-After`.
     pub max_backoff: Duration,
+    /// When calls stop going out because the provider keeps failing.
+    pub breaker: BreakerSettings,
 }
 
 impl SumsubConfig {
     /// A configuration with production-minded defaults: 10 s per request, 3 s to connect, three
-    /// tries with a 200 ms first backoff capped at 5 s.
+    /// tries with a 200 ms first backoff capped at 5 s, and a circuit that opens for 30 s after
+    /// five failures in a row.
     pub fn new(
         base_url: impl Into<String>,
         app_token: SecretString,
@@ -80,6 +86,7 @@ impl SumsubConfig {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -104,6 +111,8 @@ pub struct SumsubClient {
     base: String,
     /// The path of the base URL (`""` or `/sim/sumsub`), which is part of the signed path.
     path_prefix: String,
+    /// Shared by the clones, so every caller sees the same outage.
+    breaker: CircuitBreaker,
 }
 
 impl fmt::Debug for SumsubClient {
@@ -150,12 +159,19 @@ impl SumsubClient {
             .connect_timeout(config.connect_timeout)
             .build()
             .map_err(ConfigError::Http)?;
+        let breaker = CircuitBreaker::new(config.breaker);
         Ok(Self {
             http,
             config,
             base,
             path_prefix,
+            breaker,
         })
+    }
+
+    /// Whether calls go out now (see [`crate::breaker`]).
+    pub fn circuit_state(&self) -> CircuitState {
+        self.breaker.state()
     }
 
     /// Sends one signed request, retrying when `repeat` allows it (and always on 429). Answers
@@ -179,7 +195,17 @@ impl SumsubClient {
         let attempts = self.config.max_attempts.max(1);
         let mut attempt = 1;
         loop {
+            let permit = self.breaker.admit().map_err(|refused| ProviderError::Transient {
+                reason: format!(
+                    "identity provider failing repeatedly: not called for {} s more (circuit open)",
+                    refused.retry_in.as_secs().max(1)
+                ),
+            })?;
             let outcome = self.send_once(&method, &url, &signed_path, &body).await;
+            match &outcome {
+                Ok(answer) if !answer.status.is_server_error() => permit.succeeded(),
+                Ok(_) | Err(_) => permit.failed(),
+            }
             let (error, retry_after, rate_limited) = match outcome {
                 Ok(answer) if answer.status == StatusCode::TOO_MANY_REQUESTS => {
                     let retry_after = answer.retry_after;
