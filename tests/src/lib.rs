@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 
 pub mod browser;
+pub mod cluster;
 pub mod receiver;
 
 /// Which database the server runs on.

@@ -31,6 +31,10 @@ use kyc_store_support::StateCache;
 
 use crate::keys::KeyCache;
 
+/// How long a request waits for a connection before it is answered 503: while the server is
+/// down or restarting, requests fail in this time rather than pile up.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Connects a pool to the database at `url` (`postgres://user@host:5432/db`).
 ///
 /// # Errors
@@ -38,7 +42,7 @@ use crate::keys::KeyCache;
 pub async fn connect(url: &str) -> Result<PgPool, InfrastructureError> {
     PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(url)
         .await
         .map_err(InfrastructureError::unavailable)

@@ -303,13 +303,19 @@ pub async fn first_row<E: Runner, T>(
 pub fn infra(error: sqlx::Error) -> InfrastructureError {
     let transient = match &error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(database) => matches!(
-            database.code().as_deref(),
-            // PostgreSQL: serialization failure, deadlock, lock timeout, too many connections.
-            Some("40001" | "40P01" | "55P03" | "53300")
-            // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
-            | Some("5" | "6" | "261" | "517" | "262")
-        ),
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            matches!(
+                &*code,
+                // PostgreSQL: serialization failure, deadlock, lock timeout, too many
+                // connections; a server shutting down (fast or immediate), or starting up, or in
+                // recovery, refusing connections meanwhile.
+                "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03"
+                // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+                | "5" | "6" | "261" | "517" | "262"
+            )
+            // PostgreSQL's connection exceptions (the connection failed or was lost).
+            || code.starts_with("08")
+        }),
         _ => false,
     };
     if transient {
