@@ -14,6 +14,7 @@ use sqlx::Connection;
 
 pub mod browser;
 pub mod cluster;
+pub mod disk;
 pub mod receiver;
 
 /// Which database the server runs on.
@@ -466,6 +467,17 @@ impl ServerProcess {
     /// `base_url` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    /// Stops the process with SIGTERM, as an orchestrator would, and waits for it to exit.
+    pub fn terminate(&mut self) {
+        let signalled = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(signalled, "SIGTERM sent to kyc-server");
+        let status = self.child.wait().expect("kyc-server exits");
+        assert!(status.success(), "kyc-server stopped cleanly: {status}");
     }
 
     /// Kills the process with SIGKILL, as a crash or an OOM kill would, and reaps it: nothing

@@ -6,6 +6,11 @@
 //!   `Retry-After`, never a 500 or a dropped connection; `/readyz` goes red and green again;
 //!   every customer whose creation was accepted can be read afterwards; and the workers resume,
 //!   shown by a `customer.created` webhook arriving for every accepted customer.
+//! - **SQLite's disk full, or its file system read-only.** The database sits on a small tmpfs of
+//!   the test's own, which the test fills up or remounts read-only under the running server.
+//!   Writes are answered 503 `unavailable` with `Retry-After` (the log names the cause), reads
+//!   go on, nothing of a refused write is left behind, and writes work again once space is freed
+//!   or the file system is writable again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,8 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kyc_e2e::cluster::PostgresCluster;
+use kyc_e2e::disk::SmallDisk;
 use kyc_e2e::receiver::Receiver;
-use kyc_e2e::{ServerProcess, firm_with_key, free_loopback_port};
+use kyc_e2e::{ServerProcess, firm_with_key, free_loopback_port, run_cli};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -242,5 +248,253 @@ async fn postgres_restarted_under_load_answers_503_then_recovers_and_loses_no_ac
             },
         )
         .await;
+    drop(server);
+}
+
+/// A CRM of one firm on a server, for the SQLite faults.
+struct Crm {
+    client: reqwest::Client,
+    server: String,
+    key: String,
+    /// A compliance officer's back-office session.
+    session: String,
+}
+
+impl Crm {
+    async fn create(&self, external_id: &str) -> Outcome {
+        create(
+            &self.client,
+            &self.server,
+            &self.key,
+            external_id.to_owned(),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/customers/{id}`'s status.
+    async fn read(&self, id: &str) -> StatusCode {
+        self.client
+            .get(format!("{}/api/v1/customers/{id}", self.server))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("read")
+            .status()
+    }
+
+    /// How many customers the firm has, from the list's `total`.
+    async fn total(&self) -> u64 {
+        let response = self
+            .client
+            .get(format!(
+                "{}/api/v1/customers?limit=1&include=total_count",
+                self.server
+            ))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.expect("JSON");
+        body["total_count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{body}"))
+    }
+}
+
+/// A server on a SQLite file on `disk`, a firm with a key and 10 credits, and one customer.
+async fn sqlite_on(disk: &SmallDisk) -> (ServerProcess, Crm, String, String) {
+    let database = format!("sqlite://{}", disk.path("kyc.db").display());
+    let server = ServerProcess::start(&database, free_loopback_port(), &[]).await;
+    let (firm, key) = firm_with_key(&database, "customers:read,customers:write");
+    grant(&database, &firm, "opening").expect("the first grant");
+    let mut crm = Crm {
+        client: reqwest::Client::new(),
+        server: server.base_url.clone(),
+        key,
+        session: String::new(),
+    };
+    crm.session = officer_session(&database, &firm, &crm).await;
+    let before = crm.create("before-the-fault").await;
+    assert_eq!(before.status, Some(StatusCode::CREATED), "{before:?}");
+    (server, crm, database, firm)
+}
+
+/// `credits grant` of 10 through the CLI; its stderr when it fails.
+fn grant(database: &str, firm: &str, reference: &str) -> Result<(), String> {
+    let output = std::process::Command::new(kyc_e2e::server_binary())
+        .args(["credits", "grant", "--firm", firm, "--credits", "10"])
+        .args(["--reference", reference])
+        .env("DATABASE_URL", database)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the CLI runs");
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// An officer of `firm` logged in to the back office: the session cookie.
+async fn officer_session(database: &str, firm: &str, crm: &Crm) -> String {
+    const PASSWORD: &str = "correct horse battery staple";
+    let email = "officer@firm.example";
+    run_cli(
+        database,
+        &[
+            "user",
+            "create",
+            "--firm",
+            firm,
+            "--email",
+            email,
+            "--role",
+            "compliance_officer",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    let response = crm
+        .client
+        .post(format!("{}/api/backoffice/session", crm.server))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), StatusCode::OK);
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("kyc_session="))
+        .and_then(|value| value.split(';').next())
+        .expect("the session cookie")
+        .to_owned()
+}
+
+impl Crm {
+    /// The firm's credits as the back office shows them.
+    async fn credits(&self) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/api/backoffice/credits", self.server))
+            .header("cookie", &self.session)
+            .send()
+            .await
+            .expect("credits");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("JSON")
+    }
+}
+
+/// Asserts a refused write was answered as a retryable outage.
+fn assert_unavailable(outcome: &Outcome) {
+    assert_eq!(
+        outcome.status,
+        Some(StatusCode::SERVICE_UNAVAILABLE),
+        "{outcome:?}"
+    );
+    assert!(outcome.retry_after, "{outcome:?}");
+    assert_eq!(outcome.code.as_deref(), Some("unavailable"), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_disk_full_refuses_writes_with_503_and_leaves_nothing_half_written() {
+    let Some(disk) = SmallDisk::mount(16) else {
+        return;
+    };
+    let (server, crm, database, firm) = sqlite_on(&disk).await;
+    let credits = crm.credits().await;
+    let total = crm.total().await;
+
+    disk.fill();
+    // Pages the database already has on disk may still take a few writes: write until refused.
+    let mut accepted = 0_u64;
+    let refused = loop {
+        let outcome = crm.create(&format!("while-full-{accepted}")).await;
+        if outcome.status != Some(StatusCode::CREATED) {
+            break outcome;
+        }
+        accepted += 1;
+        assert!(accepted < 5_000, "the full disk never refused a write");
+    };
+    assert_unavailable(&refused);
+    for again in 0..3 {
+        assert_unavailable(&crm.create(&refused.external_id).await);
+        assert_unavailable(&crm.create(&format!("also-while-full-{again}")).await);
+    }
+    assert_eq!(crm.total().await, total + accepted, "reads go on");
+    let refused_grant = grant(&database, &firm, "while-full").expect_err("a full disk");
+    assert!(
+        refused_grant.contains("full"),
+        "the CLI says why: {refused_grant}"
+    );
+
+    disk.free();
+    assert_eq!(crm.total().await, total + accepted, "nothing half-written");
+    assert_eq!(crm.credits().await, credits, "no credit half-granted");
+    let created = crm.create(&refused.external_id).await;
+    assert_eq!(
+        created.status,
+        Some(StatusCode::CREATED),
+        "the refused customer was never written, so it is created now: {created:?}"
+    );
+    assert_eq!(
+        crm.read(created.id.as_deref().expect("id")).await,
+        StatusCode::OK
+    );
+    grant(&database, &firm, "after-freeing").expect("a grant once space is free");
+    drop(server);
+}
+
+/// `serve` on `database`, expected to refuse to start: its stderr.
+fn serve_refused(database: &str) -> String {
+    let output = std::process::Command::new(kyc_e2e::server_binary())
+        .arg("serve")
+        .env("DATABASE_URL", database)
+        .env("KYC_BIND", format!("127.0.0.1:{}", free_loopback_port()))
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("kyc-server runs");
+    assert!(!output.status.success(), "serve refused to start");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The database's file system read-only while no server runs (a volume mounted read-only, a
+/// file system the kernel remounted read-only after errors): `serve` and the CLI refuse to start
+/// with a message that says what to check, and nothing is lost once it is writable again. (A
+/// file system cannot be remounted read-only while a server holds the database open for
+/// writing: the kernel refuses.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_on_a_read_only_file_system_refuses_to_start_with_a_clear_error() {
+    let Some(disk) = SmallDisk::mount(16) else {
+        return;
+    };
+    let (server, crm, database, firm) = sqlite_on(&disk).await;
+    let credits = crm.credits().await;
+    let total = crm.total().await;
+    let mut server = server;
+    server.terminate();
+
+    disk.set_read_only(true);
+    let refused = serve_refused(&database);
+    for hint in ["SQLite", "writable", "-wal"] {
+        assert!(refused.contains(hint), "{hint:?} in {refused}");
+    }
+    let refused_grant = grant(&database, &firm, "while-read-only").expect_err("read-only");
+    assert!(refused_grant.contains("writable"), "{refused_grant}");
+
+    disk.set_read_only(false);
+    let server = ServerProcess::start(&database, free_loopback_port(), &[]).await;
+    let crm = Crm {
+        server: server.base_url.clone(),
+        ..crm
+    };
+    assert_eq!(crm.total().await, total, "nothing lost");
+    assert_eq!(crm.credits().await, credits, "nothing half-granted");
+    let created = crm.create("after-read-only").await;
+    assert_eq!(created.status, Some(StatusCode::CREATED), "{created:?}");
     drop(server);
 }

@@ -116,7 +116,7 @@ impl Backend {
         let unreachable = |error: kyc_domain::ports::InfrastructureError| {
             Failure::new(format!(
                 "DATABASE_URL: cannot connect to the database: {}",
-                cause_of(&error)
+                crate::innermost_cause(&error)
             ))
         };
         match url.engine() {
@@ -127,7 +127,14 @@ impl Backend {
             Engine::Sqlite => kyc_sqlite::connect(url.expose())
                 .await
                 .map(Self::Sqlite)
-                .map_err(unreachable),
+                .map_err(|error| {
+                    Failure::new(format!(
+                        "DATABASE_URL: cannot open the SQLite database: {}. SQLite writes the \
+                         file and creates its -wal and -shm files beside it: check that the \
+                         directory exists and is writable, and that the disk has space",
+                        crate::innermost_cause(&error)
+                    ))
+                }),
         }
     }
 
@@ -145,7 +152,10 @@ impl Backend {
     /// One line saying which set failed and why.
     pub async fn migrate(&self) -> Result<(), Failure> {
         let storage = |error: kyc_domain::ports::InfrastructureError| {
-            Failure::new(format!("storage migrations failed: {}", cause_of(&error)))
+            Failure::new(format!(
+                "storage migrations failed: {}",
+                crate::innermost_cause(&error)
+            ))
         };
         let ledger = |error: sqlx::migrate::MigrateError| {
             Failure::new(format!("ledger migrations failed: {error}"))
@@ -258,13 +268,4 @@ impl Backend {
             Self::Sqlite(pool) => pool.close().await,
         }
     }
-}
-
-/// The innermost cause of an error, as one line (driver messages do not contain the URL).
-fn cause_of(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string().replace('\n', " ")
 }

@@ -211,11 +211,32 @@ impl Failure {
         Self(reason.into().replace('\n', " "))
     }
 
-    /// A storage failure while doing `what`, without driver details beyond the kind.
+    /// A storage failure while doing `what`. An outage names its cause, which is what the
+    /// operator must fix (`database or disk is full`, `attempt to write a readonly database`,
+    /// `connection refused`) and carries no stored data; an internal error says only its kind,
+    /// since a driver's message about a row may quote the row.
     pub fn storage(what: &str, error: &kyc_domain::ports::InfrastructureError) -> Self {
+        use kyc_domain::ports::InfrastructureError;
         tracing::debug!(error = ?error, "{what} failed");
-        Self::new(format!("{what} failed: {error}"))
+        match error {
+            InfrastructureError::Unavailable(cause) => {
+                let cause = innermost_cause(cause.as_ref());
+                Self::new(format!(
+                    "{what} failed: the database is unavailable: {cause}"
+                ))
+            }
+            InfrastructureError::Internal(_) => Self::new(format!("{what} failed: {error}")),
+        }
     }
+}
+
+/// The innermost cause of `error`, on one line: what the driver or the OS said.
+pub(crate) fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string().replace('\n', " ")
 }
 
 impl fmt::Display for Failure {

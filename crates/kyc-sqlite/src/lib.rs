@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use kyc_domain::customer::CustomerState;
 use kyc_domain::ports::InfrastructureError;
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection as _, SqlitePool};
 
 pub use kyc_store_support::DEFAULT_STATE_CACHE_ENTRIES;
 use kyc_store_support::StateCache;
@@ -50,6 +50,19 @@ pub async fn connect(url: &str) -> Result<SqlitePool, InfrastructureError> {
         .busy_timeout(Duration::from_secs(10));
     SqlitePoolOptions::new()
         .max_connections(8)
+        .after_release(|connection, _| {
+            Box::pin(async move {
+                // A transaction that failed on a full disk or an I/O error may have been rolled
+                // back by SQLite itself; the driver's own ROLLBACK then fails and it still counts
+                // the transaction open, so the next `BEGIN` on this connection would be refused.
+                // Such a connection is closed rather than returned to the pool. (The ping waits
+                // for a rollback the driver queued when the transaction was dropped.)
+                if connection.is_in_transaction() {
+                    connection.ping().await?;
+                }
+                Ok(!connection.is_in_transaction())
+            })
+        })
         .connect_with(options)
         .await
         .map_err(InfrastructureError::unavailable)

@@ -297,9 +297,9 @@ pub async fn first_row<E: Runner, T>(
 }
 
 /// Translates a driver error that no port names into the domain's infrastructure error: what may
-/// pass if tried again later is `Unavailable` (the database out of reach, a serialization
-/// failure, a deadlock, a lock timeout, too many connections, a busy or locked SQLite file), and
-/// anything else `Internal`.
+/// pass if tried again later is `Unavailable` (the database out of reach or restarting, a
+/// serialization failure, a deadlock, a lock timeout, too many connections, a busy or locked
+/// SQLite file, a full disk, a read-only SQLite file), and anything else `Internal`.
 pub fn infra(error: sqlx::Error) -> InfrastructureError {
     let transient = match &error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
@@ -310,8 +310,12 @@ pub fn infra(error: sqlx::Error) -> InfrastructureError {
                 // connections; a server shutting down (fast or immediate), or starting up, or in
                 // recovery, refusing connections meanwhile.
                 "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03"
-                // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
-                | "5" | "6" | "261" | "517" | "262"
+                // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes; SQLITE_FULL (the
+                // disk is full); SQLITE_READONLY and its extended codes (the file or its
+                // directory cannot be written). Each passes once an operator frees space or
+                // fixes the permissions, and nothing of the refused write is kept.
+                | "5" | "6" | "261" | "517" | "262" | "13"
+                | "8" | "264" | "520" | "776" | "1032" | "1288" | "1544"
             )
             // PostgreSQL's connection exceptions (the connection failed or was lost).
             || code.starts_with("08")
