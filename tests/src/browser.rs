@@ -237,6 +237,23 @@ impl Browser {
         self.text("body").await
     }
 
+    /// Waits, without reloading, until the page shows `expected`: after a click the browser may
+    /// still be on the old page for a moment.
+    pub async fn wait_for_text(&self, expected: &str) {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let text = self.page_text().await;
+            if text.contains(expected) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never showed {expected:?}; it reads {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Reloads the page until `css` reads `expected` (a status that a background worker sets).
     pub async fn reload_until_text(&self, css: &str, expected: &str) {
         let deadline = Instant::now() + STEP_TIMEOUT;

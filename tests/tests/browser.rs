@@ -90,8 +90,7 @@ async fn confirm_risk(browser: &Browser, server: &Server, name: &str) {
 async fn start_verification(browser: &Browser) -> String {
     assert!(browser.text("#quote").await.contains("costs 1 credit"));
     browser.click("#start-verification").await;
-    let confirm = browser.page_text().await;
-    assert!(confirm.contains("This cannot be undone"), "{confirm}");
+    browser.wait_for_text("This cannot be undone").await;
     assert!(browser.text("#confirm-cost").await.contains("1 credit"));
     browser.click("#confirm-start").await;
     assert_eq!(browser.text("#kyc-status").await, "PENDING");
@@ -108,7 +107,7 @@ async fn customer_completes(browser: &Browser, link: &str, button: &str, screens
         browser.screenshot(screenshot).await;
     }
     browser.click(&format!("button[value=\"{button}\"]")).await;
-    assert!(browser.page_text().await.contains("Submitted"));
+    browser.wait_for_text("Submitted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +136,7 @@ async fn an_officer_walks_a_customer_from_crm_upsert_to_verified_and_clear_in_th
     );
     log_in(&browser, &server, OFFICER_EMAIL).await;
     assert!(browser.url().await.ends_with("/app/customers"));
-    assert!(browser.page_text().await.contains("Jane Citizen"));
+    browser.wait_for_text("Jane Citizen").await;
     browser.screenshot("customers").await;
 
     confirm_risk(&browser, &server, "Jane Citizen").await;
@@ -206,7 +205,7 @@ async fn an_officer_walks_a_customer_from_crm_upsert_to_verified_and_clear_in_th
         .await
         .expect("a session cookie");
     browser.click("#logout").await;
-    assert!(browser.page_text().await.contains("You have logged out."));
+    browser.wait_for_text("You have logged out.").await;
     let after = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -340,7 +339,7 @@ async fn an_aml_case_goes_from_hits_to_resolved_and_staff_can_neither_see_nor_fo
         officer
             .click(&format!(".hit:nth-child({index}) .set-disposition"))
             .await;
-        assert!(officer.page_text().await.contains("Disposition saved."));
+        officer.wait_for_text("Disposition saved.").await;
     }
     officer.find("#decision-form").await;
     officer.click("#decision-proceed").await;
@@ -374,8 +373,8 @@ async fn an_admin_adds_a_user_and_issues_and_revokes_an_api_key_shown_once() {
     browser.select("#new-role", "staff").await;
     browser.fill("#new-password", PASSWORD).await;
     browser.click("#create-user").await;
-    assert!(browser.page_text().await.contains("User added."));
-    assert!(browser.page_text().await.contains("new.staff@firm.example"));
+    browser.wait_for_text("User added.").await;
+    browser.wait_for_text("new.staff@firm.example").await;
     // Emails are unique: a second user with the same one is refused with the reason.
     browser.fill("#new-email", "new.staff@firm.example").await;
     browser.fill("#new-password", PASSWORD).await;
@@ -416,7 +415,7 @@ async fn an_admin_adds_a_user_and_issues_and_revokes_an_api_key_shown_once() {
         .await
         .unwrap();
     browser.click("form[data-confirm] button").await;
-    assert!(browser.page_text().await.contains("API key revoked."));
+    browser.wait_for_text("API key revoked.").await;
     browser.screenshot("admin-api-keys").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while read(key.clone()).await != 401 {
