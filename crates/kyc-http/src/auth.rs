@@ -2,8 +2,12 @@
 //! (`kyc_live_…` or `kyc_test_…`), looked up by the SHA-256 of the whole key and compared in
 //! constant time; only the hash is ever stored. Missing, unknown, expired and revoked keys all
 //! answer 401 `unauthorized` alike, so the answer tells an attacker nothing. A valid key that
-//! lacks the route's scope answers 403 `insufficient_scope`.
+//! lacks the route's scope answers 403 `insufficient_scope`. An address that keeps failing is
+//! slowed down ([`crate::key_guard`]).
 
+use std::net::SocketAddr;
+
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +23,7 @@ use time::OffsetDateTime;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::key_guard::{self, Answer};
 
 /// The authenticated caller of a CRM route: a firm's API key.
 #[derive(Debug, Clone)]
@@ -71,16 +76,15 @@ fn usable(record: &ApiKeyRecord, presented_sha256: &str, now: OffsetDateTime) ->
     matches && record.revoked_at.is_none() && record.expires_at.is_none_or(|at| now < at)
 }
 
-async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
-    let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
-    let presented = key_sha256(token);
+async fn authenticate(state: &AppState, presented: Option<&str>) -> Result<Caller, ApiError> {
+    let presented = presented.ok_or(ApiError::Unauthorized)?;
     let record = state
         .ports
         .api_keys
-        .find_api_key_by_sha256(&presented)
+        .find_api_key_by_sha256(presented)
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    if !usable(&record, &presented, state.ports.clock.now()) {
+    if !usable(&record, presented, state.ports.clock.now()) {
         return Err(ApiError::Unauthorized);
     }
     Ok(Caller {
@@ -95,6 +99,24 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiErro
     })
 }
 
+/// Authenticates the key; a failure counts against the client's address, and past its limit is
+/// answered slowly, or 429 in a flood ([`crate::key_guard`]). A valid key is never slowed.
+async fn guarded_authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+    let presented = bearer(parts).map(key_sha256);
+    let outcome = authenticate(state, presented.as_deref()).await;
+    if let Err(ApiError::Unauthorized) = outcome
+        && let Some(address) = parts.extensions.get::<ConnectInfo<SocketAddr>>()
+        && state.key_guard.failed(address.0.ip()).await == Answer::Refuse
+    {
+        return Err(ApiError::RateLimited {
+            limit: state.config.key_failures_per_address,
+            window_seconds: key_guard::WINDOW.as_secs(),
+            retry_after_secs: key_guard::GATE_WAIT.as_secs(),
+        });
+    }
+    outcome
+}
+
 /// Middleware on every CRM route: authenticates the key, applies its rate limits, and leaves the
 /// [`Caller`] in the request extensions for the handlers.
 pub(crate) async fn require_api_key(
@@ -103,7 +125,7 @@ pub(crate) async fn require_api_key(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let caller = match authenticate(&state, &parts).await {
+    let caller = match guarded_authenticate(&state, &parts).await {
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };

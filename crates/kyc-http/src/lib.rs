@@ -31,6 +31,7 @@ pub mod backoffice;
 pub mod crm;
 pub mod error;
 pub(crate) mod idempotency;
+pub(crate) mod key_guard;
 pub mod openapi;
 pub mod ops;
 pub mod provider;
@@ -123,12 +124,15 @@ pub struct HttpConfig {
     pub login_failures_per_address: u32,
     /// The window of the login limits.
     pub login_window_secs: u64,
+    /// Failed API-key authentications per client address per minute answered at once; past it
+    /// each is answered after a second, a few at a time ([`key_guard`]); `0` turns this off.
+    pub key_failures_per_address: u32,
 }
 
 impl Default for HttpConfig {
     /// The contract's defaults: 60/minute, 10,000/day, 1 MiB bodies, `http://127.0.0.1:8080`;
     /// sessions idle out after 30 minutes and end after 12 hours; 5 failed logins per account and
-    /// 20 per address per 15 minutes.
+    /// 20 per address per 15 minutes; 100 failed API-key authentications per address per minute.
     fn default() -> Self {
         Self {
             rate_limit_per_minute: 60,
@@ -140,6 +144,7 @@ impl Default for HttpConfig {
             login_failures_per_account: 5,
             login_failures_per_address: 20,
             login_window_secs: 15 * 60,
+            key_failures_per_address: 100,
         }
     }
 }
@@ -168,6 +173,7 @@ pub(crate) struct AppStateInner {
     pub(crate) openapi_json: Arc<String>,
     pub(crate) back_office: Option<BackOfficePorts>,
     pub(crate) logins: Arc<backoffice::session::LoginLimiter>,
+    pub(crate) key_guard: key_guard::KeyGuard,
 }
 
 /// The whole app: the CRM API under `/api/v1`, `/api/v1/openapi.json`, `/healthz`, `/readyz`
@@ -202,7 +208,9 @@ pub fn router_with(
         .unwrap_or_else(|| Arc::new(rate_limit::RateLimiter::default()));
     let openapi_json = Arc::new(openapi::document_json(&config.public_url));
     let body_limit = config.body_limit_bytes;
+    let key_guard = key_guard::KeyGuard::new(config.key_failures_per_address);
     let state = AppState(Arc::new(AppStateInner {
+        key_guard,
         ports,
         config: Arc::new(config),
         limiter,

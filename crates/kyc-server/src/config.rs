@@ -208,6 +208,17 @@ pub struct Config {
     )]
     pub rate_limit_per_day: u32,
 
+    /// Failed API-key authentications per client address per minute answered at once; past it
+    /// each is answered after a second, a few at a time, and a flood 429; 0 turns this off.
+    #[arg(
+        long = "key-failures-per-address",
+        env = "KYC_KEY_FAILURES_PER_ADDRESS",
+        value_name = "KYC_KEY_FAILURES_PER_ADDRESS",
+        default_value = "100",
+        global = true
+    )]
+    pub key_failures_per_address: u32,
+
     /// The log filter, in `tracing` directive syntax (`info`, `kyc_http=debug,info`).
     #[arg(
         long = "log",

@@ -227,6 +227,7 @@ impl Composition {
         let http_config = HttpConfig {
             rate_limit_per_minute: config.rate_limit_per_minute,
             rate_limit_per_day: config.rate_limit_per_day,
+            key_failures_per_address: config.key_failures_per_address,
             public_url: public_url.as_str().to_owned(),
             ..HttpConfig::default()
         };
