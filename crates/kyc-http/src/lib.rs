@@ -171,6 +171,7 @@ pub(crate) struct AppStateInner {
     pub(crate) limiter: Arc<dyn kyc_domain::ports::RequestLimits>,
     pub(crate) metrics: Metrics,
     pub(crate) openapi_json: Arc<String>,
+    pub(crate) backoffice_openapi_json: Arc<String>,
     pub(crate) back_office: Option<BackOfficePorts>,
     pub(crate) logins: Arc<backoffice::session::LoginLimiter>,
     pub(crate) key_guard: key_guard::KeyGuard,
@@ -207,6 +208,7 @@ pub fn router_with(
         .clone()
         .unwrap_or_else(|| Arc::new(rate_limit::RateLimiter::default()));
     let openapi_json = Arc::new(openapi::document_json(&config.public_url));
+    let backoffice_openapi_json = Arc::new(backoffice::openapi::document_json(&config.public_url));
     let body_limit = config.body_limit_bytes;
     let key_guard = key_guard::KeyGuard::new(config.key_failures_per_address);
     let state = AppState(Arc::new(AppStateInner {
@@ -216,6 +218,7 @@ pub fn router_with(
         limiter,
         metrics: metrics.clone(),
         openapi_json,
+        backoffice_openapi_json,
         back_office: back_office.clone(),
         logins,
     }));

@@ -816,3 +816,81 @@ async fn the_audit_export_is_json_lines_of_the_firms_events() {
         .collect();
     assert!(sequences.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[tokio::test]
+async fn the_back_office_document_lists_exactly_the_json_operations_the_router_serves() {
+    let app = app().await;
+    let login = officer(&app).await;
+    let id = ready_customer(&app, &login, "crm-doc").await;
+    let doc = app
+        .call(Method::GET, "/api/backoffice/openapi.json", None, None, &[])
+        .await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.json["openapi"].as_str().unwrap().starts_with("3.1"));
+    let session = [
+        ("cookie", login.cookie.as_str()),
+        ("x-csrf-token", login.csrf.as_str()),
+        ("idempotency-key", "doc-sweep"),
+    ];
+    let mut documented = Vec::new();
+    for (path, item) in doc.json["paths"].as_object().unwrap() {
+        // Logging out is checked last: it ends the session the sweep uses.
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if path == "/api/backoffice/session" && method == "delete" {
+                continue;
+            }
+            let concrete = path.replace("{id}", &id).replace("{hit_id}", "no-such-hit");
+            let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let body = matches!(method, "post" | "patch" | "put").then(|| json!({}));
+            let reply = app
+                .call(http_method, &concrete, None, body.as_ref(), &session)
+                .await;
+            let served = reply.status != StatusCode::NOT_FOUND
+                && reply.status != StatusCode::METHOD_NOT_ALLOWED;
+            if item.get(method).is_some() {
+                documented.push(format!("{method} {path}"));
+                assert!(
+                    served,
+                    "{method} {path} is documented but not served: {}",
+                    reply.text
+                );
+            } else {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is served but not documented"
+                );
+            }
+        }
+    }
+    let logout = app
+        .call(
+            Method::DELETE,
+            "/api/backoffice/session",
+            None,
+            None,
+            &session,
+        )
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    documented.push("delete /api/backoffice/session".to_owned());
+    documented.sort();
+    assert_eq!(
+        documented,
+        vec![
+            "delete /api/backoffice/session",
+            "get /api/backoffice/audit/export",
+            "get /api/backoffice/credits",
+            "get /api/backoffice/customers",
+            "get /api/backoffice/customers/{id}",
+            "get /api/backoffice/customers/{id}/verification/quote",
+            "post /api/backoffice/customers",
+            "post /api/backoffice/customers/{id}/aml/decision",
+            "post /api/backoffice/customers/{id}/aml/hits/{hit_id}/disposition",
+            "post /api/backoffice/customers/{id}/restart",
+            "post /api/backoffice/customers/{id}/verification",
+            "post /api/backoffice/session",
+            "put /api/backoffice/customers/{id}/risk",
+        ]
+    );
+}

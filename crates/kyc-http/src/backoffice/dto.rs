@@ -11,8 +11,11 @@ use kyc_domain::usecases::CustomerInput;
 use kyc_domain::values::{CustomerType, Email, ExternalId, FullName, Note, Phone};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
-use crate::crm::dto::{CustomerDto, timestamp};
+use crate::crm::dto::{
+    CustomerDto, customer_type_schema, nullable_string_enum, string_enum, timestamp,
+};
 use crate::error::ApiError;
 
 /// Reads a JSON object into a request type; a wrong shape is 422 with `hint`.
@@ -29,20 +32,63 @@ fn note(field: &'static str, text: String) -> Result<Note, ApiError> {
     Note::new(text).map_err(|e| ApiError::invalid(field, e.message))
 }
 
+fn disposition_schema() -> utoipa::openapi::Object {
+    string_enum(&["FALSE_POSITIVE", "TRUE_MATCH"])
+}
+
+fn optional_disposition_schema() -> utoipa::openapi::Object {
+    nullable_string_enum(&["FALSE_POSITIVE", "TRUE_MATCH"])
+}
+
+fn decision_schema() -> utoipa::openapi::Object {
+    string_enum(&["PROCEED", "DECLINE"])
+}
+
+fn phase_schema() -> utoipa::openapi::Object {
+    string_enum(&["starting", "open", "voided", "closed"])
+}
+
+fn risk_rating_schema() -> utoipa::openapi::Object {
+    nullable_string_enum(&["LOW", "MEDIUM", "HIGH"])
+}
+
+fn operation_kind_schema() -> utoipa::openapi::Object {
+    string_enum(&["grant", "reserve", "post", "void", "refund"])
+}
+
 /// `POST /api/backoffice/customers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomerRequest {
     /// The firm's CRM id, if it has one.
+    #[schema(
+        example = "crm-7741",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub external_id: Option<String>,
     /// 1–255 characters.
+    #[schema(
+        example = "Jane Doe",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub full_name: String,
     /// A valid email.
+    #[schema(
+        example = "jane@example.com",
+        max_length = 254,
+        pattern = r"^[!#-?A-Z^-~]{1,64}@(?:[A-Za-z0-9]+\.)+[A-Za-z][A-Za-z0-9]*$"
+    )]
     pub email: String,
     /// E.164.
+    #[schema(example = "+61400000000", pattern = r"^\+[1-9][0-9]{5,14}$")]
     pub phone: Option<String>,
     /// `INDIVIDUAL` (default) or `SOLE_TRADER`.
     #[serde(rename = "type")]
+    #[schema(schema_with = customer_type_schema)]
     pub customer_type: Option<String>,
 }
 
@@ -81,7 +127,7 @@ impl CreateCustomerRequest {
 }
 
 /// `PUT …/risk`: the three answers, confirmed by the person sending them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RiskRequest {
     /// Whether the firm provides a designated service to this customer.
@@ -104,20 +150,47 @@ impl RiskRequest {
 }
 
 /// `POST …/verification`: the cost the person saw and confirmed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// The quoted cost, in credits.
+    #[schema(minimum = 0, maximum = 1_000_000, example = 1)]
+    #[serde(deserialize_with = "whole_number")]
     pub confirm_cost_credits: u64,
 }
 
+/// A JSON integer as JSON Schema counts one: `1` and `1.0` alike (a number whose fraction is
+/// zero), never `1.5` or a negative number.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    // Beyond 2^53 a float no longer holds every whole number exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
+                .map(|f| f as u64)
+        })
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("expected a whole number of credits, got {number}"))
+        })
+}
+
 /// `POST …/aml/hits/{hit_id}/disposition`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DispositionRequest {
     /// `FALSE_POSITIVE` or `TRUE_MATCH`.
+    #[schema(schema_with = disposition_schema)]
     pub disposition: String,
-    /// Why.
+    /// Why: 1–4,000 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 4000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    )]
     pub note: String,
 }
 
@@ -142,12 +215,18 @@ impl DispositionRequest {
 }
 
 /// `POST …/aml/decision`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     /// `PROCEED` or `DECLINE`.
+    #[schema(schema_with = decision_schema)]
     pub decision: String,
-    /// Why.
+    /// Why: 1–4,000 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 4000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    )]
     pub rationale: String,
 }
 
@@ -172,10 +251,15 @@ impl DecisionRequest {
 }
 
 /// `POST …/restart`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestartRequest {
-    /// Why the failed verification is restarted.
+    /// Why the failed verification is restarted: 1–4,000 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 4000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: String,
 }
 
@@ -190,7 +274,7 @@ impl RestartRequest {
 }
 
 /// Risk answers as proposed or confirmed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AnswersDto {
     /// Designated service in scope.
     pub is_designated_service: bool,
@@ -211,7 +295,7 @@ impl From<RiskAnswers> for AnswersDto {
 }
 
 /// Confirmed answers with who confirmed them and when.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ConfirmedDto {
     /// The answers.
     #[serde(flatten)]
@@ -221,11 +305,12 @@ pub struct ConfirmedDto {
     /// Their login.
     pub confirmed_by_email: String,
     /// When.
+    #[schema(format = DateTime)]
     pub confirmed_at: String,
 }
 
 /// The risk questions: what the CRM proposed and what a person confirmed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RiskDto {
     /// Proposed over the CRM API, if ever.
     pub proposed: Option<AnswersDto>,
@@ -234,11 +319,12 @@ pub struct RiskDto {
 }
 
 /// One verification attempt.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptDto {
     /// 1, 2, …
     pub number: u32,
     /// `starting`, `open`, `voided` or `closed`.
+    #[schema(schema_with = phase_schema)]
     pub phase: &'static str,
     /// Its price.
     pub cost_credits: u64,
@@ -249,10 +335,13 @@ pub struct AttemptDto {
     /// Who clicked Start Verification.
     pub started_by: Option<String>,
     /// When it was claimed.
+    #[schema(format = DateTime)]
     pub claimed_at: String,
     /// When it opened (charged, link issued).
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub opened_at: Option<String>,
     /// When it was voided or closed.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<String>,
     /// Why it was voided.
     pub void_reason: Option<String>,
@@ -288,7 +377,7 @@ impl From<&VerificationAttempt> for AttemptDto {
 }
 
 /// One AML hit, for the firm's review.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HitDto {
     /// Its id (for the disposition route).
     pub id: String,
@@ -299,6 +388,7 @@ pub struct HitDto {
     /// The provider's match status.
     pub match_status: String,
     /// `null`, `FALSE_POSITIVE` or `TRUE_MATCH`.
+    #[schema(schema_with = optional_disposition_schema)]
     pub disposition: Option<&'static str>,
     /// The officer's note on the disposition.
     pub disposition_note: Option<String>,
@@ -322,7 +412,7 @@ impl From<&AmlHit> for HitDto {
 }
 
 /// One audit event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditDto {
     /// Position in the firm's log.
     pub sequence: i64,
@@ -331,10 +421,13 @@ pub struct AuditDto {
     /// The customer.
     pub customer_id: String,
     /// When.
+    #[schema(format = DateTime)]
     pub at: String,
     /// Who (`kind`: `api_key`, `person`, `provider`, `customer`, `system`).
+    #[schema(value_type = Object)]
     pub actor: Value,
     /// What changed (`type` names the change).
+    #[schema(value_type = Object)]
     pub change: Value,
     /// Why, where a person acted.
     pub note: Option<String>,
@@ -361,13 +454,14 @@ impl From<&AuditEntry> for AuditDto {
 }
 
 /// `GET /api/backoffice/customers/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CustomerDetailDto {
     /// The customer object of the CRM API.
     pub customer: CustomerDto,
     /// The risk answers, `null` when none were proposed or confirmed.
     pub risk: Option<RiskDto>,
     /// `LOW`, `MEDIUM`, `HIGH`, or `null` until a person confirms the answers.
+    #[schema(schema_with = risk_rating_schema)]
     pub risk_rating: Option<&'static str>,
     /// The link to hand to the customer while they have something to do; else `null`.
     pub verification_url: Option<String>,
@@ -404,7 +498,7 @@ impl CustomerDetailDto {
 }
 
 /// A page of the back-office customer list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CustomerPageDto {
     /// The customers.
     pub data: Vec<CustomerDto>,
@@ -417,7 +511,7 @@ pub struct CustomerPageDto {
 }
 
 /// `GET …/verification/quote`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct QuoteDto {
     /// The price of one verification.
     pub cost_credits: u64,
@@ -426,9 +520,10 @@ pub struct QuoteDto {
 }
 
 /// The answer to Start Verification.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StartedDto {
     /// `PENDING`.
+    #[schema(example = "PENDING")]
     pub kyc_status: &'static str,
     /// The link to hand to the customer.
     pub verification_url: String,
@@ -439,13 +534,15 @@ pub struct StartedDto {
 }
 
 /// One statement line.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StatementLineDto {
     /// The operation's id.
     pub id: String,
     /// When.
+    #[schema(format = DateTime)]
     pub at: String,
     /// `grant`, `reserve`, `post`, `void` or `refund`.
+    #[schema(schema_with = operation_kind_schema)]
     pub kind: Value,
     /// Credits moved.
     pub credits: u64,
@@ -475,7 +572,7 @@ impl From<&StatementEntry> for StatementLineDto {
 }
 
 /// `GET /api/backoffice/credits`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreditsDto {
     /// Spendable now.
     pub available_credits: u64,
@@ -498,6 +595,43 @@ impl CreditsDto {
             spent_credits: balance.spent.get(),
             statement: statement.iter().map(StatementLineDto::from).collect(),
             next_cursor,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(body: &str) -> Result<StartRequest, String> {
+        serde_json::from_str(body).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_confirmed_cost_is_any_json_integer_and_nothing_else() {
+        assert_eq!(
+            start(r#"{"confirm_cost_credits": 3}"#)
+                .unwrap()
+                .confirm_cost_credits,
+            3
+        );
+        assert_eq!(
+            start(r#"{"confirm_cost_credits": 3.0}"#)
+                .unwrap()
+                .confirm_cost_credits,
+            3
+        );
+        assert_eq!(
+            start(r#"{"confirm_cost_credits": 3e0}"#)
+                .unwrap()
+                .confirm_cost_credits,
+            3
+        );
+        for refused in ["3.5", "-1", "-1.0", "1e300", r#""3""#, "null"] {
+            assert!(
+                start(&format!(r#"{{"confirm_cost_credits": {refused}}}"#)).is_err(),
+                "{refused}"
+            );
         }
     }
 }

@@ -6,6 +6,7 @@
 //! for Start Verification a required `Idempotency-Key` and its replay machinery, then the handler.
 
 pub mod dto;
+pub mod openapi;
 pub(crate) mod routes;
 pub mod session;
 
@@ -77,12 +78,31 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
             get(routes::audit_export).route_layer(role(RoleNeed::ComplianceOfficer)),
         )
         .route_layer(session.clone());
-    Router::new().merge(authenticated).route(
-        "/api/backoffice/session",
-        post(session::login).merge(
-            delete(session::logout)
-                .route_layer(csrf)
-                .route_layer(session),
-        ),
+    Router::new()
+        .merge(authenticated)
+        .route("/api/backoffice/openapi.json", get(openapi_document))
+        .route(
+            "/api/backoffice/session",
+            post(session::login).merge(
+                delete(session::logout)
+                    .route_layer(csrf)
+                    .route_layer(session),
+            ),
+        )
+}
+
+/// The OpenAPI 3.1 document of the back-office API (no session needed: it describes, it holds
+/// nothing of a firm's).
+async fn openapi_document(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )],
+        state.backoffice_openapi_json.as_str().to_owned(),
     )
+        .into_response()
 }

@@ -24,7 +24,7 @@ use super::session::Staff;
 use crate::AppState;
 use crate::crm::cursor;
 use crate::crm::dto::{CustomerDto, JsonObject};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 100;
@@ -173,6 +173,24 @@ fn position_of(customer: &Customer, filter: &CustomerFilter) -> PagePosition {
 ///
 /// # Responses
 /// 200 a page; 422 for a bad filter or a cursor issued for other filters.
+#[utoipa::path(
+    get,
+    path = "/api/backoffice/customers",
+    tag = "customers",
+    params(
+        ("status" = Option<String>, Query, pattern = r"^(NOT_STARTED|PENDING|IN_PROGRESS|VERIFIED|FAILED|NOT_REQUIRED|AWAITING_RESUBMISSION)$", description = "kyc_status filter"),
+        ("aml_status" = Option<String>, Query, pattern = r"^(NOT_SCREENED|IN_PROGRESS|CLEAR|NEEDS_REVIEW|RESOLVED)$", description = "aml.status filter"),
+        ("q" = Option<String>, Query, description = "text to find in the name, email or external id (case-insensitive)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1–100, default 50"),
+        ("cursor" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]*$", description = "next_cursor of the previous page, with the same filters and search; empty or omitted: the first page"),
+    ),
+    responses(
+        (status = 200, description = "A page of customers", body = CustomerPageDto),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed (a bad filter, or a cursor issued for other filters)", body = ErrorEnvelope),
+    ),
+    security(("session" = []))
+)]
 pub(crate) async fn list_customers(
     State(state): State<AppState>,
     staff: Staff,
@@ -272,6 +290,19 @@ pub(crate) async fn find_page(
 /// # Responses
 /// 201 the customer; 403 `forbidden` for a role that may not; 422 for an invalid field or an
 /// external id another customer has.
+#[utoipa::path(
+    post,
+    path = "/api/backoffice/customers",
+    tag = "customers",
+    request_body = CreateCustomerRequest,
+    responses(
+        (status = 201, description = "Created (added_via ADMIN_MANUAL)", body = CustomerDto),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 403, description = "forbidden or csrf_failed", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed (an invalid field, or an external id or email another customer has)", body = ErrorEnvelope),
+    ),
+    security(("session" = [], "csrf" = []))
+)]
 pub(crate) async fn create_customer(
     State(state): State<AppState>,
     staff: Staff,
@@ -293,6 +324,18 @@ pub(crate) async fn create_customer(
 ///
 /// # Responses
 /// 200 the detail; 404 for an unknown customer or another firm's.
+#[utoipa::path(
+    get,
+    path = "/api/backoffice/customers/{id}",
+    tag = "customers",
+    params(("id" = String, Path, description = "The customer's UUID or external_id")),
+    responses(
+        (status = 200, description = "Everything the customer page shows", body = CustomerDetailDto),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+    ),
+    security(("session" = []))
+)]
 pub(crate) async fn customer_detail(
     State(state): State<AppState>,
     staff: Staff,
@@ -306,6 +349,22 @@ pub(crate) async fn customer_detail(
 ///
 /// # Responses
 /// 200 the detail; 404; 409 `conflict` when the status does not allow it; 422 for a bad body.
+#[utoipa::path(
+    put,
+    path = "/api/backoffice/customers/{id}/risk",
+    tag = "customers",
+    params(("id" = String, Path, description = "The customer's UUID or external_id")),
+    request_body = RiskRequest,
+    responses(
+        (status = 200, description = "The detail, with the answers confirmed", body = CustomerDetailDto),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 403, description = "forbidden or csrf_failed", body = ErrorEnvelope),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+        (status = 409, description = "conflict: the status does not allow it", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed", body = ErrorEnvelope),
+    ),
+    security(("session" = [], "csrf" = []))
+)]
 pub(crate) async fn confirm_risk(
     State(state): State<AppState>,
     staff: Staff,
@@ -347,6 +406,20 @@ async fn detail(
 ///
 /// # Responses
 /// 200 `{cost_credits, balance_credits}`; 404.
+#[utoipa::path(
+    get,
+    path = "/api/backoffice/customers/{id}/verification/quote",
+    tag = "verification",
+    params(("id" = String, Path, description = "The customer's UUID or external_id")),
+    responses(
+        (status = 200, description = "The price and the balance", body = QuoteDto),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 403, description = "forbidden", body = ErrorEnvelope),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+        (status = 409, description = "not_startable: no verification can be started now, with the reason", body = ErrorEnvelope),
+    ),
+    security(("session" = []))
+)]
 pub(crate) async fn quote(
     State(state): State<AppState>,
     staff: Staff,
@@ -373,6 +446,28 @@ pub(crate) async fn quote(
 /// reason says why, including a changed price); 409 `idempotency_*`; 422 for a bad body or a
 /// missing key; 502 `provider_refused` (nothing charged, still `NOT_STARTED`); 503
 /// `provider_unavailable` (nothing charged; retry with the same key).
+#[utoipa::path(
+    post,
+    path = "/api/backoffice/customers/{id}/verification",
+    tag = "verification",
+    params(
+        ("id" = String, Path, description = "The customer's UUID or external_id"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = r"^[ -~]*[!-~][ -~]*$", description = "Required: 1–255 printable ASCII characters; a repeat replays the first answer"),
+    ),
+    request_body = StartRequest,
+    responses(
+        (status = 200, description = "Started: charged, applicant created, link issued", body = StartedDto),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 402, description = "insufficient_credits (the balance or the daily cap); nothing changed", body = ErrorEnvelope),
+        (status = 403, description = "forbidden or csrf_failed", body = ErrorEnvelope),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+        (status = 409, description = "not_startable (with the reason, including a changed price), idempotency_conflict or idempotency_in_progress", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed", body = ErrorEnvelope),
+        (status = 502, description = "provider_refused: nothing charged, still NOT_STARTED", body = ErrorEnvelope),
+        (status = 503, description = "provider_unavailable: nothing charged; retry with the same key", body = ErrorEnvelope),
+    ),
+    security(("session" = [], "csrf" = []))
+)]
 pub(crate) async fn start_verification(
     State(state): State<AppState>,
     staff: Staff,
@@ -407,6 +502,22 @@ pub(crate) async fn start_verification(
 /// # Responses
 /// 200 the detail; 403 `forbidden`; 404 (customer); 409 `conflict` (unknown hit or a status that
 /// does not allow it); 422.
+#[utoipa::path(
+    post,
+    path = "/api/backoffice/customers/{id}/aml/hits/{hit_id}/disposition",
+    tag = "aml",
+    params(("id" = String, Path, description = "The customer's UUID or external_id"), ("hit_id" = String, Path, description = "The hit's id from aml_hits")),
+    request_body = DispositionRequest,
+    responses(
+        (status = 200, description = "The detail, with the disposition", body = CustomerDetailDto),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 403, description = "forbidden (compliance officers only) or csrf_failed", body = ErrorEnvelope),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+        (status = 409, description = "conflict: an unknown hit, or a status that does not allow it", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed", body = ErrorEnvelope),
+    ),
+    security(("session" = [], "csrf" = []))
+)]
 pub(crate) async fn set_disposition(
     State(state): State<AppState>,
     staff: Staff,
@@ -438,6 +549,22 @@ pub(crate) async fn set_disposition(
 ///
 /// # Responses
 /// 200 the detail (`aml.status` `RESOLVED`); 403; 404; 409 while hits lack a disposition; 422.
+#[utoipa::path(
+    post,
+    path = "/api/backoffice/customers/{id}/aml/decision",
+    tag = "aml",
+    params(("id" = String, Path, description = "The customer's UUID or external_id")),
+    request_body = DecisionRequest,
+    responses(
+        (status = 200, description = "The detail, aml.status RESOLVED", body = CustomerDetailDto),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 403, description = "forbidden (compliance officers only) or csrf_failed", body = ErrorEnvelope),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+        (status = 409, description = "conflict: not NEEDS_REVIEW, or hits lack a disposition", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed", body = ErrorEnvelope),
+    ),
+    security(("session" = [], "csrf" = []))
+)]
 pub(crate) async fn record_decision(
     State(state): State<AppState>,
     staff: Staff,
@@ -468,6 +595,22 @@ pub(crate) async fn record_decision(
 ///
 /// # Responses
 /// 200 the detail (`NOT_STARTED`); 403; 404; 409 unless `FAILED`; 422.
+#[utoipa::path(
+    post,
+    path = "/api/backoffice/customers/{id}/restart",
+    tag = "verification",
+    params(("id" = String, Path, description = "The customer's UUID or external_id")),
+    request_body = RestartRequest,
+    responses(
+        (status = 200, description = "The detail, NOT_STARTED with a new attempt to come", body = CustomerDetailDto),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 403, description = "forbidden (compliance officers only) or csrf_failed", body = ErrorEnvelope),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+        (status = 409, description = "conflict: only a FAILED verification restarts", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed", body = ErrorEnvelope),
+    ),
+    security(("session" = [], "csrf" = []))
+)]
 pub(crate) async fn restart(
     State(state): State<AppState>,
     staff: Staff,
@@ -489,6 +632,17 @@ pub(crate) async fn restart(
 ///
 /// # Responses
 /// 200 `{available_credits, held_credits, spent_credits, statement, next_cursor}`.
+#[utoipa::path(
+    get,
+    path = "/api/backoffice/credits",
+    tag = "credits",
+    params(("cursor" = Option<String>, Query, description = "next_cursor of the previous page, for older lines; anything else: the newest page")),
+    responses(
+        (status = 200, description = "Balance, holds and a page of the statement", body = CreditsDto),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+    ),
+    security(("session" = []))
+)]
 pub(crate) async fn credits(
     State(state): State<AppState>,
     staff: Staff,
@@ -536,6 +690,17 @@ fn ledger_error(error: kyc_domain::ports::LedgerError) -> ApiError {
 ///
 /// # Responses
 /// 200 `application/x-ndjson`; 403 `forbidden` unless compliance officer.
+#[utoipa::path(
+    get,
+    path = "/api/backoffice/audit/export",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The firm's audit trail, one AuditDto per line, oldest first", content_type = "application/x-ndjson", body = String),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 403, description = "forbidden (compliance officers only)", body = ErrorEnvelope),
+    ),
+    security(("session" = []))
+)]
 pub(crate) async fn audit_export(
     State(state): State<AppState>,
     staff: Staff,

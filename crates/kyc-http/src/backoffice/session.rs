@@ -35,9 +35,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
+use utoipa::ToSchema;
 
 use crate::crm::dto::JsonObject;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::{AppState, BackOfficePorts, HttpConfig};
 
 /// The session cookie's name.
@@ -346,28 +347,37 @@ async fn password_matches(hash: String, password: String) -> Result<bool, ApiErr
 }
 
 /// `POST /api/backoffice/session` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
+pub(crate) struct LoginRequest {
+    /// The login email.
+    #[schema(example = "officer@firm.example")]
     email: String,
+    /// The password.
+    #[schema(format = Password)]
     password: String,
 }
 
 /// The logged-in user, as the back office shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserDto {
     /// Id.
     pub id: String,
     /// Login.
     pub email: String,
     /// `staff`, `compliance_officer` or `admin`.
+    #[schema(schema_with = role_schema)]
     pub role: &'static str,
     /// The firm.
     pub firm_id: String,
 }
 
+fn role_schema() -> utoipa::openapi::Object {
+    crate::crm::dto::string_enum(&["staff", "compliance_officer", "admin"])
+}
+
 /// The answer to a login.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LoginDto {
     /// Who logged in.
     pub user: UserDto,
@@ -381,6 +391,18 @@ pub struct LoginDto {
 /// 200 `{user, csrf_token}` with the session cookie; 401 `unauthorized` for a wrong email or
 /// password (one message for both); 422 for a malformed body; 429 `rate_limited` after too many
 /// failures for the account or the address.
+#[utoipa::path(
+    post,
+    path = "/api/backoffice/session",
+    tag = "session",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in: the session cookie is set (HttpOnly, SameSite=Strict)", body = LoginDto),
+        (status = 401, description = "unauthorized: a wrong email or password (one answer for both)", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed: a malformed body", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: too many failures for the account or the address", body = ErrorEnvelope),
+    )
+)]
 pub(crate) async fn login(State(state): State<AppState>, request: Request) -> Response {
     match run_login(state, request).await {
         Ok(response) => response,
@@ -503,6 +525,17 @@ pub(crate) fn cleared_cookie(config: &HttpConfig) -> HeaderValue {
 ///
 /// # Responses
 /// 204; 401 without a session; 403 `csrf_failed` without the CSRF token.
+#[utoipa::path(
+    delete,
+    path = "/api/backoffice/session",
+    tag = "session",
+    responses(
+        (status = 204, description = "Logged out: the session has ended and the cookie is cleared"),
+        (status = 401, description = "unauthorized", body = ErrorEnvelope),
+        (status = 403, description = "csrf_failed", body = ErrorEnvelope),
+    ),
+    security(("session" = [], "csrf" = []))
+)]
 pub(crate) async fn logout(
     State(state): State<AppState>,
     staff: Staff,

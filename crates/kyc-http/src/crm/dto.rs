@@ -28,10 +28,20 @@ pub fn timestamp(at: OffsetDateTime) -> String {
 }
 
 /// A string schema limited to `values`, for the status enums of the contract.
-fn string_enum(values: &[&str]) -> utoipa::openapi::Object {
+pub(crate) fn string_enum(values: &[&str]) -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
         .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+/// One of `values`, or `null`.
+pub(crate) fn nullable_string_enum(values: &[&str]) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let values = values.iter().copied().map(Some).chain([None]);
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some(values))
         .build()
 }
 
@@ -49,7 +59,7 @@ fn aml_status_schema() -> utoipa::openapi::Object {
     ])
 }
 
-fn customer_type_schema() -> utoipa::openapi::Object {
+pub(crate) fn customer_type_schema() -> utoipa::openapi::Object {
     string_enum(&[
         CustomerType::Individual.as_str(),
         CustomerType::SoleTrader.as_str(),
