@@ -17,6 +17,7 @@ mod receiver;
 mod report;
 mod scenarios;
 mod seed;
+mod soak;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,11 @@ struct Cli {
 enum Command {
     /// Seed, start the server and the baseline, drive every phase, print the figures.
     Run(RunArgs),
+    /// Two replicas on one PostgreSQL database for a long run (25 minutes unless told): a
+    /// steady CRM load, provider webhook bursts and Start Verification clicked on both at once;
+    /// checks that nothing failed, every charge was posted once, every webhook delivered and
+    /// the memory stayed flat.
+    Soak(soak::SoakArgs),
     /// The baseline server alone (started by `run`; useful to poke at by hand).
     BaselineServer {
         /// The database to read and insert into (it must hold the service's schema).
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
+            Command::Soak(args) => soak::run(args).await,
             Command::BaselineServer {
                 database_url,
                 bind,
@@ -377,17 +384,7 @@ async fn measure(
 
     eprintln!("  phase: upserts while each change is delivered to a webhook endpoint");
     let receiver = receiver::Receiver::start().await?;
-    for firm in &firm_ids {
-        let secret = server.cli(&[
-            "webhook-endpoint",
-            "create",
-            "--firm",
-            &firm.to_string(),
-            "--url",
-            &receiver.url,
-        ])?;
-        receiver.trust(&secret)?;
-    }
+    receiver.subscribe(&server, &firm_ids)?;
     let own = api.clone();
     let started = Instant::now();
     let result = run_phase(

@@ -144,6 +144,47 @@ impl KycServer {
         })
     }
 
+    /// `http://127.0.0.1:<port>`, where `serve` will listen.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a CLI command with `input` on its standard input; its stdout, trimmed.
+    ///
+    /// # Errors
+    /// The command failed; the message carries its stderr.
+    pub fn cli_with_input(&self, args: &[&str], input: &str) -> Result<String, String> {
+        use std::io::Write as _;
+        let mut child = Command::new(&self.binary)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("run {}: {e}", self.binary.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|e| format!("write to kyc-server {}: {e}", args.join(" ")))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|e| format!("run {}: {e}", self.binary.display()))?;
+        Self::stdout_of(args, &output)
+    }
+
+    fn stdout_of(args: &[&str], output: &std::process::Output) -> Result<String, String> {
+        if !output.status.success() {
+            return Err(format!(
+                "kyc-server {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
     /// Runs a CLI command; its stdout, trimmed.
     ///
     /// # Errors
@@ -155,14 +196,7 @@ impl KycServer {
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("run {}: {e}", self.binary.display()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "kyc-server {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        Self::stdout_of(args, &output)
     }
 
     /// Starts `kyc-server serve` with `extra_env` on top (e.g. tuning variables).
@@ -180,7 +214,7 @@ impl KycServer {
             .map_err(|e| format!("start {}: {e}", self.binary.display()))?;
         let mut running = Running {
             child,
-            base_url: format!("http://127.0.0.1:{}", self.port),
+            base_url: self.base_url(),
         };
         running.wait_until_ready("/readyz").await?;
         Ok(running)

@@ -57,6 +57,30 @@ impl Receiver {
         })
     }
 
+    /// Registers this receiver as a webhook endpoint of each of `firms` (with the server's CLI)
+    /// and trusts the secrets they were given.
+    ///
+    /// # Errors
+    /// The CLI failed, or a secret is unreadable.
+    pub fn subscribe(
+        &self,
+        server: &crate::processes::KycServer,
+        firms: &[kyc_domain::ids::FirmId],
+    ) -> Result<(), String> {
+        for firm in firms {
+            let secret = server.cli(&[
+                "webhook-endpoint",
+                "create",
+                "--firm",
+                &firm.to_string(),
+                "--url",
+                &self.url,
+            ])?;
+            self.trust(&secret)?;
+        }
+        Ok(())
+    }
+
     /// Accepts deliveries signed with `secret` (`whsec_…`) from now on.
     ///
     /// # Errors
