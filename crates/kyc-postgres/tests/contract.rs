@@ -513,6 +513,14 @@ async fn request_windows_are_shared_by_replicas_and_count_exactly() {
                 .is_err()
         );
         assert_eq!(replicas[1].admit(other, later, 0, 0).await.unwrap(), Ok(()));
+        // Counters, not records: the table is unlogged, so a request's commit waits for no flush.
+        let persistence: String = sqlx::query_scalar(
+            "SELECT relpersistence::text FROM pg_class WHERE relname = 'api_key_request_windows'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(persistence, "u");
     })
     .await;
 }
