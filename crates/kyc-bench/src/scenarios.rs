@@ -259,7 +259,7 @@ impl WebhookSupply {
     }
 
     fn created_at_ms(&self) -> String {
-        sumsub_time(
+        kyc_sumsub::webhook::format_created_at_ms(
             self.start
                 + time::Duration::milliseconds(
                     i64::try_from(self.clock_millis.fetch_add(1, Ordering::Relaxed))
@@ -272,20 +272,6 @@ impl WebhookSupply {
     pub fn used(&self) -> usize {
         self.next.load(Ordering::Relaxed).min(self.attempts.len())
     }
-}
-
-/// `at` as Sumsub writes `createdAtMs`: `2021-05-14 16:00:25.032`, UTC.
-pub fn sumsub_time(at: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    )
 }
 
 /// A worker's current attempt and whether its pending event was sent.

@@ -654,7 +654,7 @@ struct Started {
 /// Sumsub's `createdAtMs` format, a millisecond later each call, so every verdict is newer than
 /// the pending event before it.
 fn created_at_ms(clock: &AtomicU64) -> String {
-    scenarios::sumsub_time(
+    kyc_sumsub::webhook::format_created_at_ms(
         time::OffsetDateTime::now_utc()
             + time::Duration::milliseconds(
                 i64::try_from(clock.fetch_add(1, Ordering::Relaxed)).unwrap_or(0),
