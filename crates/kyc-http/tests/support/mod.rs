@@ -294,6 +294,51 @@ pub async fn app_built(config: HttpConfig, customers: Option<Arc<dyn CustomerSto
 }
 
 impl App {
+    /// Sends every method to every path of the OpenAPI document `doc` (`concrete` turns a path
+    /// and method into the URI to call, or `None` to leave it out) with `key` and `headers`, and
+    /// an empty JSON body where a body goes. Each documented operation must be served (neither
+    /// 404 nor 405) and every other method must answer 405. Returns the documented operations
+    /// called, as `method path`, sorted.
+    pub async fn sweep_documented_operations(
+        &self,
+        doc: &Value,
+        concrete: impl Fn(&str, &str) -> Option<String>,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Vec<String> {
+        let mut documented = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let Some(uri) = concrete(path, method) else {
+                    continue;
+                };
+                let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let body =
+                    matches!(method, "post" | "patch" | "put").then(|| serde_json::json!({}));
+                let reply = self
+                    .call(http_method, &uri, key, body.as_ref(), headers)
+                    .await;
+                if item.get(method).is_some() {
+                    documented.push(format!("{method} {path}"));
+                    assert!(
+                        reply.status != StatusCode::NOT_FOUND
+                            && reply.status != StatusCode::METHOD_NOT_ALLOWED,
+                        "{method} {path} is documented but not served: {}",
+                        reply.text
+                    );
+                } else {
+                    assert_eq!(
+                        reply.status,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{method} {path} is served but not documented"
+                    );
+                }
+            }
+        }
+        documented.sort();
+        documented
+    }
+
     pub async fn add_firm(&self, firm: FirmId) {
         self.store
             .create_firm(&Firm {
