@@ -409,6 +409,21 @@ macro_rules! both_backends {
     };
 }
 
+/// The `kyc_session=<token>` pair a login answer's `Set-Cookie` carries, for a `Cookie` header.
+///
+/// # Panics
+/// When the answer sets no session cookie.
+pub fn session_cookie(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("kyc_session="))
+        .and_then(|value| value.split(';').next())
+        .expect("the session cookie")
+        .to_owned()
+}
+
 /// A free port on the loopback interface, for a server or a simulator to bind next.
 pub fn free_loopback_port() -> u16 {
     free_port()

@@ -363,15 +363,7 @@ async fn officer_session(database: &str, firm: &str, crm: &Crm) -> String {
         .await
         .expect("login");
     assert_eq!(response.status(), StatusCode::OK);
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .find(|value| value.starts_with("kyc_session="))
-        .and_then(|value| value.split(';').next())
-        .expect("the session cookie")
-        .to_owned()
+    kyc_e2e::session_cookie(response.headers())
 }
 
 impl Crm {

@@ -27,7 +27,7 @@ use kyc_e2e::{Backend, ServerProcess, TestDatabase, free_loopback_port, run_cli}
 use kyc_sumsub::simulator::WebhookTarget;
 use kyc_sumsub::{DigestAlgorithm, Simulator, SimulatorConfig, SumsubClient, SumsubConfig};
 use reqwest::StatusCode;
-use reqwest::header::{LOCATION, SET_COOKIE};
+use reqwest::header::LOCATION;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -322,15 +322,7 @@ impl Firm {
             .await
             .expect("login");
         assert_eq!(response.status(), StatusCode::OK);
-        let cookie = response
-            .headers()
-            .get_all(SET_COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .find(|value| value.starts_with("kyc_session="))
-            .and_then(|value| value.split(';').next())
-            .expect("the session cookie")
-            .to_owned();
+        let cookie = kyc_e2e::session_cookie(response.headers());
         let body: Value = response.json().await.expect("JSON");
         let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
         Self {

@@ -108,21 +108,13 @@ async fn fuzz_the_back_office(server: &Server) {
         .await
         .expect("log in");
     assert_eq!(login.status(), reqwest::StatusCode::OK);
-    let session = login
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("kyc_session="))
-        .and_then(|v| v.split(';').next())
-        .expect("the session cookie")
-        .to_owned();
+    let cookie = kyc_e2e::session_cookie(login.headers());
     let body: Value = login.json().await.expect("JSON");
     let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
     for n in 0..3 {
         let created = client
             .post(server.url("/api/backoffice/customers"))
-            .header("cookie", format!("kyc_session={session}"))
+            .header("cookie", &cookie)
             .header("x-csrf-token", &csrf)
             .json(&json!({"full_name": format!("Fuzz Customer {n}"), "email": format!("fuzz{n}@fuzz.example")}))
             .send()
@@ -134,7 +126,7 @@ async fn fuzz_the_back_office(server: &Server) {
         &tool,
         &server.url("/api/backoffice/openapi.json"),
         "schemathesis-backoffice.toml",
-        &[("KYC_FUZZ_SESSION", &session), ("KYC_FUZZ_CSRF", &csrf)],
+        &[("KYC_FUZZ_COOKIE", &cookie), ("KYC_FUZZ_CSRF", &csrf)],
     );
 }
 
